@@ -1,0 +1,105 @@
+//! The account model: one upstream credential and what the pool knows about it.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+pub type AccountId = i64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountKind {
+    ApiKey,
+    Oauth,
+}
+
+impl AccountKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountKind::ApiKey => "api_key",
+            AccountKind::Oauth => "oauth",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "api_key" => Some(AccountKind::ApiKey),
+            "oauth" => Some(AccountKind::Oauth),
+            _ => None,
+        }
+    }
+}
+
+/// The secret part of an account. `Debug` never prints a secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential {
+    /// The API key, or the OAuth access token.
+    pub secret: String,
+    /// OAuth only; `None` for API keys and setup tokens (which are used until they expire and never refreshed).
+    pub refresh_token: Option<String>,
+    /// OAuth only; when the access token stops working.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("secret", &redact(&self.secret))
+            .field("refresh_token", &self.refresh_token.as_deref().map(redact))
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// A short, non-reversible label for a secret, safe for logs: its prefix family and length.
+pub fn redact(secret: &str) -> String {
+    let family: String = secret.chars().take_while(|c| *c != '-').take(3).collect();
+    format!("{family}…({} chars)", secret.len())
+}
+
+/// Everything stored about an account.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub id: AccountId,
+    pub name: String,
+    pub kind: AccountKind,
+    pub credential: Credential,
+    pub disabled: bool,
+    /// Set when the credential can no longer be refreshed; the token endpoint is not called again until the account is
+    /// re-imported or logged in again.
+    pub needs_reauth: Option<String>,
+    /// The last error worth showing an operator (upstream message, refresh failure), secrets never included.
+    pub last_error: Option<String>,
+    pub email: Option<String>,
+    pub account_uuid: Option<String>,
+    pub organization_uuid: Option<String>,
+    pub organization_name: Option<String>,
+    /// Lower first.
+    pub priority: i32,
+    /// Share of traffic within a priority tier.
+    pub weight: u32,
+    /// Bumped on every write: compare-and-set updates name the version they read.
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What a new account is created with.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    pub name: String,
+    pub kind: AccountKind,
+    pub credential: Credential,
+    pub email: Option<String>,
+    pub account_uuid: Option<String>,
+    pub organization_uuid: Option<String>,
+    pub organization_name: Option<String>,
+    pub priority: i32,
+    pub weight: u32,
+    pub disabled: bool,
+}
+
+impl Account {
+    /// An OAuth account that can be refreshed (has a refresh token).
+    pub fn refreshable(&self) -> bool {
+        self.kind == AccountKind::Oauth && self.credential.refresh_token.is_some()
+    }
+}

@@ -1,0 +1,334 @@
+//! Configuration: one TOML file, every key documented in README.md.
+//!
+//! The top-level names (`listen`, `data_dir`, `store_url`, `client_keys`, `admin_key`, `[upstream] base_url`,
+//! `[oauth] token_url`) are a contract that tests outside the repository rely on. Unknown keys and bad values are
+//! rejected at start with a message naming the key and the file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The default config file `serve` looks for when `--config` is not given.
+pub const DEFAULT_CONFIG_FILE: &str = "claude-gateway.toml";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// A PostgreSQL URL for a store shared by several replicas (not yet supported; see README).
+    pub store_url: Option<String>,
+    /// Keys clients present as `x-api-key` or `Authorization: Bearer`.
+    pub client_keys: Vec<String>,
+    /// Key for `/admin/*` (`Authorization: Bearer`). Without it the admin API answers 401 to everyone.
+    pub admin_key: Option<String>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: u64,
+    /// Log format: "text" or "json".
+    pub log_format: LogFormat,
+    pub upstream: UpstreamConfig,
+    pub oauth: OAuthConfig,
+    pub refresh: RefreshConfig,
+    pub pool: PoolConfig,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    pub base_url: String,
+    /// TCP+TLS connect timeout.
+    pub connect_timeout_secs: f64,
+    /// Longest silence tolerated between two reads of an upstream response (headers or body). There is deliberately no
+    /// total deadline: a long stream is fine as long as it keeps moving.
+    pub read_timeout_secs: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OAuthConfig {
+    pub token_url: String,
+    pub authorize_url: String,
+    pub profile_url: String,
+    pub client_id: String,
+    pub scopes: String,
+    /// Redirect URI registered for the client; `{port}` is replaced by `callback_port`.
+    pub redirect_uri: String,
+    pub callback_port: u16,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RefreshConfig {
+    /// Refresh this long before an access token expires (jittered by ±`lead_jitter` per account).
+    pub lead_secs: u64,
+    /// Fraction of `lead_secs` used as per-account jitter, so accounts do not refresh in step.
+    pub lead_jitter: f64,
+    /// How often the proactive refresher looks for tokens nearing expiry.
+    pub scan_interval_secs: u64,
+    /// Timeout of one token-endpoint call.
+    pub call_timeout_secs: f64,
+    /// Upper bound of one whole refresh (all attempts and the store write); no waiter waits longer.
+    pub refresh_timeout_secs: f64,
+    /// Token-endpoint calls per refresh for transient failures (5xx, network errors).
+    pub max_attempts: u32,
+    /// Base of the jittered exponential backoff between transient attempts and between failed refreshes.
+    pub backoff_base_ms: u64,
+    /// Base of the backoff after a token-endpoint 429 that carried no Retry-After.
+    pub rate_limit_backoff_base_secs: u64,
+    /// Cap of every computed backoff (a Retry-After from the token endpoint is honoured up to `max_retry_after_secs`).
+    pub backoff_max_secs: u64,
+    /// Longest Retry-After honoured as given; longer hints are clamped to this (never shortened below what was asked
+    /// unless it exceeds this cap).
+    pub max_retry_after_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Upstream attempts per client request (first try plus failovers).
+    pub max_attempts: u32,
+    /// Cooldown after a 529/5xx/connection failure (jittered).
+    pub overload_cooldown_secs: f64,
+    /// Base of the backoff after a 429 without Retry-After.
+    pub rate_limit_backoff_base_secs: f64,
+    /// Cap of computed cooldowns.
+    pub max_cooldown_secs: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            store_url: None,
+            client_keys: Vec::new(),
+            admin_key: None,
+            max_body_bytes: 32 * 1024 * 1024,
+            log_format: LogFormat::Text,
+            upstream: UpstreamConfig::default(),
+            oauth: OAuthConfig::default(),
+            refresh: RefreshConfig::default(),
+            pool: PoolConfig::default(),
+        }
+    }
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig { base_url: "https://api.anthropic.com".into(), connect_timeout_secs: 10.0, read_timeout_secs: 300.0 }
+    }
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        OAuthConfig {
+            token_url: "https://platform.claude.com/v1/oauth/token".into(),
+            authorize_url: "https://claude.ai/oauth/authorize".into(),
+            profile_url: "https://api.anthropic.com/api/oauth/profile".into(),
+            client_id: "9d1c250a-e61b-44d9-88ed-5944d1962f5e".into(),
+            scopes: "user:profile user:inference user:sessions:claude_code user:mcp_servers user:file_upload".into(),
+            redirect_uri: "http://localhost:{port}/callback".into(),
+            callback_port: 54545,
+        }
+    }
+}
+
+impl Default for RefreshConfig {
+    fn default() -> Self {
+        RefreshConfig {
+            lead_secs: 600,
+            lead_jitter: 0.25,
+            scan_interval_secs: 15,
+            call_timeout_secs: 20.0,
+            refresh_timeout_secs: 60.0,
+            max_attempts: 3,
+            backoff_base_ms: 500,
+            rate_limit_backoff_base_secs: 30,
+            backoff_max_secs: 1800,
+            max_retry_after_secs: 86_400,
+        }
+    }
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig { max_attempts: 3, overload_cooldown_secs: 5.0, rate_limit_backoff_base_secs: 5.0, max_cooldown_secs: 600.0 }
+    }
+}
+
+/// A configuration problem, always naming the file (or "built-in defaults") and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl Config {
+    /// Loads `path`, or `./claude-gateway.toml` when present, or the built-in defaults.
+    pub fn load(path: Option<&Path>) -> Result<(Config, String), ConfigError> {
+        let path = match path {
+            Some(p) => p.to_path_buf(),
+            None => {
+                let default = PathBuf::from(DEFAULT_CONFIG_FILE);
+                if !default.exists() {
+                    let config = Config::default();
+                    config.validate("built-in defaults")?;
+                    return Ok((config, "built-in defaults".into()));
+                }
+                default
+            }
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        let name = path.display().to_string();
+        let config = Config::parse(&text, &name)?;
+        Ok((config, name))
+    }
+
+    /// Parses and validates a config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Invalid { path: origin.to_string(), message: e.to_string().trim_end().to_string() })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| ConfigError::Invalid { path: origin.to_string(), message: format!("`{key}`: {why}") };
+        for (key, url) in [
+            ("upstream.base_url", &self.upstream.base_url),
+            ("oauth.token_url", &self.oauth.token_url),
+            ("oauth.authorize_url", &self.oauth.authorize_url),
+            ("oauth.profile_url", &self.oauth.profile_url),
+        ] {
+            match reqwest::Url::parse(url) {
+                Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                _ => return Err(bad(key, &format!("{url:?} is not an http(s) URL"))),
+            }
+        }
+        if let Some(url) = &self.store_url {
+            if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+                return Err(bad("store_url", "must be a postgres:// URL"));
+            }
+        }
+        if self.client_keys.iter().any(|k| k.trim().is_empty()) {
+            return Err(bad("client_keys", "keys must not be empty"));
+        }
+        if self.admin_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+            return Err(bad("admin_key", "must not be empty (leave it out to disable the admin API)"));
+        }
+        if self.client_keys.is_empty() && !self.listen.ip().is_loopback() {
+            return Err(bad(
+                "client_keys",
+                "is empty while `listen` is not a loopback address: anyone could use your accounts; add client keys",
+            ));
+        }
+        if self.max_body_bytes == 0 {
+            return Err(bad("max_body_bytes", "must be greater than 0"));
+        }
+        for (key, v) in [
+            ("upstream.connect_timeout_secs", self.upstream.connect_timeout_secs),
+            ("upstream.read_timeout_secs", self.upstream.read_timeout_secs),
+            ("refresh.call_timeout_secs", self.refresh.call_timeout_secs),
+            ("refresh.refresh_timeout_secs", self.refresh.refresh_timeout_secs),
+            ("pool.overload_cooldown_secs", self.pool.overload_cooldown_secs),
+            ("pool.rate_limit_backoff_base_secs", self.pool.rate_limit_backoff_base_secs),
+            ("pool.max_cooldown_secs", self.pool.max_cooldown_secs),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(bad(key, "must be a positive number of seconds"));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.refresh.lead_jitter) {
+            return Err(bad("refresh.lead_jitter", "must be between 0 and 1"));
+        }
+        if self.refresh.max_attempts == 0 {
+            return Err(bad("refresh.max_attempts", "must be at least 1"));
+        }
+        if self.pool.max_attempts == 0 {
+            return Err(bad("pool.max_attempts", "must be at least 1"));
+        }
+        if self.refresh.scan_interval_secs == 0 {
+            return Err(bad("refresh.scan_interval_secs", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("gateway.db")
+    }
+}
+
+impl UpstreamConfig {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.connect_timeout_secs)
+    }
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.read_timeout_secs)
+    }
+}
+
+impl OAuthConfig {
+    pub fn redirect_uri(&self) -> String {
+        self.redirect_uri.replace("{port}", &self.callback_port.to_string())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_keys_parse() {
+        let c = Config::parse(
+            r#"
+listen = "127.0.0.1:9000"
+data_dir = "/tmp/x"
+client_keys = ["sk-gw-1"]
+admin_key = "adm"
+[upstream]
+base_url = "http://127.0.0.1:1234"
+[oauth]
+token_url = "http://127.0.0.1:1234/v1/oauth/token"
+"#,
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.client_keys, vec!["sk-gw-1"]);
+        assert_eq!(c.oauth.token_url, "http://127.0.0.1:1234/v1/oauth/token");
+        assert_eq!(c.refresh.max_attempts, 3);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let err = Config::parse("listen = \"127.0.0.1:1\"\nlisten_port = 3\n", "my.toml").unwrap_err().to_string();
+        assert!(err.contains("my.toml"), "{err}");
+        assert!(err.contains("listen_port"), "{err}");
+        let err = Config::parse("[upstream]\nbase_ur = \"x\"\n", "my.toml").unwrap_err().to_string();
+        assert!(err.contains("base_ur"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_key() {
+        let err = Config::parse("listen = \"nope\"\n", "f.toml").unwrap_err().to_string();
+        assert!(err.contains("listen") && err.contains("f.toml"), "{err}");
+        let err = Config::parse("[upstream]\nbase_url = \"ftp://x\"\n", "f.toml").unwrap_err().to_string();
+        assert!(err.contains("upstream.base_url"), "{err}");
+        let err = Config::parse("listen = \"0.0.0.0:80\"\n", "f.toml").unwrap_err().to_string();
+        assert!(err.contains("client_keys"), "{err}");
+        let err = Config::parse("[refresh]\nmax_attempts = 0\n", "f.toml").unwrap_err().to_string();
+        assert!(err.contains("refresh.max_attempts"), "{err}");
+    }
+}

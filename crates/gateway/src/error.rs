@@ -1,0 +1,142 @@
+//! The gateway's one error type: what went wrong, whose fault it is, and whether a retry may help.
+//!
+//! Every error the gateway itself writes goes through [`GatewayError::into_response`], in the dialect of the route the
+//! client called (Anthropic JSON today). Upstream error responses are not `GatewayError`s: they pass through as they are.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// Who caused an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The client sent something wrong: fix the request.
+    Client,
+    /// Anthropic (or the network to it) failed.
+    Upstream,
+    /// The gateway's own pool or store cannot serve right now.
+    Gateway,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("request body is larger than the gateway's limit of {limit} bytes (max_body_bytes)")]
+    BodyTooLarge { limit: u64 },
+    #[error("{0}")]
+    NotFound(String),
+    /// Every usable account is cooling down or backing off; one is free again after `retry_after_secs`.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after_secs: u64 },
+    /// No account can serve at all (none configured, all disabled or needing re-authentication).
+    #[error("{0}")]
+    NoAccount(String),
+    /// The store is unreachable or failed; `retry_after_secs` when a retry soon may help.
+    #[error("{message}")]
+    Unavailable { message: String, retry_after_secs: Option<u64> },
+    #[error("upstream unreachable: {0}")]
+    UpstreamUnreachable(String),
+    #[error("upstream did not answer within the read timeout")]
+    UpstreamTimeout,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    pub fn fault(&self) -> Fault {
+        match self {
+            GatewayError::Unauthorized(_)
+            | GatewayError::InvalidRequest(_)
+            | GatewayError::BodyTooLarge { .. }
+            | GatewayError::NotFound(_) => Fault::Client,
+            GatewayError::UpstreamUnreachable(_) | GatewayError::UpstreamTimeout => Fault::Upstream,
+            GatewayError::RateLimited { .. }
+            | GatewayError::NoAccount(_)
+            | GatewayError::Unavailable { .. }
+            | GatewayError::Internal(_) => Fault::Gateway,
+        }
+    }
+
+    /// Whether the same request may succeed if the client retries it later.
+    pub fn retryable(&self) -> bool {
+        match self {
+            GatewayError::RateLimited { .. }
+            | GatewayError::Unavailable { .. }
+            | GatewayError::UpstreamUnreachable(_)
+            | GatewayError::UpstreamTimeout => true,
+            GatewayError::Unauthorized(_)
+            | GatewayError::InvalidRequest(_)
+            | GatewayError::BodyTooLarge { .. }
+            | GatewayError::NotFound(_)
+            | GatewayError::NoAccount(_)
+            | GatewayError::Internal(_) => false,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
+            GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::NoAccount(_) | GatewayError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The Anthropic `error.type` for this error.
+    pub fn anthropic_type(&self) -> &'static str {
+        match self {
+            GatewayError::Unauthorized(_) => "authentication_error",
+            GatewayError::InvalidRequest(_) => "invalid_request_error",
+            GatewayError::BodyTooLarge { .. } => "request_too_large",
+            GatewayError::NotFound(_) => "not_found_error",
+            GatewayError::RateLimited { .. } => "rate_limit_error",
+            GatewayError::UpstreamTimeout => "timeout_error",
+            GatewayError::NoAccount(_)
+            | GatewayError::Unavailable { .. }
+            | GatewayError::UpstreamUnreachable(_)
+            | GatewayError::Internal(_) => "api_error",
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            GatewayError::RateLimited { retry_after_secs, .. } => Some(*retry_after_secs),
+            GatewayError::Unavailable { retry_after_secs, .. } => *retry_after_secs,
+            _ => None,
+        }
+    }
+
+    /// The Anthropic error body `{"type":"error","error":{"type","message"}}`.
+    pub fn anthropic_body(&self) -> serde_json::Value {
+        serde_json::json!({"type": "error", "error": {"type": self.anthropic_type(), "message": self.to_string()}})
+    }
+
+    /// The body of an SSE `event: error` carrying this error, for failures after a stream started.
+    pub fn sse_event(&self) -> String {
+        format!("event: error\ndata: {}\n\n", self.anthropic_body())
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        match self.fault() {
+            Fault::Client => tracing::debug!(error = %self, "client error"),
+            Fault::Upstream | Fault::Gateway => tracing::warn!(error = %self, status = self.status().as_u16(), "request failed"),
+        }
+        let mut response = (self.status(), axum::Json(self.anthropic_body())).into_response();
+        if let Some(secs) = self.retry_after() {
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert("retry-after", v);
+            }
+        }
+        response.headers_mut().insert("x-gateway-error", HeaderValue::from_static("1"));
+        response
+    }
+}

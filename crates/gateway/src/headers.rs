@@ -1,0 +1,190 @@
+//! Header policy between client and upstream.
+//!
+//! Requests: the client's headers pass through (they are the client's own, not disguised) except hop-by-hop headers,
+//! the client's gateway credential, and headers the HTTP client sets itself; the chosen account's credential is added.
+//! Responses: only headers useful to a client pass back (content type, request id, rate-limit and retry headers).
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::account::{Account, AccountKind};
+
+pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+/// Anthropic requires this beta flag on requests authenticated with an OAuth access token.
+pub const OAUTH_BETA: &str = "oauth-2025-04-20";
+
+/// Request headers never forwarded upstream.
+const DROP_REQUEST: &[&str] = &[
+    "host",
+    "authorization",
+    "x-api-key",
+    "content-length",
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "accept-encoding",
+    "cookie",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+];
+
+/// Builds the upstream request headers for `account` from the client's.
+pub fn upstream_request(client: &HeaderMap, account: &Account) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(client.len() + 2);
+    // Names listed in `Connection` are hop-by-hop too.
+    let connection_listed: Vec<String> = client
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+        .collect();
+    for (name, value) in client {
+        let n = name.as_str();
+        if DROP_REQUEST.contains(&n) || connection_listed.iter().any(|c| c == n) || n == "anthropic-beta" {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    if !out.contains_key("anthropic-version") {
+        out.insert("anthropic-version", HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION));
+    }
+    let mut betas = client_betas(client);
+    match account.kind {
+        AccountKind::ApiKey => {
+            if let Ok(v) = HeaderValue::from_str(&account.credential.secret) {
+                out.insert("x-api-key", v);
+            }
+        }
+        AccountKind::Oauth => {
+            if let Ok(v) = HeaderValue::from_str(&format!("Bearer {}", account.credential.secret)) {
+                out.insert(header::AUTHORIZATION, v);
+            }
+            if !betas.iter().any(|b| b == OAUTH_BETA) {
+                betas.push(OAUTH_BETA.to_string());
+            }
+        }
+    }
+    if !betas.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&betas.join(",")) {
+            out.insert("anthropic-beta", v);
+        }
+    }
+    out
+}
+
+/// The client's `anthropic-beta` values, from every such header, in order, without duplicates.
+fn client_betas(client: &HeaderMap) -> Vec<String> {
+    let mut betas: Vec<String> = Vec::new();
+    for v in client.get_all("anthropic-beta").iter().filter_map(|v| v.to_str().ok()) {
+        for b in v.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+            if !betas.iter().any(|x| x == b) {
+                betas.push(b.to_string());
+            }
+        }
+    }
+    betas
+}
+
+/// Whether an upstream response header is passed back to the client.
+pub fn pass_back(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    matches!(n, "content-type" | "request-id" | "retry-after" | "retry-after-ms" | "x-should-retry")
+        || n.starts_with("anthropic-ratelimit-")
+}
+
+pub fn client_response(upstream: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (name, value) in upstream {
+        if pass_back(name) {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::account::Credential;
+
+    fn account(kind: AccountKind) -> Account {
+        Account {
+            id: 1,
+            name: "a".into(),
+            kind,
+            credential: Credential { secret: "sk-upstream".into(), refresh_token: None, expires_at: None },
+            disabled: false,
+            needs_reauth: None,
+            last_error: None,
+            email: None,
+            account_uuid: None,
+            organization_uuid: None,
+            organization_name: None,
+            priority: 0,
+            weight: 1,
+            version: 1,
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        }
+    }
+
+    fn client() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", "sk-gw-client".parse().unwrap());
+        h.insert("authorization", "Bearer sk-gw-client".parse().unwrap());
+        h.insert("connection", "keep-alive, x-custom-hop".parse().unwrap());
+        h.insert("x-custom-hop", "1".parse().unwrap());
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        h.insert("user-agent", "claude-cli/2.0".parse().unwrap());
+        h.append("anthropic-beta", "a, b".parse().unwrap());
+        h.append("anthropic-beta", "b,oauth-2025-04-20".parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn api_key_account() {
+        let out = upstream_request(&client(), &account(AccountKind::ApiKey));
+        assert_eq!(out["x-api-key"], "sk-upstream");
+        assert!(out.get("authorization").is_none());
+        assert!(out.get("connection").is_none() && out.get("x-custom-hop").is_none() && out.get("transfer-encoding").is_none());
+        assert_eq!(out["anthropic-version"], DEFAULT_ANTHROPIC_VERSION);
+        assert_eq!(out["user-agent"], "claude-cli/2.0");
+        assert_eq!(out["anthropic-beta"], "a,b,oauth-2025-04-20");
+    }
+
+    #[test]
+    fn oauth_account_merges_beta_without_duplicates() {
+        let mut c = client();
+        c.remove("anthropic-beta");
+        c.insert("anthropic-beta", "x".parse().unwrap());
+        c.insert("anthropic-version", "2099-01-01".parse().unwrap());
+        let out = upstream_request(&c, &account(AccountKind::Oauth));
+        assert_eq!(out["authorization"], "Bearer sk-upstream");
+        assert!(out.get("x-api-key").is_none());
+        assert_eq!(out["anthropic-beta"], "x,oauth-2025-04-20");
+        assert_eq!(out["anthropic-version"], "2099-01-01");
+        let out = upstream_request(&client(), &account(AccountKind::Oauth));
+        assert_eq!(out["anthropic-beta"], "a,b,oauth-2025-04-20");
+    }
+
+    #[test]
+    fn response_headers_allowlist() {
+        let mut h = HeaderMap::new();
+        h.insert("request-id", "req_1".parse().unwrap());
+        h.insert("anthropic-ratelimit-unified-5h-utilization", "0.5".parse().unwrap());
+        h.insert("set-cookie", "x".parse().unwrap());
+        h.insert("anthropic-organization-id", "org".parse().unwrap());
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        let out = client_response(&h);
+        assert_eq!(out.len(), 2);
+    }
+}

@@ -1,0 +1,146 @@
+//! `claude-gateway login`: OAuth authorization code with PKCE (S256).
+//!
+//! Prints the authorize URL, then takes whichever comes first: the browser's redirect to the local callback listener,
+//! or a pasted `CODE#STATE` (or the full callback URL) on standard input. `state` must match.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use axum::extract::Query;
+use axum::response::Html;
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::mpsc;
+
+use crate::account::Credential;
+use crate::import::{save, Imported, Saved};
+use crate::oauth::{OAuthClient, Pkce};
+use crate::store::Store;
+
+/// Parses what a user pastes: `CODE#STATE`, or a callback URL with `code` and `state` query parameters.
+pub fn parse_pasted(input: &str) -> Option<(String, String)> {
+    let input = input.trim();
+    if let Ok(url) = reqwest::Url::parse(input) {
+        let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+        return Some((q.get("code")?.clone(), q.get("state")?.clone()));
+    }
+    let (code, state) = input.split_once('#')?;
+    (!code.is_empty() && !state.is_empty()).then(|| (code.to_string(), state.to_string()))
+}
+
+/// Runs the login flow and stores the account. `out` receives the user-facing lines.
+pub async fn login(
+    client: &OAuthClient,
+    store: &dyn Store,
+    name: Option<&str>,
+    mut out: impl FnMut(&str),
+) -> anyhow::Result<(crate::account::Account, Saved)> {
+    let pkce = Pkce::generate();
+    let url = pkce.authorize_url(client.config()).map_err(anyhow::Error::msg).context("oauth.authorize_url")?;
+    let (tx, mut rx) = mpsc::channel::<(String, String)>(4);
+
+    let port = client.config().callback_port;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await;
+    let server = match listener {
+        Ok(listener) => {
+            let tx = tx.clone();
+            let app = axum::Router::new().route(
+                "/callback",
+                axum::routing::get(move |Query(q): Query<std::collections::HashMap<String, String>>| {
+                    let tx = tx.clone();
+                    async move {
+                        match (q.get("code"), q.get("state")) {
+                            (Some(c), Some(s)) => {
+                                let _ = tx.send((c.clone(), s.clone())).await;
+                                Html("<h1>Signed in</h1><p>You can close this window and return to the terminal.</p>")
+                            }
+                            _ => Html("<h1>Missing code</h1><p>The authorization server did not send a code.</p>"),
+                        }
+                    }
+                }),
+            );
+            Some(tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            }))
+        }
+        Err(e) => {
+            out(&format!("(could not listen on 127.0.0.1:{port} for the browser callback: {e}; paste the code instead)"));
+            None
+        }
+    };
+
+    out("Open this URL in a browser and authorize:");
+    out(url.as_str());
+    out("Waiting for the browser callback, or paste the code shown (CODE#STATE) and press Enter:");
+
+    let stdin_tx = tx.clone();
+    let stdin = tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(pair) = parse_pasted(&line) {
+                let _ = stdin_tx.send(pair).await;
+                return;
+            }
+        }
+    });
+    drop(tx);
+
+    let received = tokio::time::timeout(Duration::from_secs(15 * 60), rx.recv()).await;
+    stdin.abort();
+    if let Some(s) = server {
+        s.abort();
+    }
+    let (code, state) = match received {
+        Ok(Some(pair)) => pair,
+        Ok(None) => bail!("no authorization code received"),
+        Err(_) => bail!("timed out waiting for the authorization code"),
+    };
+    if state != pkce.state {
+        bail!("the returned state does not match this login attempt; start again");
+    }
+    let tokens = client.exchange_code(&code, &pkce.verifier, &state).await.context("exchanging the authorization code")?;
+    let mut email = tokens.account.as_ref().and_then(|a| a.email_address.clone());
+    let mut account_uuid = tokens.account.as_ref().and_then(|a| a.uuid.clone());
+    let mut org_uuid = tokens.organization.as_ref().and_then(|o| o.uuid.clone());
+    let mut org_name = tokens.organization.as_ref().and_then(|o| o.name.clone());
+    if email.is_none() {
+        if let Some((e, a, ou, on)) = client.profile(&tokens.access_token).await {
+            email = e;
+            account_uuid = account_uuid.or(a);
+            org_uuid = org_uuid.or(ou);
+            org_name = org_name.or(on);
+        }
+    }
+    let imported = Imported {
+        source: "login".into(),
+        name: email.clone().unwrap_or_else(|| "claude-login".into()),
+        credential: Credential {
+            secret: tokens.access_token.clone(),
+            refresh_token: tokens.refresh_token.clone(),
+            expires_at: tokens.expires_in.map(|s| chrono::Utc::now() + chrono::Duration::seconds(s as i64)),
+        },
+        email,
+        account_uuid,
+        organization_uuid: org_uuid,
+        organization_name: org_name,
+        disabled: false,
+        priority: 0,
+    };
+    Ok(save(store, &imported, name).await?)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pasted_forms() {
+        assert_eq!(parse_pasted(" abc#xyz \n"), Some(("abc".into(), "xyz".into())));
+        assert_eq!(
+            parse_pasted("http://localhost:54545/callback?code=c1&state=s1"),
+            Some(("c1".into(), "s1".into()))
+        );
+        assert_eq!(parse_pasted("abc"), None);
+        assert_eq!(parse_pasted("#x"), None);
+    }
+}

@@ -1,0 +1,165 @@
+//! Reading an upstream's rate-limit answer: `retry-after` (seconds or HTTP-date), `retry-after-ms`, and the
+//! subscription `anthropic-ratelimit-unified-*` windows. Used for both the messages API and the OAuth token endpoint.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use http::HeaderMap;
+
+/// How long the upstream asked us to wait, if it said. `retry-after-ms` wins (it is more precise), then
+/// `retry-after` as seconds (integer or decimal), then `retry-after` as an HTTP-date relative to `now`.
+pub fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
+        if ms.is_finite() && ms >= 0.0 {
+            return Some(Duration::from_secs_f64(ms / 1000.0));
+        }
+    }
+    let value = text("retry-after")?;
+    if let Ok(secs) = value.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(1e9)));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    let at: DateTime<Utc> = at.into();
+    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+}
+
+/// One `anthropic-ratelimit-unified-{name}-*` window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnifiedWindow {
+    /// "5h", "7d", or a model-specific weekly window such as "7d_opus".
+    pub name: String,
+    pub status: Option<String>,
+    pub utilization: Option<f64>,
+    pub reset: Option<DateTime<Utc>>,
+}
+
+impl UnifiedWindow {
+    pub fn rejected(&self) -> bool {
+        self.status.as_deref() == Some("rejected")
+    }
+    /// Whether the window limits the whole account (5-hour and weekly) rather than one model family.
+    pub fn account_wide(&self) -> bool {
+        self.name == "5h" || self.name == "7d"
+    }
+}
+
+/// The subscription rate-limit state an answer carried.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UnifiedLimits {
+    pub status: Option<String>,
+    pub reset: Option<DateTime<Utc>>,
+    pub windows: Vec<UnifiedWindow>,
+}
+
+const UNIFIED: &str = "anthropic-ratelimit-unified-";
+
+fn epoch(v: &str) -> Option<DateTime<Utc>> {
+    let secs = v.trim().parse::<f64>().ok()?;
+    DateTime::from_timestamp(secs as i64, 0).or_else(|| DateTime::parse_from_rfc3339(v).ok().map(Into::into))
+}
+
+/// Parses the unified headers; `None` when the answer had none.
+pub fn unified(headers: &HeaderMap) -> Option<UnifiedLimits> {
+    let mut limits = UnifiedLimits::default();
+    let mut any = false;
+    for (name, value) in headers {
+        let Some(rest) = name.as_str().strip_prefix(UNIFIED) else { continue };
+        let Ok(value) = value.to_str() else { continue };
+        any = true;
+        match rest {
+            "status" => limits.status = Some(value.to_string()),
+            "reset" => limits.reset = epoch(value),
+            _ => {
+                let Some((window, field)) = rest.rsplit_once('-') else { continue };
+                if window.starts_with("overage") || window == "fallback" {
+                    continue;
+                }
+                let idx = match limits.windows.iter().position(|w| w.name == window) {
+                    Some(i) => i,
+                    None => {
+                        limits.windows.push(UnifiedWindow { name: window.to_string(), status: None, utilization: None, reset: None });
+                        limits.windows.len() - 1
+                    }
+                };
+                let w = &mut limits.windows[idx];
+                match field {
+                    "status" => w.status = Some(value.to_string()),
+                    "utilization" => w.utilization = value.trim().parse().ok(),
+                    "reset" => w.reset = epoch(value),
+                    _ => {}
+                }
+            }
+        }
+    }
+    any.then_some(limits)
+}
+
+impl UnifiedLimits {
+    /// When a rejected account-wide window (5h/7d) frees up: the latest reset among them.
+    pub fn account_rejected_until(&self) -> Option<DateTime<Utc>> {
+        self.windows.iter().filter(|w| w.rejected() && w.account_wide()).filter_map(|w| w.reset).max()
+    }
+    /// When a rejected model-specific window frees up.
+    pub fn model_rejected_until(&self) -> Option<DateTime<Utc>> {
+        self.windows.iter().filter(|w| w.rejected() && !w.account_wide()).filter_map(|w| w.reset).max()
+    }
+    /// The highest utilization of the account-wide windows (0..1), for headroom-aware scheduling.
+    pub fn utilization(&self) -> Option<f64> {
+        self.windows.iter().filter(|w| w.account_wide()).filter_map(|w| w.utilization).reduce(f64::max)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
+        assert_eq!(retry_after(&headers(&[("retry-after", "7")]), now), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(&headers(&[("retry-after", "1.5")]), now), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "Thu, 01 Jan 2026 00:01:30 GMT")]), now),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(retry_after(&headers(&[("retry-after", "Wed, 31 Dec 2025 23:00:00 GMT")]), now), Some(Duration::ZERO));
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "7"), ("retry-after-ms", "2500")]), now),
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(retry_after(&headers(&[("retry-after", "soon")]), now), None);
+        assert_eq!(retry_after(&headers(&[("retry-after", "-3")]), now), None);
+        assert_eq!(retry_after(&HeaderMap::new(), now), None);
+    }
+
+    #[test]
+    fn unified_windows_latest_rejected_reset_wins() {
+        let h = headers(&[
+            ("anthropic-ratelimit-unified-status", "rejected"),
+            ("anthropic-ratelimit-unified-5h-status", "rejected"),
+            ("anthropic-ratelimit-unified-5h-utilization", "1.0"),
+            ("anthropic-ratelimit-unified-5h-reset", "1767225600"),
+            ("anthropic-ratelimit-unified-7d-status", "rejected"),
+            ("anthropic-ratelimit-unified-7d-utilization", "0.98"),
+            ("anthropic-ratelimit-unified-7d-reset", "1767312000"),
+            ("anthropic-ratelimit-unified-7d_opus-status", "allowed"),
+            ("anthropic-ratelimit-unified-overage-status", "rejected"),
+        ]);
+        let u = unified(&h).unwrap();
+        assert_eq!(u.status.as_deref(), Some("rejected"));
+        assert_eq!(u.account_rejected_until().unwrap().timestamp(), 1767312000);
+        assert_eq!(u.model_rejected_until(), None);
+        assert_eq!(u.utilization(), Some(1.0));
+        assert!(unified(&headers(&[("retry-after", "1")])).is_none());
+    }
+}

@@ -1,0 +1,213 @@
+//! Relaying an upstream SSE stream to the client.
+//!
+//! The original bytes pass through untouched, chunk by chunk as they arrive (the body is polled only when the client
+//! can take more, so backpressure reaches upstream). A copy of each chunk feeds the [`SseDecoder`] to watch for
+//! `message_start`, usage, `message_stop` and `event: error`. A stream that ends or breaks without `message_stop` gets a
+//! final `event: error` and is counted as failed. Dropping the relay (client gone) drops the upstream response at once.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+
+use crate::pool::Lease;
+use crate::sse::{SseDecoder, SseEvent};
+
+type Upstream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// What the events seen so far say.
+#[derive(Debug, Default)]
+pub struct StreamWatch {
+    decoder: SseDecoder,
+    pub saw_start: bool,
+    pub saw_stop: bool,
+    /// `error.type` of an `event: error`.
+    pub error: Option<String>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_creation_tokens: u64,
+}
+
+impl StreamWatch {
+    pub fn feed(&mut self, chunk: &[u8]) {
+        let mut events = Vec::new();
+        self.decoder.push(chunk, &mut |e| events.push(e));
+        for e in events {
+            self.observe(e);
+        }
+    }
+
+    fn observe(&mut self, e: SseEvent) {
+        // Only the few events that matter are parsed; deltas pass by untouched.
+        match e.event.as_deref() {
+            Some("message_start") => {
+                self.saw_start = true;
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&e.data) {
+                    self.usage(v.pointer("/message/usage"));
+                }
+            }
+            Some("message_delta") => {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&e.data) {
+                    self.usage(v.get("usage"));
+                }
+            }
+            Some("message_stop") => self.saw_stop = true,
+            Some("error") => {
+                let kind = serde_json::from_str::<serde_json::Value>(&e.data)
+                    .ok()
+                    .and_then(|v| v.pointer("/error/type").and_then(|t| t.as_str()).map(str::to_string))
+                    .unwrap_or_else(|| "api_error".into());
+                self.error = Some(kind);
+            }
+            _ => {}
+        }
+    }
+
+    fn usage(&mut self, usage: Option<&serde_json::Value>) {
+        let Some(u) = usage else { return };
+        let n = |k: &str| u.get(k).and_then(|v| v.as_u64());
+        if let Some(v) = n("input_tokens") {
+            self.input_tokens = v;
+        }
+        if let Some(v) = n("output_tokens") {
+            self.output_tokens = v; // cumulative in message_delta
+        }
+        if let Some(v) = n("cache_read_input_tokens") {
+            self.cache_read_tokens = v;
+        }
+        if let Some(v) = n("cache_creation_input_tokens") {
+            self.cache_creation_tokens = v;
+        }
+    }
+}
+
+/// The first moment of a stream, before anything reached the client.
+pub enum Opened {
+    /// `message_start` arrived: commit to this upstream.
+    Started(Relay),
+    /// An `event: error` (or the end) came before `message_start`: the caller may fail over; `relay` replays what
+    /// arrived if it does not.
+    Failed { relay: Relay, error: String },
+}
+
+/// A client-bound stream of the upstream's bytes.
+pub struct Relay {
+    upstream: Upstream,
+    watch: StreamWatch,
+    held: VecDeque<Bytes>,
+    ended: bool,
+    account: String,
+    _lease: Lease,
+}
+
+impl Relay {
+    /// Reads the upstream until `message_start` (holding the bytes), an error event, or the end.
+    pub async fn open(response: reqwest::Response, lease: Lease, account: String) -> Opened {
+        let mut relay = Relay {
+            upstream: Box::pin(response.bytes_stream()),
+            watch: StreamWatch::default(),
+            held: VecDeque::new(),
+            ended: false,
+            account,
+            _lease: lease,
+        };
+        loop {
+            match relay.upstream.next().await {
+                Some(Ok(chunk)) => {
+                    relay.watch.feed(&chunk);
+                    relay.held.push_back(chunk);
+                    if let Some(error) = relay.watch.error.clone() {
+                        return Opened::Failed { relay, error };
+                    }
+                    if relay.watch.saw_start {
+                        return Opened::Started(relay);
+                    }
+                }
+                Some(Err(e)) => {
+                    let error = if e.is_timeout() { "timeout_error" } else { "api_error" };
+                    return Opened::Failed { relay, error: error.into() };
+                }
+                None => return Opened::Failed { relay, error: "api_error".into() },
+            }
+        }
+    }
+
+    fn finish(&mut self, outcome: &'static str) {
+        self.ended = true;
+        metrics::counter!("gateway_streams_total", "outcome" => outcome).increment(1);
+        let w = &self.watch;
+        metrics::counter!("gateway_tokens_total", "kind" => "input").increment(w.input_tokens);
+        metrics::counter!("gateway_tokens_total", "kind" => "output").increment(w.output_tokens);
+        metrics::counter!("gateway_tokens_total", "kind" => "cache_read").increment(w.cache_read_tokens);
+        metrics::counter!("gateway_tokens_total", "kind" => "cache_creation").increment(w.cache_creation_tokens);
+    }
+
+    fn failure_event(&mut self, message: &str) -> Bytes {
+        self.finish("failed");
+        tracing::warn!(account = %self.account, message, "stream failed");
+        let body = serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}});
+        // End a partial event first so the error is parsed on its own.
+        let sep = if self.watch.decoder_idle() { "" } else { "\n\n" };
+        Bytes::from(format!("{sep}event: error\ndata: {body}\n\n"))
+    }
+}
+
+impl StreamWatch {
+    fn decoder_idle(&self) -> bool {
+        self.decoder.is_idle()
+    }
+}
+
+impl Stream for Relay {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if let Some(chunk) = this.held.pop_front() {
+            return Poll::Ready(Some(Ok(chunk)));
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        match this.upstream.poll_next_unpin(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(chunk))) => {
+                this.watch.feed(&chunk);
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let msg = if e.is_timeout() {
+                    "upstream stream stalled past the read timeout".to_string()
+                } else {
+                    "upstream stream broke before message_stop".to_string()
+                };
+                Poll::Ready(Some(Ok(this.failure_event(&msg))))
+            }
+            Poll::Ready(None) => {
+                if this.watch.saw_stop {
+                    this.finish("complete");
+                    Poll::Ready(None)
+                } else if this.watch.error.is_some() {
+                    // The upstream already told the client what went wrong.
+                    this.finish("failed");
+                    Poll::Ready(None)
+                } else {
+                    Poll::Ready(Some(Ok(this.failure_event("upstream stream ended before message_stop"))))
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if !self.ended {
+            // The client went away: the upstream response is dropped with us.
+            metrics::counter!("gateway_streams_total", "outcome" => "client_gone").increment(1);
+            tracing::debug!(account = %self.account, "client left mid-stream; upstream request dropped");
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! The HTTP server: routes, client and admin authentication, health, metrics, and the background loops (store sync,
+//! proactive refresh).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::oauth::OAuthClient;
+use crate::pool::Pool;
+use crate::proxy::{Forward, Proxy};
+use crate::refresh::{RefreshEngine, RefreshSettings};
+use crate::store::SharedStore;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: SharedStore,
+    pub proxy: Proxy,
+    pub clock: SharedClock,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl AppState {
+    pub fn pool(&self) -> &Arc<Pool> {
+        self.proxy.pool()
+    }
+}
+
+/// Builds the shared HTTP client for upstream calls: connect and per-read timeouts, never a total deadline.
+pub fn http_client(config: &Config) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(config.upstream.connect_timeout())
+        .read_timeout(config.upstream.read_timeout())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .user_agent(concat!("claude-gateway/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Assembles the gateway around a store.
+pub fn build_state(config: Config, store: SharedStore, clock: SharedClock, metrics: Option<PrometheusHandle>) -> Result<AppState, reqwest::Error> {
+    let http = http_client(&config)?;
+    let oauth = OAuthClient::new(http.clone(), config.oauth.clone(), clock.clone());
+    let engine = RefreshEngine::new(store.clone(), Arc::new(oauth), clock.clone(), RefreshSettings::from(&config.refresh));
+    let pool = Arc::new(Pool::new(store.clone(), engine));
+    let proxy = Proxy::new(http, config.upstream.base_url.clone(), pool, config.pool.clone());
+    Ok(AppState { config: Arc::new(config), store, proxy, clock, metrics })
+}
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/v1/messages", post(messages))
+        .route("/v1/messages/count_tokens", post(count_tokens))
+        .route("/v1/models", get(models))
+        .route("/v1/models/{id}", get(model))
+        .route_layer(middleware::from_fn_with_state(state.clone(), client_auth));
+    let admin = crate::admin::router().route_layer(middleware::from_fn_with_state(state.clone(), admin_auth));
+    Router::new()
+        .merge(api)
+        .merge(admin)
+        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|method: Method, uri: axum::http::Uri| async move {
+            GatewayError::NotFound(format!("no route for {method} {}", uri.path()))
+        })
+        .with_state(state)
+}
+
+/// Compares secrets in time independent of where they differ.
+fn secret_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(k) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(k.trim());
+    }
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+}
+
+async fn client_auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let keys = &state.config.client_keys;
+    if !keys.is_empty() {
+        match presented_key(req.headers()) {
+            None => return GatewayError::Unauthorized("missing client key: send it as x-api-key or Authorization: Bearer".into()).into_response(),
+            Some(k) if !keys.iter().any(|c| secret_eq(c, k)) => {
+                return GatewayError::Unauthorized("invalid client key".into()).into_response()
+            }
+            Some(_) => {}
+        }
+    }
+    next.run(req).await
+}
+
+async fn admin_auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let ok = match (&state.config.admin_key, presented_key(req.headers())) {
+        (Some(admin), Some(k)) => secret_eq(admin, k),
+        _ => false,
+    };
+    if !ok {
+        return GatewayError::Unauthorized("admin API needs Authorization: Bearer <admin_key> (set admin_key in the config)".into())
+            .into_response();
+    }
+    next.run(req).await
+}
+
+/// Reads a request body up to the configured limit; a declared length over it is refused before reading anything.
+async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, GatewayError> {
+    let limit = state.config.max_body_bytes;
+    let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(GatewayError::BodyTooLarge { limit });
+    }
+    let limited = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(GatewayError::BodyTooLarge { limit }),
+        Err(e) => Err(GatewayError::InvalidRequest(format!("could not read the request body: {e}"))),
+    }
+}
+
+fn path_and_query(req: &Request) -> String {
+    req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| req.uri().path().to_string())
+}
+
+async fn messages_like(state: AppState, req: Request) -> Response {
+    let pq = path_and_query(&req);
+    let (parts, body) = req.into_parts();
+    let body = match read_body(&state, &parts.headers, body).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    match Forward::messages(pq, parts.headers, body) {
+        Ok(f) => state.proxy.forward(f).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn messages(State(state): State<AppState>, req: Request) -> Response {
+    messages_like(state, req).await
+}
+
+async fn count_tokens(State(state): State<AppState>, req: Request) -> Response {
+    messages_like(state, req).await
+}
+
+async fn models(State(state): State<AppState>, req: Request) -> Response {
+    let f = Forward { method: Method::GET, path_and_query: path_and_query(&req), headers: req.headers().clone(), body: Bytes::new(), model: None, stream: false };
+    state.proxy.forward(f).await
+}
+
+async fn model(State(state): State<AppState>, Path(_id): Path<String>, req: Request) -> Response {
+    models(State(state), req).await
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let store_ok = state.store.ping().await;
+    let usable = state.pool().any_usable();
+    let body = serde_json::json!({
+        "store": if store_ok.is_ok() { "ok" } else { "unreachable" },
+        "accounts": state.pool().entries().len(),
+        "ready": store_ok.is_ok() && usable,
+        "reason": match (&store_ok, usable) {
+            (Err(e), _) => Some(format!("store unreachable: {e}")),
+            (Ok(()), false) => Some("no usable account: add one, enable one, or log in again".to_string()),
+            _ => None,
+        },
+    });
+    let status = if store_ok.is_ok() && usable { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    match &state.metrics {
+        Some(h) => ([("content-type", "text/plain; version=0.0.4")], h.render()).into_response(),
+        None => GatewayError::NotFound("metrics are not enabled".into()).into_response(),
+    }
+}
+
+/// Keeps the pool in step with the store (accounts added, disabled or re-imported by the CLI) and refreshes tokens
+/// ahead of expiry. Runs until `shutdown`.
+pub async fn background(state: AppState, shutdown: CancellationToken) {
+    let mut sync = tokio::time::interval(Duration::from_secs(1));
+    sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut scan = tokio::time::interval(Duration::from_secs(state.config.refresh.scan_interval_secs));
+    scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = sync.tick() => {
+                if let Err(e) = state.pool().sync().await {
+                    tracing::warn!(error = %e, "could not reload accounts from the store");
+                }
+            }
+            _ = scan.tick() => {
+                let engine = state.pool().engine();
+                for entry in state.pool().entries().iter() {
+                    let a = entry.cell.account();
+                    if !a.disabled && a.refreshable() {
+                        engine.refresh_ahead(&entry.cell);
+                    }
+                }
+            }
+        }
+    }
+}
