@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::account::{Account, AccountId, Credential, NewAccount};
 
+pub mod memory;
 pub mod sqlite;
 
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;

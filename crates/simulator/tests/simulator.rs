@@ -978,3 +978,30 @@ async fn latency_and_pacing() {
     );
     assert_eq!(parse_sse(&r.text()).len(), 10);
 }
+
+#[tokio::test]
+async fn dropping_the_simulator_shuts_everything_down() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Simulator>();
+    let sim = Simulator::start().await.unwrap();
+    sim.add_api_key(KEY);
+    let addr = sim.addr();
+    sim.push_fault(Fault::once(FaultKind::StallStream { after_events: 1 }));
+    let (resp, _conn) = open(
+        addr,
+        "POST",
+        "/v1/messages",
+        &api_headers(KEY),
+        &body("x", true),
+    )
+    .await;
+    let mut stream = resp.into_body();
+    stream.frame().await.unwrap().unwrap();
+    drop(sim);
+    let end = tokio::time::timeout(Duration::from_secs(5), stream.frame())
+        .await
+        .unwrap();
+    assert!(!matches!(end, Some(Ok(_))), "the stalled stream must end");
+    tokio::task::yield_now().await;
+    assert!(TcpStream::connect(addr).await.is_err());
+}
