@@ -497,8 +497,7 @@ pub(crate) async fn messages(
     let cred = credential_of(&headers).map(|(_, v)| v);
     let rec = sh.record_request(&method, &uri, &headers, &body, cred.as_deref());
     let resp = answer_messages(&sh, &headers, body).await;
-    sh.finish_request(rec, &resp);
-    resp
+    sh.finish_request(rec, resp)
 }
 
 async fn answer_messages(sh: &Arc<Shared>, headers: &HeaderMap, body: Bytes) -> Response {
@@ -655,8 +654,7 @@ pub(crate) async fn count_tokens(
         Ok::<_, Response>(with_headers(r, &rl))
     })()
     .unwrap_or_else(|r| r);
-    sh.finish_request(rec, &resp);
-    resp
+    sh.finish_request(rec, resp)
 }
 
 const MODELS: &[(&str, &str, &str)] = &[
@@ -717,8 +715,7 @@ async fn models_common(
         }
         Err(r) => r,
     };
-    sh.finish_request(rec, &resp);
-    resp
+    sh.finish_request(rec, resp)
 }
 
 pub(crate) async fn list_models(
@@ -771,8 +768,7 @@ pub(crate) async fn not_found(
         None
     };
     let resp = api_error(404, "not_found_error", "Not found");
-    sh.finish_request(rec, &resp);
-    resp
+    sh.finish_request(rec, resp)
 }
 
 pub(crate) async fn method_not_allowed() -> Response {

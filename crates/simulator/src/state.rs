@@ -5,14 +5,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use rand::distr::Alphanumeric;
 use rand::Rng;
 use tokio::sync::Notify;
 
-use crate::respond::is_dropped;
+use crate::respond::{is_dropped, RecordingBody};
 use crate::types::{Fault, RecordedRequest, SimConfig, TokenCall, TokenFault, TokenPair};
 
 pub(crate) const ACCESS_PREFIX: &str = "sk-ant-oat01-sim-";
@@ -41,6 +42,34 @@ pub(crate) fn random_uuid() -> String {
 
 pub(crate) fn request_id() -> String {
     format!("req_sim{}", random_alnum(24))
+}
+
+/// The body chunks sent for one recorded request, shared by its record and its body.
+pub(crate) type ResponseLog = Arc<Mutex<Vec<Bytes>>>;
+
+pub(crate) fn lock_log(log: &ResponseLog) -> MutexGuard<'_, Vec<Bytes>> {
+    log.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn concat(chunks: &[Bytes]) -> Bytes {
+    match chunks {
+        [] => Bytes::new(),
+        [one] => one.clone(),
+        many => {
+            let mut out = BytesMut::with_capacity(many.iter().map(Bytes::len).sum());
+            for c in many {
+                out.extend_from_slice(c);
+            }
+            out.freeze()
+        }
+    }
+}
+
+/// A recorded request and the log of its response body.
+struct Record {
+    seq: u64,
+    request: RecordedRequest,
+    response: ResponseLog,
 }
 
 pub(crate) struct AccessToken {
@@ -84,7 +113,7 @@ pub(crate) struct State {
     faults: VecDeque<Fault>,
     token_faults: VecDeque<TokenFault>,
     pub(crate) ratelimit_headers: HashMap<String, Vec<(String, String)>>,
-    requests: Vec<(u64, RecordedRequest)>,
+    requests: Vec<Record>,
     token_calls: Vec<(u64, TokenCall)>,
     pub(crate) request_counts: HashMap<String, u64>,
 }
@@ -275,29 +304,45 @@ impl Shared {
             body: body.clone(),
             credential: credential.map(str::to_string),
             status: 0,
+            response: Bytes::new(),
         };
-        self.lock().requests.push((seq, rec));
+        self.lock().requests.push(Record {
+            seq,
+            request: rec,
+            response: ResponseLog::default(),
+        });
         Some(seq)
     }
 
-    pub(crate) fn finish_request(&self, seq: Option<u64>, resp: &Response) {
-        let Some(seq) = seq else { return };
-        let status = if is_dropped(resp) {
+    /// Set the status of the record `seq` (if recorded) and make `resp`'s body append every
+    /// chunk it sends to the record.
+    pub(crate) fn finish_request(&self, seq: Option<u64>, resp: Response) -> Response {
+        let Some(seq) = seq else { return resp };
+        let status = if is_dropped(&resp) {
             0
         } else {
             resp.status().as_u16()
         };
-        let mut st = self.lock();
-        if let Some((_, r)) = st.requests.iter_mut().rev().find(|(s, _)| *s == seq) {
-            r.status = status;
-        }
+        let log = {
+            let mut st = self.lock();
+            let Some(r) = st.requests.iter_mut().rev().find(|r| r.seq == seq) else {
+                // Forgotten by `reset_records` meanwhile.
+                return resp;
+            };
+            r.request.status = status;
+            r.response.clone()
+        };
+        resp.map(|body| Body::new(RecordingBody::new(body, log)))
     }
 
     pub(crate) fn requests(&self) -> Vec<RecordedRequest> {
         self.lock()
             .requests
             .iter()
-            .map(|(_, r)| r.clone())
+            .map(|r| RecordedRequest {
+                response: concat(&lock_log(&r.response)),
+                ..r.request.clone()
+            })
             .collect()
     }
 

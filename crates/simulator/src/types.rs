@@ -58,6 +58,10 @@ pub struct RecordedRequest {
     /// Status of the answer; 0 when no answer was given (connection dropped, or the
     /// client went away before the answer).
     pub status: u16,
+    /// The response body bytes the simulator wrote, in order: the whole body of a JSON answer,
+    /// or every SSE chunk sent so far (all of them once a stream has ended; a cut or stalled
+    /// stream holds what was sent before the fault). Empty when no body was sent.
+    pub response: Bytes,
 }
 
 impl RecordedRequest {

@@ -1005,3 +1005,123 @@ async fn dropping_the_simulator_shuts_everything_down() {
     tokio::task::yield_now().await;
     assert!(TcpStream::connect(addr).await.is_err());
 }
+
+/// Split a raw HTTP/1.1 response into its status line + headers and its body, decoding a
+/// chunked body.
+fn split_raw_response(raw: &[u8]) -> (String, Vec<u8>) {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = String::from_utf8(raw[..end].to_vec()).unwrap();
+    let mut rest = &raw[end + 4..];
+    let chunked = head
+        .lines()
+        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
+    if !chunked {
+        return (head, rest.to_vec());
+    }
+    let mut body = Vec::new();
+    loop {
+        let eol = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
+        let size_line = std::str::from_utf8(&rest[..eol]).unwrap();
+        let size = usize::from_str_radix(size_line.split(';').next().unwrap().trim(), 16).unwrap();
+        rest = &rest[eol + 2..];
+        if size == 0 {
+            break;
+        }
+        body.extend_from_slice(&rest[..size]);
+        assert_eq!(&rest[size..size + 2], b"\r\n");
+        rest = &rest[size + 2..];
+    }
+    (head, body)
+}
+
+#[tokio::test]
+async fn responses_are_recorded_byte_for_byte() {
+    let sim = Simulator::start().await.unwrap();
+    sim.add_api_key(KEY);
+    let close = |key| [api_headers(key), vec![("connection", "close")]].concat();
+
+    // Non-stream JSON: the whole body, with its content-length kept.
+    let raw = raw_exchange(
+        sim.addr(),
+        "/v1/messages",
+        &close(KEY),
+        &body("record me", false),
+    )
+    .await;
+    let (head, json_body) = split_raw_response(&raw);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head
+        .to_ascii_lowercase()
+        .contains(&format!("content-length: {}", json_body.len())));
+    assert!(String::from_utf8_lossy(&json_body).contains("record me"));
+
+    // Stream: every chunk, in order.
+    let raw = raw_exchange(
+        sim.addr(),
+        "/v1/messages",
+        &close(KEY),
+        &body("stream me", true),
+    )
+    .await;
+    let (head, sse_body) = split_raw_response(&raw);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let events = parse_sse(&String::from_utf8(sse_body.clone()).unwrap());
+    assert_eq!(events.last().unwrap().0, "message_stop");
+
+    // JSON error.
+    let raw = raw_exchange(
+        sim.addr(),
+        "/v1/messages",
+        &close("sk-ant-api03-unknown"),
+        &body("x", false),
+    )
+    .await;
+    let (head, err_body) = split_raw_response(&raw);
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+
+    let reqs = sim.requests();
+    assert_eq!(reqs.len(), 3);
+    assert_eq!(reqs[0].response, json_body);
+    assert_eq!(reqs[1].response, sse_body);
+    assert_eq!(reqs[2].response, err_body);
+    assert_eq!(reqs[2].status, 401);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&reqs[2].response).unwrap()["error"]["type"],
+        "authentication_error"
+    );
+
+    // A stalled stream holds what was sent so far.
+    sim.reset_records();
+    sim.push_fault(Fault::once(FaultKind::StallStream { after_events: 3 }));
+    let (resp, conn) = open(
+        sim.addr(),
+        "POST",
+        "/v1/messages",
+        &api_headers(KEY),
+        &body("x", true),
+    )
+    .await;
+    let mut stream = resp.into_body();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let chunk = stream.frame().await.unwrap().unwrap().into_data().unwrap();
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(sim.requests()[0].response, got);
+    drop(stream);
+    conn.abort();
+    assert!(sim.wait_for_disconnects(1, Duration::from_secs(5)).await);
+    assert_eq!(sim.requests()[0].response, got);
+
+    // Recording off: nothing is kept.
+    sim.reset_records();
+    sim.set_recording(false);
+    assert_eq!(post_messages(&sim, KEY, &body("x", true)).await.status, 200);
+    assert!(sim.requests().is_empty());
+}
