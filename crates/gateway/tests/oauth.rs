@@ -13,7 +13,7 @@ fn fixtures() -> std::path::PathBuf {
 }
 
 async fn oauth_gateway(sim: &Simulator, expires_in: chrono::Duration, extra_accounts: Vec<claude_gateway::account::NewAccount>) -> (Gateway, simulator::TokenPair) {
-    let pair = sim.issue_oauth(Duration::from_secs(0));
+    let pair = sim.issue_oauth(Duration::from_secs(expires_in.num_seconds().max(0) as u64));
     let dir = TempDir::new();
     let mut accounts = vec![oauth_account("oauth-1", &pair.access_token, &pair.refresh_token, expires_in)];
     accounts.extend(extra_accounts);
