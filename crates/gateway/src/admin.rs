@@ -67,7 +67,9 @@ pub fn view(state: &AppState, entry: &AccountEntry) -> AccountView {
         expires_at: account.credential.expires_at.map(rfc3339),
         cooldown_until: cooling.map(|t| rfc3339(instant_to_wall(clock, t))),
         refresh_retry_at: retry_at.map(|t| rfc3339(instant_to_wall(clock, t))),
-        last_error: cred_error.or_else(|| entry.cooldown_reason()).or_else(|| account.last_error.clone()),
+        last_error: cred_error
+            .or_else(|| entry.cooldown_reason())
+            .or_else(|| account.last_error.clone()),
         email: account.email.clone(),
         organization: account.organization_name.clone(),
         priority: account.priority,
@@ -83,7 +85,12 @@ async fn list(State(state): State<AppState>) -> Response {
     if let Err(e) = state.pool().sync().await {
         tracing::warn!(error = %e, "admin: store sync failed; showing the last known accounts");
     }
-    let accounts: Vec<AccountView> = state.pool().entries().iter().map(|e| view(&state, e)).collect();
+    let accounts: Vec<AccountView> = state
+        .pool()
+        .entries()
+        .iter()
+        .map(|e| view(&state, e))
+        .collect();
     Json(serde_json::json!({ "accounts": accounts })).into_response()
 }
 
@@ -111,13 +118,21 @@ async fn refresh(State(state): State<AppState>, Path(id): Path<String>) -> Respo
         Err(e) => return e.into_response(),
     };
     if !e.cell.account().refreshable() {
-        return GatewayError::InvalidRequest("this account has no refresh token".into()).into_response();
+        return GatewayError::InvalidRequest("this account has no refresh token".into())
+            .into_response();
     }
     match state.pool().engine().refresh_now(&e.cell) {
         Ok(()) => (axum::http::StatusCode::ACCEPTED, Json(view(&state, &e))).into_response(),
         Err(err) => {
-            let secs = err.retry_at().map(crate::clock::retry_after_secs).unwrap_or(1);
-            GatewayError::RateLimited { message: err.to_string(), retry_after_secs: secs }.into_response()
+            let secs = err
+                .retry_at()
+                .map(crate::clock::retry_after_secs)
+                .unwrap_or(1);
+            GatewayError::RateLimited {
+                message: err.to_string(),
+                retry_after_secs: secs,
+            }
+            .into_response()
         }
     }
 }

@@ -15,7 +15,10 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, max: Duration) -> Self {
-        Backoff { base, max: max.max(base) }
+        Backoff {
+            base,
+            max: max.max(base),
+        }
     }
 
     /// The delay before retry number `failures` (1 = after the first failure): `base * 2^(failures-1)` capped at `max`,
@@ -47,11 +50,20 @@ mod tests {
         let b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
         for _ in 0..200 {
             let d1 = b.delay(1);
-            assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100), "{d1:?}");
+            assert!(
+                d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100),
+                "{d1:?}"
+            );
             let d3 = b.delay(3);
-            assert!(d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400), "{d3:?}");
+            assert!(
+                d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400),
+                "{d3:?}"
+            );
             let d20 = b.delay(20);
-            assert!(d20 >= Duration::from_millis(500) && d20 <= Duration::from_secs(1), "{d20:?}");
+            assert!(
+                d20 >= Duration::from_millis(500) && d20 <= Duration::from_secs(1),
+                "{d20:?}"
+            );
         }
         let samples: std::collections::HashSet<_> = (0..50).map(|_| b.delay(2)).collect();
         assert!(samples.len() > 1, "jitter must vary");

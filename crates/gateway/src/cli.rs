@@ -16,7 +16,11 @@ use crate::config::{Config, LogFormat};
 use crate::store::{self, AccountUpdate, SharedStore};
 
 #[derive(Debug, Parser)]
-#[command(name = "claude-gateway", version, about = "An HTTP gateway in front of the Anthropic Claude API")]
+#[command(
+    name = "claude-gateway",
+    version,
+    about = "An HTTP gateway in front of the Anthropic Claude API"
+)]
 pub struct Cli {
     /// Config file (TOML). Default: ./claude-gateway.toml if present, else built-in defaults.
     #[arg(long, global = true, env = "CLAUDE_GATEWAY_CONFIG")]
@@ -77,7 +81,10 @@ pub enum AccountsCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -95,9 +102,13 @@ pub fn main() -> ExitCode {
 
 fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("CLAUDE_GATEWAY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("CLAUDE_GATEWAY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -107,20 +118,35 @@ fn init_tracing(format: LogFormat) {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let (config, origin) = Config::load(cli.config.as_deref())?;
     init_tracing(config.log_format);
-    let store = store::open(&config).await.with_context(|| format!("opening the store ({origin})"))?;
+    let store = store::open(&config)
+        .await
+        .with_context(|| format!("opening the store ({origin})"))?;
     match cli.command {
         Command::Serve => serve(config, origin, store).await,
         Command::Accounts(cmd) => accounts(cmd, store).await,
         Command::Login { name } => {
             let http = crate::server::http_client(&config)?;
-            let client = crate::oauth::OAuthClient::new(http, config.oauth.clone(), Arc::new(SystemClock));
-            let (account, saved) = crate::login::login(&client, store.as_ref(), name.as_deref(), |line| println!("{line}")).await?;
+            let client =
+                crate::oauth::OAuthClient::new(http, config.oauth.clone(), Arc::new(SystemClock));
+            let (account, saved) =
+                crate::login::login(&client, store.as_ref(), name.as_deref(), |line| {
+                    println!("{line}")
+                })
+                .await?;
             println!(
                 "{} OAuth account {} (id {}){}",
-                if saved == crate::import::Saved::Created { "Added" } else { "Updated" },
+                if saved == crate::import::Saved::Created {
+                    "Added"
+                } else {
+                    "Updated"
+                },
                 account.name,
                 account.id,
-                account.email.as_deref().map(|e| format!(", {e}")).unwrap_or_default()
+                account
+                    .email
+                    .as_deref()
+                    .map(|e| format!(", {e}"))
+                    .unwrap_or_default()
             );
             Ok(())
         }
@@ -128,12 +154,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config, origin: String, store: SharedStore) -> anyhow::Result<()> {
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().ok();
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .ok();
     let listen = config.listen;
     let open = config.client_keys.is_empty();
     let state = crate::server::build_state(config, store.clone(), Arc::new(SystemClock), metrics)?;
     state.pool().sync().await.context("loading accounts")?;
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
     let accounts = state.pool().entries().len();
     tracing::info!(config = %origin, store = %store.describe(), accounts, "listening on http://{addr}");
@@ -182,7 +212,12 @@ async fn wait_for_signal() {
 
 async fn accounts(cmd: AccountsCommand, store: SharedStore) -> anyhow::Result<()> {
     match cmd {
-        AccountsCommand::AddKey { name, key, priority, weight } => {
+        AccountsCommand::AddKey {
+            name,
+            key,
+            priority,
+            weight,
+        } => {
             let key = if key == "-" {
                 let mut s = String::new();
                 std::io::stdin().read_line(&mut s)?;
@@ -196,7 +231,11 @@ async fn accounts(cmd: AccountsCommand, store: SharedStore) -> anyhow::Result<()
                 .insert_account(NewAccount {
                     name,
                     kind: AccountKind::ApiKey,
-                    credential: Credential { secret: key, refresh_token: None, expires_at: None },
+                    credential: Credential {
+                        secret: key,
+                        refresh_token: None,
+                        expires_at: None,
+                    },
                     email: None,
                     account_uuid: None,
                     organization_uuid: None,
@@ -222,11 +261,17 @@ async fn accounts(cmd: AccountsCommand, store: SharedStore) -> anyhow::Result<()
                         })
                     })
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "accounts": list }))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({ "accounts": list }))?
+                );
             } else if accounts.is_empty() {
                 println!("No accounts. Add one with `claude-gateway accounts add-key --name NAME KEY`, `claude-gateway login` or `claude-gateway accounts import PATH`.");
             } else {
-                println!("{:>4}  {:<32} {:<8} {:<13} {:<21} {}", "ID", "NAME", "KIND", "STATE", "EXPIRES", "EMAIL");
+                println!(
+                    "  ID  {:<32} {:<8} {:<13} {:<21} EMAIL",
+                    "NAME", "KIND", "STATE", "EXPIRES"
+                );
                 for a in accounts {
                     let state = if a.disabled {
                         "disabled"
@@ -241,7 +286,10 @@ async fn accounts(cmd: AccountsCommand, store: SharedStore) -> anyhow::Result<()
                         a.name,
                         a.kind.as_str(),
                         state,
-                        a.credential.expires_at.map(rfc3339).unwrap_or_else(|| "-".into()),
+                        a.credential
+                            .expires_at
+                            .map(rfc3339)
+                            .unwrap_or_else(|| "-".into()),
                         a.email.as_deref().unwrap_or("-")
                     );
                 }
@@ -254,12 +302,25 @@ async fn accounts(cmd: AccountsCommand, store: SharedStore) -> anyhow::Result<()
         }
         AccountsCommand::Disable { account } => {
             let a = store::find_account(store.as_ref(), &account).await?;
-            store.update_account(a.id, a.version, AccountUpdate { disabled: Some(true), ..Default::default() }).await?;
+            store
+                .update_account(
+                    a.id,
+                    a.version,
+                    AccountUpdate {
+                        disabled: Some(true),
+                        ..Default::default()
+                    },
+                )
+                .await?;
             println!("Disabled account {} (id {})", a.name, a.id);
         }
         AccountsCommand::Enable { account } => {
             let a = store::find_account(store.as_ref(), &account).await?;
-            let update = AccountUpdate { disabled: Some(false), needs_reauth: Some(None), ..Default::default() };
+            let update = AccountUpdate {
+                disabled: Some(false),
+                needs_reauth: Some(None),
+                ..Default::default()
+            };
             store.update_account(a.id, a.version, update).await?;
             println!("Enabled account {} (id {})", a.name, a.id);
         }
@@ -272,14 +333,34 @@ async fn accounts(cmd: AccountsCommand, store: SharedStore) -> anyhow::Result<()
                 }
                 all.extend(found);
             }
-            anyhow::ensure!(!all.is_empty(), "no Claude credentials found in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
-            anyhow::ensure!(name.is_none() || all.len() == 1, "--name needs exactly one credential, found {}", all.len());
+            anyhow::ensure!(
+                !all.is_empty(),
+                "no Claude credentials found in {}",
+                paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            anyhow::ensure!(
+                name.is_none() || all.len() == 1,
+                "--name needs exactly one credential, found {}",
+                all.len()
+            );
             for c in &all {
                 let (a, saved) = crate::import::save(store.as_ref(), c, name.as_deref()).await?;
-                let kind = if c.credential.refresh_token.is_some() { "OAuth" } else { "setup-token" };
+                let kind = if c.credential.refresh_token.is_some() {
+                    "OAuth"
+                } else {
+                    "setup-token"
+                };
                 println!(
                     "{} {kind} account {} (id {}) from {}",
-                    if saved == crate::import::Saved::Created { "Imported" } else { "Updated" },
+                    if saved == crate::import::Saved::Created {
+                        "Imported"
+                    } else {
+                        "Updated"
+                    },
                     a.name,
                     a.id,
                     c.source.display()

@@ -124,7 +124,11 @@ impl Default for Config {
 
 impl Default for UpstreamConfig {
     fn default() -> Self {
-        UpstreamConfig { base_url: "https://api.anthropic.com".into(), connect_timeout_secs: 10.0, read_timeout_secs: 300.0 }
+        UpstreamConfig {
+            base_url: "https://api.anthropic.com".into(),
+            connect_timeout_secs: 10.0,
+            read_timeout_secs: 300.0,
+        }
     }
 }
 
@@ -161,7 +165,12 @@ impl Default for RefreshConfig {
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        PoolConfig { max_attempts: 3, overload_cooldown_secs: 5.0, rate_limit_backoff_base_secs: 5.0, max_cooldown_secs: 600.0 }
+        PoolConfig {
+            max_attempts: 3,
+            overload_cooldown_secs: 5.0,
+            rate_limit_backoff_base_secs: 5.0,
+            max_cooldown_secs: 600.0,
+        }
     }
 }
 
@@ -169,7 +178,10 @@ impl Default for PoolConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Invalid { path: String, message: String },
 }
@@ -189,7 +201,10 @@ impl Config {
                 default
             }
         };
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
         let name = path.display().to_string();
         let config = Config::parse(&text, &name)?;
         Ok((config, name))
@@ -197,14 +212,19 @@ impl Config {
 
     /// Parses and validates a config text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Invalid { path: origin.to_string(), message: e.to_string().trim_end().to_string() })?;
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+            path: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
         config.validate(origin)?;
         Ok(config)
     }
 
     fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        let bad = |key: &str, why: &str| ConfigError::Invalid { path: origin.to_string(), message: format!("`{key}`: {why}") };
+        let bad = |key: &str, why: &str| ConfigError::Invalid {
+            path: origin.to_string(),
+            message: format!("`{key}`: {why}"),
+        };
         for (key, url) in [
             ("upstream.base_url", &self.upstream.base_url),
             ("oauth.token_url", &self.oauth.token_url),
@@ -224,8 +244,15 @@ impl Config {
         if self.client_keys.iter().any(|k| k.trim().is_empty()) {
             return Err(bad("client_keys", "keys must not be empty"));
         }
-        if self.admin_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
-            return Err(bad("admin_key", "must not be empty (leave it out to disable the admin API)"));
+        if self
+            .admin_key
+            .as_deref()
+            .is_some_and(|k| k.trim().is_empty())
+        {
+            return Err(bad(
+                "admin_key",
+                "must not be empty (leave it out to disable the admin API)",
+            ));
         }
         if self.client_keys.is_empty() && !self.listen.ip().is_loopback() {
             return Err(bad(
@@ -237,12 +264,27 @@ impl Config {
             return Err(bad("max_body_bytes", "must be greater than 0"));
         }
         for (key, v) in [
-            ("upstream.connect_timeout_secs", self.upstream.connect_timeout_secs),
-            ("upstream.read_timeout_secs", self.upstream.read_timeout_secs),
+            (
+                "upstream.connect_timeout_secs",
+                self.upstream.connect_timeout_secs,
+            ),
+            (
+                "upstream.read_timeout_secs",
+                self.upstream.read_timeout_secs,
+            ),
             ("refresh.call_timeout_secs", self.refresh.call_timeout_secs),
-            ("refresh.refresh_timeout_secs", self.refresh.refresh_timeout_secs),
-            ("pool.overload_cooldown_secs", self.pool.overload_cooldown_secs),
-            ("pool.rate_limit_backoff_base_secs", self.pool.rate_limit_backoff_base_secs),
+            (
+                "refresh.refresh_timeout_secs",
+                self.refresh.refresh_timeout_secs,
+            ),
+            (
+                "pool.overload_cooldown_secs",
+                self.pool.overload_cooldown_secs,
+            ),
+            (
+                "pool.rate_limit_backoff_base_secs",
+                self.pool.rate_limit_backoff_base_secs,
+            ),
             ("pool.max_cooldown_secs", self.pool.max_cooldown_secs),
         ] {
             if !(v.is_finite() && v > 0.0) {
@@ -280,7 +322,8 @@ impl UpstreamConfig {
 
 impl OAuthConfig {
     pub fn redirect_uri(&self) -> String {
-        self.redirect_uri.replace("{port}", &self.callback_port.to_string())
+        self.redirect_uri
+            .replace("{port}", &self.callback_port.to_string())
     }
 }
 
@@ -313,22 +356,34 @@ token_url = "http://127.0.0.1:1234/v1/oauth/token"
 
     #[test]
     fn unknown_key_names_key_and_file() {
-        let err = Config::parse("listen = \"127.0.0.1:1\"\nlisten_port = 3\n", "my.toml").unwrap_err().to_string();
+        let err = Config::parse("listen = \"127.0.0.1:1\"\nlisten_port = 3\n", "my.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("my.toml"), "{err}");
         assert!(err.contains("listen_port"), "{err}");
-        let err = Config::parse("[upstream]\nbase_ur = \"x\"\n", "my.toml").unwrap_err().to_string();
+        let err = Config::parse("[upstream]\nbase_ur = \"x\"\n", "my.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("base_ur"), "{err}");
     }
 
     #[test]
     fn bad_values_name_key() {
-        let err = Config::parse("listen = \"nope\"\n", "f.toml").unwrap_err().to_string();
+        let err = Config::parse("listen = \"nope\"\n", "f.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("listen") && err.contains("f.toml"), "{err}");
-        let err = Config::parse("[upstream]\nbase_url = \"ftp://x\"\n", "f.toml").unwrap_err().to_string();
+        let err = Config::parse("[upstream]\nbase_url = \"ftp://x\"\n", "f.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("upstream.base_url"), "{err}");
-        let err = Config::parse("listen = \"0.0.0.0:80\"\n", "f.toml").unwrap_err().to_string();
+        let err = Config::parse("listen = \"0.0.0.0:80\"\n", "f.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("client_keys"), "{err}");
-        let err = Config::parse("[refresh]\nmax_attempts = 0\n", "f.toml").unwrap_err().to_string();
+        let err = Config::parse("[refresh]\nmax_attempts = 0\n", "f.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("refresh.max_attempts"), "{err}");
     }
 }

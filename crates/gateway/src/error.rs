@@ -29,13 +29,19 @@ pub enum GatewayError {
     NotFound(String),
     /// Every usable account is cooling down or backing off; one is free again after `retry_after_secs`.
     #[error("{message}")]
-    RateLimited { message: String, retry_after_secs: u64 },
+    RateLimited {
+        message: String,
+        retry_after_secs: u64,
+    },
     /// No account can serve at all (none configured, all disabled or needing re-authentication).
     #[error("{0}")]
     NoAccount(String),
     /// The store is unreachable or failed; `retry_after_secs` when a retry soon may help.
     #[error("{message}")]
-    Unavailable { message: String, retry_after_secs: Option<u64> },
+    Unavailable {
+        message: String,
+        retry_after_secs: Option<u64>,
+    },
     #[error("upstream unreachable: {0}")]
     UpstreamUnreachable(String),
     #[error("upstream did not answer within the read timeout")]
@@ -82,7 +88,9 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            GatewayError::NoAccount(_) | GatewayError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::NoAccount(_) | GatewayError::Unavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             GatewayError::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -107,8 +115,12 @@ impl GatewayError {
 
     fn retry_after(&self) -> Option<u64> {
         match self {
-            GatewayError::RateLimited { retry_after_secs, .. } => Some(*retry_after_secs),
-            GatewayError::Unavailable { retry_after_secs, .. } => *retry_after_secs,
+            GatewayError::RateLimited {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            GatewayError::Unavailable {
+                retry_after_secs, ..
+            } => *retry_after_secs,
             _ => None,
         }
     }
@@ -128,7 +140,9 @@ impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         match self.fault() {
             Fault::Client => tracing::debug!(error = %self, "client error"),
-            Fault::Upstream | Fault::Gateway => tracing::warn!(error = %self, status = self.status().as_u16(), "request failed"),
+            Fault::Upstream | Fault::Gateway => {
+                tracing::warn!(error = %self, status = self.status().as_u16(), "request failed")
+            }
         }
         let mut response = (self.status(), axum::Json(self.anthropic_body())).into_response();
         if let Some(secs) = self.retry_after() {
@@ -136,7 +150,9 @@ impl IntoResponse for GatewayError {
                 response.headers_mut().insert("retry-after", v);
             }
         }
-        response.headers_mut().insert("x-gateway-error", HeaderValue::from_static("1"));
+        response
+            .headers_mut()
+            .insert("x-gateway-error", HeaderValue::from_static("1"));
         response
     }
 }

@@ -48,13 +48,19 @@ pub fn upstream_request(client: &HeaderMap, account: &Account) -> HeaderMap {
         .collect();
     for (name, value) in client {
         let n = name.as_str();
-        if DROP_REQUEST.contains(&n) || connection_listed.iter().any(|c| c == n) || n == "anthropic-beta" {
+        if DROP_REQUEST.contains(&n)
+            || connection_listed.iter().any(|c| c == n)
+            || n == "anthropic-beta"
+        {
             continue;
         }
         out.append(name.clone(), value.clone());
     }
     if !out.contains_key("anthropic-version") {
-        out.insert("anthropic-version", HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION));
+        out.insert(
+            "anthropic-version",
+            HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION),
+        );
     }
     let mut betas = client_betas(client);
     match account.kind {
@@ -83,7 +89,11 @@ pub fn upstream_request(client: &HeaderMap, account: &Account) -> HeaderMap {
 /// The client's `anthropic-beta` values, from every such header, in order, without duplicates.
 fn client_betas(client: &HeaderMap) -> Vec<String> {
     let mut betas: Vec<String> = Vec::new();
-    for v in client.get_all("anthropic-beta").iter().filter_map(|v| v.to_str().ok()) {
+    for v in client
+        .get_all("anthropic-beta")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
         for b in v.split(',').map(str::trim).filter(|b| !b.is_empty()) {
             if !betas.iter().any(|x| x == b) {
                 betas.push(b.to_string());
@@ -96,8 +106,10 @@ fn client_betas(client: &HeaderMap) -> Vec<String> {
 /// Whether an upstream response header is passed back to the client.
 pub fn pass_back(name: &HeaderName) -> bool {
     let n = name.as_str();
-    matches!(n, "content-type" | "request-id" | "retry-after" | "retry-after-ms" | "x-should-retry")
-        || n.starts_with("anthropic-ratelimit-")
+    matches!(
+        n,
+        "content-type" | "request-id" | "retry-after" | "retry-after-ms" | "x-should-retry"
+    ) || n.starts_with("anthropic-ratelimit-")
 }
 
 pub fn client_response(upstream: &HeaderMap) -> HeaderMap {
@@ -121,7 +133,11 @@ mod tests {
             id: 1,
             name: "a".into(),
             kind,
-            credential: Credential { secret: "sk-upstream".into(), refresh_token: None, expires_at: None },
+            credential: Credential {
+                secret: "sk-upstream".into(),
+                refresh_token: None,
+                expires_at: None,
+            },
             disabled: false,
             needs_reauth: None,
             last_error: None,
@@ -155,7 +171,11 @@ mod tests {
         let out = upstream_request(&client(), &account(AccountKind::ApiKey));
         assert_eq!(out["x-api-key"], "sk-upstream");
         assert!(out.get("authorization").is_none());
-        assert!(out.get("connection").is_none() && out.get("x-custom-hop").is_none() && out.get("transfer-encoding").is_none());
+        assert!(
+            out.get("connection").is_none()
+                && out.get("x-custom-hop").is_none()
+                && out.get("transfer-encoding").is_none()
+        );
         assert_eq!(out["anthropic-version"], DEFAULT_ANTHROPIC_VERSION);
         assert_eq!(out["user-agent"], "claude-cli/2.0");
         assert_eq!(out["anthropic-beta"], "a,b,oauth-2025-04-20");
@@ -180,7 +200,10 @@ mod tests {
     fn response_headers_allowlist() {
         let mut h = HeaderMap::new();
         h.insert("request-id", "req_1".parse().unwrap());
-        h.insert("anthropic-ratelimit-unified-5h-utilization", "0.5".parse().unwrap());
+        h.insert(
+            "anthropic-ratelimit-unified-5h-utilization",
+            "0.5".parse().unwrap(),
+        );
         h.insert("set-cookie", "x".parse().unwrap());
         h.insert("anthropic-organization-id", "org".parse().unwrap());
         h.insert("transfer-encoding", "chunked".parse().unwrap());

@@ -76,7 +76,10 @@ fn non_empty(s: Option<String>) -> Option<String> {
 /// Reads every credential under `path` (a file, or the `*.json` files of a directory). Files of other providers in a
 /// directory are skipped and reported in the second list.
 pub fn read_path(path: &Path) -> Result<(Vec<Imported>, Vec<String>), ImportError> {
-    let err = |message: String| ImportError::File { path: path.to_path_buf(), message };
+    let err = |message: String| ImportError::File {
+        path: path.to_path_buf(),
+        message,
+    };
     if path.is_dir() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(|e| err(e.to_string()))?
@@ -98,13 +101,20 @@ pub fn read_path(path: &Path) -> Result<(Vec<Imported>, Vec<String>), ImportErro
 }
 
 pub fn read_file(path: &Path) -> Result<Imported, ImportError> {
-    let err = |message: String| ImportError::File { path: path.to_path_buf(), message };
+    let err = |message: String| ImportError::File {
+        path: path.to_path_buf(),
+        message,
+    };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(format!("not JSON: {e}")))?;
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "imported".into());
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| err(format!("not JSON: {e}")))?;
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "imported".into());
     if let Some(oauth) = value.get("claudeAiOauth") {
-        let c: ClaudeCodeOauth =
-            serde_json::from_value(oauth.clone()).map_err(|e| err(format!("not a Claude Code credentials file: {e}")))?;
+        let c: ClaudeCodeOauth = serde_json::from_value(oauth.clone())
+            .map_err(|e| err(format!("not a Claude Code credentials file: {e}")))?;
         let refresh_token = non_empty(c.refresh_token);
         let name = match (&refresh_token, &c.subscription_type) {
             (None, _) => format!("setup-token-{}", short_hash(&c.access_token)),
@@ -128,13 +138,19 @@ pub fn read_file(path: &Path) -> Result<Imported, ImportError> {
         });
     }
     if value.get("type").is_some() {
-        let c: CliProxyFile = serde_json::from_value(value).map_err(|e| err(format!("not a CLIProxyAPI auth file: {e}")))?;
+        let c: CliProxyFile = serde_json::from_value(value)
+            .map_err(|e| err(format!("not a CLIProxyAPI auth file: {e}")))?;
         if c.kind != "claude" {
-            return Err(err(format!("a {:?} credential, not a Claude one; skipped", c.kind)));
+            return Err(err(format!(
+                "a {:?} credential, not a Claude one; skipped",
+                c.kind
+            )));
         }
         let expires_at = match non_empty(c.expired) {
             Some(s) => Some(
-                DateTime::parse_from_rfc3339(&s).map_err(|e| err(format!("`expired` is not RFC 3339: {e}")))?.with_timezone(&Utc),
+                DateTime::parse_from_rfc3339(&s)
+                    .map_err(|e| err(format!("`expired` is not RFC 3339: {e}")))?
+                    .with_timezone(&Utc),
             ),
             None => None,
         };
@@ -142,7 +158,11 @@ pub fn read_file(path: &Path) -> Result<Imported, ImportError> {
         return Ok(Imported {
             source: path.to_path_buf(),
             name: email.clone().unwrap_or(stem),
-            credential: Credential { secret: c.access_token, refresh_token: non_empty(c.refresh_token), expires_at },
+            credential: Credential {
+                secret: c.access_token,
+                refresh_token: non_empty(c.refresh_token),
+                expires_at,
+            },
             email,
             account_uuid: non_empty(c.account_uuid),
             organization_uuid: non_empty(c.organization_uuid),
@@ -174,18 +194,27 @@ fn matching<'a>(accounts: &'a [Account], c: &Imported) -> Option<&'a Account> {
         .iter()
         .filter(|a| a.kind == AccountKind::Oauth)
         .find(|a| same(&a.account_uuid, &c.account_uuid))
-        .or_else(|| accounts.iter().find(|a| a.kind == AccountKind::Oauth && same(&a.email, &c.email)))
+        .or_else(|| {
+            accounts
+                .iter()
+                .find(|a| a.kind == AccountKind::Oauth && same(&a.email, &c.email))
+        })
         .or_else(|| {
             accounts.iter().find(|a| {
                 a.kind == AccountKind::Oauth
                     && (a.credential.secret == c.credential.secret
-                        || (c.credential.refresh_token.is_some() && a.credential.refresh_token == c.credential.refresh_token))
+                        || (c.credential.refresh_token.is_some()
+                            && a.credential.refresh_token == c.credential.refresh_token))
             })
         })
 }
 
 /// Creates or updates the account for `c`. A name already used by another account gets a numeric suffix.
-pub async fn save(store: &dyn Store, c: &Imported, name: Option<&str>) -> Result<(Account, Saved), ImportError> {
+pub async fn save(
+    store: &dyn Store,
+    c: &Imported,
+    name: Option<&str>,
+) -> Result<(Account, Saved), ImportError> {
     let accounts = store.list_accounts().await?;
     if let Some(existing) = matching(&accounts, c) {
         let update = AccountUpdate {
@@ -198,7 +227,9 @@ pub async fn save(store: &dyn Store, c: &Imported, name: Option<&str>) -> Result
             organization_name: c.organization_name.clone().map(Some),
             ..Default::default()
         };
-        let a = store.update_account(existing.id, existing.version, update).await?;
+        let a = store
+            .update_account(existing.id, existing.version, update)
+            .await?;
         return Ok((a, Saved::Updated));
     }
     let base = name.unwrap_or(&c.name).to_string();
@@ -231,20 +262,33 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name)
     }
 
     #[test]
     fn reads_the_three_formats() {
         let cc = read_file(&fixture("claude-code-credentials.json")).unwrap();
-        assert!(cc.credential.refresh_token.as_deref().unwrap().starts_with("sk-ant-ort01-"));
-        assert_eq!(cc.credential.expires_at.unwrap().timestamp_millis(), 1764000000000);
+        assert!(cc
+            .credential
+            .refresh_token
+            .as_deref()
+            .unwrap()
+            .starts_with("sk-ant-ort01-"));
+        assert_eq!(
+            cc.credential.expires_at.unwrap().timestamp_millis(),
+            1764000000000
+        );
         assert!(cc.name.starts_with("claude-max-"));
 
         let cp = read_file(&fixture("cliproxyapi-claude-user@example.com.json")).unwrap();
         assert_eq!(cp.email.as_deref(), Some("user@example.com"));
         assert_eq!(cp.organization_name.as_deref(), Some("Example Org"));
-        assert_eq!(cp.credential.expires_at.unwrap().to_rfc3339(), "2025-11-24T18:00:00+00:00");
+        assert_eq!(
+            cp.credential.expires_at.unwrap().to_rfc3339(),
+            "2025-11-24T18:00:00+00:00"
+        );
         assert_eq!(cp.priority, 1);
 
         let st = read_file(&fixture("setup-token-credentials.json")).unwrap();

@@ -35,7 +35,10 @@ pub async fn login(
     mut out: impl FnMut(&str),
 ) -> anyhow::Result<(crate::account::Account, Saved)> {
     let pkce = Pkce::generate();
-    let url = pkce.authorize_url(client.config()).map_err(anyhow::Error::msg).context("oauth.authorize_url")?;
+    let url = pkce
+        .authorize_url(client.config())
+        .map_err(anyhow::Error::msg)
+        .context("oauth.authorize_url")?;
     let (tx, mut rx) = mpsc::channel::<(String, String)>(4);
 
     let port = client.config().callback_port;
@@ -97,8 +100,14 @@ pub async fn login(
     if state != pkce.state {
         bail!("the returned state does not match this login attempt; start again");
     }
-    let tokens = client.exchange_code(&code, &pkce.verifier, &state).await.context("exchanging the authorization code")?;
-    let mut email = tokens.account.as_ref().and_then(|a| a.email_address.clone());
+    let tokens = client
+        .exchange_code(&code, &pkce.verifier, &state)
+        .await
+        .context("exchanging the authorization code")?;
+    let mut email = tokens
+        .account
+        .as_ref()
+        .and_then(|a| a.email_address.clone());
     let mut account_uuid = tokens.account.as_ref().and_then(|a| a.uuid.clone());
     let mut org_uuid = tokens.organization.as_ref().and_then(|o| o.uuid.clone());
     let mut org_name = tokens.organization.as_ref().and_then(|o| o.name.clone());
@@ -116,7 +125,9 @@ pub async fn login(
         credential: Credential {
             secret: tokens.access_token.clone(),
             refresh_token: tokens.refresh_token.clone(),
-            expires_at: tokens.expires_in.map(|s| chrono::Utc::now() + chrono::Duration::seconds(s as i64)),
+            expires_at: tokens
+                .expires_in
+                .map(|s| chrono::Utc::now() + chrono::Duration::seconds(s as i64)),
         },
         email,
         account_uuid,
@@ -135,7 +146,10 @@ mod tests {
 
     #[test]
     fn pasted_forms() {
-        assert_eq!(parse_pasted(" abc#xyz \n"), Some(("abc".into(), "xyz".into())));
+        assert_eq!(
+            parse_pasted(" abc#xyz \n"),
+            Some(("abc".into(), "xyz".into()))
+        );
         assert_eq!(
             parse_pasted("http://localhost:54545/callback?code=c1&state=s1"),
             Some(("c1".into(), "s1".into()))

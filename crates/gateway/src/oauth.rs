@@ -62,7 +62,11 @@ pub enum TokenError {
     RateLimited { retry_after: Option<Duration> },
     /// The grant was refused (`invalid_grant`, 400/401/403/404): retrying the same token cannot help.
     #[error("token endpoint refused the grant ({status} {error}{})", description.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
-    Rejected { status: u16, error: String, description: Option<String> },
+    Rejected {
+        status: u16,
+        error: String,
+        description: Option<String>,
+    },
     #[error("token endpoint answered {status}")]
     Server { status: u16 },
     /// Nothing reached the endpoint (connect failed): safe to retry.
@@ -88,14 +92,16 @@ impl TokenError {
             TokenError::RateLimited { .. } => "rate_limited",
             TokenError::Rejected { .. } => "invalid_grant",
             TokenError::Timeout => "timeout",
-            TokenError::Server { .. } | TokenError::Connect(_) | TokenError::Lost(_) | TokenError::BadResponse(_) => {
-                "transient"
-            }
+            TokenError::Server { .. }
+            | TokenError::Connect(_)
+            | TokenError::Lost(_)
+            | TokenError::BadResponse(_) => "transient",
         }
     }
 }
 
-pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<TokenResponse, TokenError>> + Send + 'a>>;
+pub type TokenFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<TokenResponse, TokenError>> + Send + 'a>>;
 
 /// Where refresh tokens are exchanged. The engine only knows this trait, so tests can script it.
 pub trait TokenEndpoint: Send + Sync + std::fmt::Debug {
@@ -112,7 +118,11 @@ pub struct OAuthClient {
 
 impl OAuthClient {
     pub fn new(http: reqwest::Client, config: OAuthConfig, clock: SharedClock) -> Self {
-        OAuthClient { http, config, clock }
+        OAuthClient {
+            http,
+            config,
+            clock,
+        }
     }
 
     pub fn config(&self) -> &OAuthConfig {
@@ -130,9 +140,13 @@ impl OAuthClient {
             .map_err(classify_send_error)?;
         let status = response.status();
         let retry_after = crate::ratelimit::retry_after(response.headers(), self.clock.now());
-        let bytes = response.bytes().await.map_err(|e| TokenError::Lost(without_url(&e)))?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| TokenError::Lost(without_url(&e)))?;
         if status.is_success() {
-            return serde_json::from_slice::<TokenResponse>(&bytes).map_err(|e| TokenError::BadResponse(e.to_string()));
+            return serde_json::from_slice::<TokenResponse>(&bytes)
+                .map_err(|e| TokenError::BadResponse(e.to_string()));
         }
         let code = status.as_u16();
         if code == 429 {
@@ -150,20 +164,35 @@ impl OAuthClient {
             .as_ref()
             .map(|b| match &b.error {
                 serde_json::Value::String(s) => s.clone(),
-                serde_json::Value::Object(o) => o.get("type").and_then(|t| t.as_str()).unwrap_or("error").to_string(),
+                serde_json::Value::Object(o) => o
+                    .get("type")
+                    .and_then(|t| t.as_str())
+                    .unwrap_or("error")
+                    .to_string(),
                 _ => String::new(),
             })
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
-        let description = parsed.and_then(|b| b.error_description).map(|d| d.chars().take(300).collect());
+        let description = parsed
+            .and_then(|b| b.error_description)
+            .map(|d| d.chars().take(300).collect());
         match code {
-            400..=499 if code != 408 => Err(TokenError::Rejected { status: code, error, description }),
+            400..=499 if code != 408 => Err(TokenError::Rejected {
+                status: code,
+                error,
+                description,
+            }),
             _ => Err(TokenError::Server { status: code }),
         }
     }
 
     /// Exchanges an authorization code (login).
-    pub async fn exchange_code(&self, code: &str, verifier: &str, state: &str) -> Result<TokenResponse, TokenError> {
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        verifier: &str,
+        state: &str,
+    ) -> Result<TokenResponse, TokenError> {
         self.post(serde_json::json!({
             "grant_type": "authorization_code",
             "code": code,
@@ -176,7 +205,15 @@ impl OAuthClient {
     }
 
     /// Fetches the account's email and organization with an access token; `None` when the endpoint does not answer.
-    pub async fn profile(&self, access_token: &str) -> Option<(Option<String>, Option<String>, Option<String>, Option<String>)> {
+    pub async fn profile(
+        &self,
+        access_token: &str,
+    ) -> Option<(
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    )> {
         let response = self
             .http
             .get(&self.config.profile_url)
@@ -190,7 +227,12 @@ impl OAuthClient {
         }
         let v: serde_json::Value = response.json().await.ok()?;
         let s = |p: &str| v.pointer(p).and_then(|x| x.as_str()).map(str::to_string);
-        Some((s("/account/email"), s("/account/uuid"), s("/organization/uuid"), s("/organization/name")))
+        Some((
+            s("/account/email"),
+            s("/account/uuid"),
+            s("/organization/uuid"),
+            s("/organization/name"),
+        ))
     }
 }
 
@@ -242,7 +284,11 @@ impl Pkce {
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let verifier = b64.encode(v);
         let challenge = b64.encode(sha2::Sha256::digest(verifier.as_bytes()));
-        Pkce { verifier, challenge, state: b64.encode(s) }
+        Pkce {
+            verifier,
+            challenge,
+            state: b64.encode(s),
+        }
     }
 
     /// The URL the user opens to authorize.
@@ -270,7 +316,8 @@ mod tests {
     fn pkce_challenge_is_s256_of_verifier() {
         let p = Pkce::generate();
         assert!(p.verifier.len() >= 43 && p.verifier.len() <= 128);
-        let expect = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(p.verifier.as_bytes()));
+        let expect = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(p.verifier.as_bytes()));
         assert_eq!(p.challenge, expect);
         let url = p.authorize_url(&OAuthConfig::default()).unwrap();
         let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();

@@ -67,7 +67,12 @@ impl AccountEntry {
         let mut cd = self.cd();
         cd.models.retain(|(_, t)| *t > now);
         let account = cd.account.as_ref().map(|(t, _)| *t).filter(|t| *t > now);
-        let model = model.and_then(|m| cd.models.iter().find(|(name, _)| name == m).map(|(_, t)| *t));
+        let model = model.and_then(|m| {
+            cd.models
+                .iter()
+                .find(|(name, _)| name == m)
+                .map(|(_, t)| *t)
+        });
         account.into_iter().chain(model).max()
     }
 
@@ -91,7 +96,13 @@ impl AccountEntry {
             None => {
                 if cd.models.len() >= MAX_MODEL_COOLDOWNS {
                     // Drop the one ending soonest; the map stays bounded whatever model names clients send.
-                    if let Some(i) = cd.models.iter().enumerate().min_by_key(|(_, (_, t))| *t).map(|(i, _)| i) {
+                    if let Some(i) = cd
+                        .models
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, (_, t))| *t)
+                        .map(|(i, _)| i)
+                    {
                         cd.models.swap_remove(i);
                     }
                 }
@@ -127,7 +138,11 @@ impl AccountEntry {
 
     pub fn cooldown_reason(&self) -> Option<String> {
         let now = Instant::now();
-        self.cd().account.as_ref().filter(|(t, _)| *t > now).map(|(_, r)| r.clone())
+        self.cd()
+            .account
+            .as_ref()
+            .filter(|(t, _)| *t > now)
+            .map(|(_, r)| r.clone())
     }
 }
 
@@ -149,7 +164,9 @@ impl Lease {
     /// A second claim on the same account (the stream relay holds one for as long as the client reads).
     pub fn clone_for(other: &Lease) -> Lease {
         other.entry.in_flight.fetch_add(1, Ordering::Relaxed);
-        Lease { entry: Arc::clone(&other.entry) }
+        Lease {
+            entry: Arc::clone(&other.entry),
+        }
     }
 }
 
@@ -190,7 +207,10 @@ impl Pool {
     }
 
     pub fn entries(&self) -> Arc<Vec<Arc<AccountEntry>>> {
-        self.entries.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.entries
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn get(&self, id: AccountId) -> Option<Arc<AccountEntry>> {
@@ -207,7 +227,8 @@ impl Pool {
         }
         let accounts = self.store.list_accounts().await?;
         let current = self.entries();
-        let by_id: HashMap<AccountId, &Arc<AccountEntry>> = current.iter().map(|e| (e.id, e)).collect();
+        let by_id: HashMap<AccountId, &Arc<AccountEntry>> =
+            current.iter().map(|e| (e.id, e)).collect();
         let mut next = Vec::with_capacity(accounts.len());
         for account in accounts {
             match by_id.get(&account.id) {
@@ -225,10 +246,15 @@ impl Pool {
 
     /// Picks the account for the next attempt: lowest priority tier first, then fewest in flight relative to weight,
     /// then most window headroom, rotating among equals. `exclude` lists accounts already tried for this request.
-    pub fn select(&self, model: Option<&str>, exclude: &[AccountId]) -> Result<Lease, GatewayError> {
+    pub fn select(
+        &self,
+        model: Option<&str>,
+        exclude: &[AccountId],
+    ) -> Result<Lease, GatewayError> {
         let entries = self.entries();
         let mut soonest: Option<Instant> = None;
-        let mut best: Option<(&Arc<AccountEntry>, (i32, u64, u64))> = None;
+        type Rank = (i32, u64, u64);
+        let mut best: Option<(&Arc<AccountEntry>, Rank)> = None;
         let start = self.rotation.fetch_add(1, Ordering::Relaxed);
         let now = self.engine.now();
         let n = entries.len();
@@ -239,7 +265,8 @@ impl Pool {
             }
             match usable(entry, model, now) {
                 Ok(account) => {
-                    let load = (entry.in_flight() as u64 * 1_000_000) / u64::from(account.weight.max(1));
+                    let load =
+                        (entry.in_flight() as u64 * 1_000_000) / u64::from(account.weight.max(1));
                     let utilization = entry.limits().and_then(|l| l.utilization()).unwrap_or(0.0);
                     let key = (account.priority, load, (utilization * 1000.0) as u64);
                     if best.as_ref().is_none_or(|(_, k)| key < *k) {
@@ -279,7 +306,9 @@ impl Pool {
                     "disabled".to_string()
                 } else {
                     match e.cell.state() {
-                        (CredentialState::NeedsReauth, _, r) => format!("needs re-authentication: {}", r.unwrap_or_default()),
+                        (CredentialState::NeedsReauth, _, r) => {
+                            format!("needs re-authentication: {}", r.unwrap_or_default())
+                        }
                         _ => "unusable".to_string(),
                     }
                 };
@@ -299,7 +328,11 @@ impl Pool {
     }
 }
 
-fn usable(entry: &AccountEntry, model: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> Result<Arc<Account>, Skip> {
+fn usable(
+    entry: &AccountEntry,
+    model: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Arc<Account>, Skip> {
     let account = entry.cell.account();
     if account.disabled {
         return Err(Skip::Unusable);
@@ -307,9 +340,16 @@ fn usable(entry: &AccountEntry, model: Option<&str>, now: chrono::DateTime<chron
     match entry.cell.state() {
         (CredentialState::NeedsReauth, _, _) => return Err(Skip::Unusable),
         // A refresh that is backing off only matters once the current token no longer works.
-        (CredentialState::RefreshBackoff, _, _) if crate::refresh::fresh(&account, now, crate::refresh::EXPIRY_SKEW) => {}
-        (CredentialState::RefreshBackoff | CredentialState::Held, Some(t), _) => return Err(Skip::Cooling(t.max(tokio::time::Instant::now() + Duration::from_secs(1)))),
-        (CredentialState::RefreshBackoff | CredentialState::Held, None, _) => return Err(Skip::Unusable),
+        (CredentialState::RefreshBackoff, _, _)
+            if crate::refresh::fresh(&account, now, crate::refresh::EXPIRY_SKEW) => {}
+        (CredentialState::RefreshBackoff | CredentialState::Held, Some(t), _) => {
+            return Err(Skip::Cooling(
+                t.max(tokio::time::Instant::now() + Duration::from_secs(1)),
+            ))
+        }
+        (CredentialState::RefreshBackoff | CredentialState::Held, None, _) => {
+            return Err(Skip::Unusable)
+        }
         (CredentialState::Ready, _, _) => {}
     }
     if let Some(t) = entry.cooling_until(model) {

@@ -49,14 +49,30 @@ pub struct Forward {
 
 impl Forward {
     /// Validates a Messages-API body (`model` and non-empty `messages` required) and reads routing fields.
-    pub fn messages(path_and_query: String, headers: HeaderMap, body: Bytes) -> Result<Forward, GatewayError> {
-        let routing: Routing = serde_json::from_slice(&body)
-            .map_err(|e| GatewayError::InvalidRequest(format!("request body is not valid JSON: {e}")))?;
-        let model = routing.model.filter(|m| !m.is_empty()).ok_or_else(|| GatewayError::InvalidRequest("model: field required".into()))?;
+    pub fn messages(
+        path_and_query: String,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Forward, GatewayError> {
+        let routing: Routing = serde_json::from_slice(&body).map_err(|e| {
+            GatewayError::InvalidRequest(format!("request body is not valid JSON: {e}"))
+        })?;
+        let model = routing
+            .model
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| GatewayError::InvalidRequest("model: field required".into()))?;
         match routing.messages {
             Some(m) if !m.is_empty() => {}
-            Some(_) => return Err(GatewayError::InvalidRequest("messages: at least one message is required".into())),
-            None => return Err(GatewayError::InvalidRequest("messages: field required".into())),
+            Some(_) => {
+                return Err(GatewayError::InvalidRequest(
+                    "messages: at least one message is required".into(),
+                ))
+            }
+            None => {
+                return Err(GatewayError::InvalidRequest(
+                    "messages: field required".into(),
+                ))
+            }
         }
         Ok(Forward {
             method: Method::POST,
@@ -79,8 +95,18 @@ enum Attempt {
 }
 
 impl Proxy {
-    pub fn new(http: reqwest::Client, base_url: String, pool: Arc<Pool>, settings: PoolConfig) -> Self {
-        Proxy { http, base_url: base_url.trim_end_matches('/').to_string(), pool, settings }
+    pub fn new(
+        http: reqwest::Client,
+        base_url: String,
+        pool: Arc<Pool>,
+        settings: PoolConfig,
+    ) -> Self {
+        Proxy {
+            http,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            pool,
+            settings,
+        }
     }
 
     pub fn pool(&self) -> &Arc<Pool> {
@@ -107,15 +133,33 @@ impl Proxy {
                     Err(e) => break Err(e),
                 };
                 attempts += 1;
-                match self.attempt(&req, &lease, &account.credential.secret, account.kind, replaced).await {
+                match self
+                    .attempt(
+                        &req,
+                        &lease,
+                        &account.credential.secret,
+                        account.kind,
+                        replaced,
+                    )
+                    .await
+                {
                     Attempt::RetrySame if !replaced => {
                         replaced = true;
-                        match self.pool.engine().replace_rejected(&lease.entry.cell, &account.credential.secret).await {
+                        match self
+                            .pool
+                            .engine()
+                            .replace_rejected(&lease.entry.cell, &account.credential.secret)
+                            .await
+                        {
                             Ok(_) => continue,
                             Err(e) => break Err(e),
                         }
                     }
-                    Attempt::RetrySame => break Ok(Attempt::Failover(GatewayError::Internal("retry loop".into()).into_response())),
+                    Attempt::RetrySame => {
+                        break Ok(Attempt::Failover(
+                            GatewayError::Internal("retry loop".into()).into_response(),
+                        ))
+                    }
                     other => break Ok(other),
                 }
             };
@@ -124,7 +168,9 @@ impl Proxy {
                 Ok(Attempt::Failover(response)) => {
                     last_failure = Some(response);
                     if attempts >= self.settings.max_attempts {
-                        return last_failure.unwrap_or_else(|| GatewayError::Internal("no response".into()).into_response());
+                        return last_failure.unwrap_or_else(|| {
+                            GatewayError::Internal("no response".into()).into_response()
+                        });
                     }
                 }
                 Ok(Attempt::RetrySame) => {}
@@ -145,7 +191,14 @@ impl Proxy {
         }
     }
 
-    async fn attempt(&self, req: &Forward, lease: &Lease, secret: &str, kind: AccountKind, replaced: bool) -> Attempt {
+    async fn attempt(
+        &self,
+        req: &Forward,
+        lease: &Lease,
+        secret: &str,
+        kind: AccountKind,
+        replaced: bool,
+    ) -> Attempt {
         let entry = &lease.entry;
         let account = entry.cell.account();
         let mut headers = crate::headers::upstream_request(&req.headers, &account);
@@ -164,8 +217,12 @@ impl Proxy {
             Ok(r) => r,
             Err(e) => {
                 let cooldown = jittered(crate::clock::secs(self.settings.overload_cooldown_secs));
-                entry.cool_account(tokio::time::Instant::now() + cooldown, "upstream unreachable".into());
-                metrics::counter!("gateway_upstream_attempts_total", "outcome" => "error").increment(1);
+                entry.cool_account(
+                    tokio::time::Instant::now() + cooldown,
+                    "upstream unreachable".into(),
+                );
+                metrics::counter!("gateway_upstream_attempts_total", "outcome" => "error")
+                    .increment(1);
                 let err = if e.is_timeout() {
                     GatewayError::UpstreamTimeout
                 } else {
@@ -190,11 +247,17 @@ impl Proxy {
             if req.stream && is_sse {
                 let lease = Lease::clone_for(lease);
                 return match Relay::open(response, lease, account.name.clone()).await {
-                    Opened::Started(relay) => Attempt::Done(stream_response(status, headers, relay)),
+                    Opened::Started(relay) => {
+                        Attempt::Done(stream_response(status, headers, relay))
+                    }
                     Opened::Failed { relay, error } => {
                         tracing::warn!(account = %account.name, error, "stream failed before message_start");
-                        let cooldown = jittered(crate::clock::secs(self.settings.overload_cooldown_secs));
-                        entry.cool_account(tokio::time::Instant::now() + cooldown, format!("stream error {error}"));
+                        let cooldown =
+                            jittered(crate::clock::secs(self.settings.overload_cooldown_secs));
+                        entry.cool_account(
+                            tokio::time::Instant::now() + cooldown,
+                            format!("stream error {error}"),
+                        );
                         Attempt::Failover(stream_response(status, headers, relay))
                     }
                 };
@@ -204,7 +267,10 @@ impl Proxy {
                 *h = headers;
             }
             let body = Body::from_stream(response.bytes_stream());
-            return Attempt::Done(out.body(body).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()));
+            return Attempt::Done(
+                out.body(body)
+                    .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()),
+            );
         }
         // An error answer: small, so read it whole to classify it and to replay it if no other account can serve.
         let headers = response.headers().clone();
@@ -214,7 +280,11 @@ impl Proxy {
         match status.as_u16() {
             401 if kind == AccountKind::Oauth && !replaced => Attempt::RetrySame,
             401 | 403 => {
-                let reason = format!("upstream answered {}: {}", status.as_u16(), upstream_message(&body));
+                let reason = format!(
+                    "upstream answered {}: {}",
+                    status.as_u16(),
+                    upstream_message(&body)
+                );
                 self.pool.engine().mark_rejected(&entry.cell, reason);
                 Attempt::Failover(passthrough)
             }
@@ -223,7 +293,10 @@ impl Proxy {
                 let unified = crate::ratelimit::unified(&headers);
                 let account_until = unified.as_ref().and_then(|u| u.account_rejected_until());
                 if let Some(reset) = account_until {
-                    let wait = (reset - self.pool.engine().now()).to_std().unwrap_or_default().max(retry_after.unwrap_or_default());
+                    let wait = (reset - self.pool.engine().now())
+                        .to_std()
+                        .unwrap_or_default()
+                        .max(retry_after.unwrap_or_default());
                     entry.cool_account(now + wait, "subscription window rejected".into());
                 } else {
                     let wait = retry_after.unwrap_or_else(|| {
@@ -242,7 +315,10 @@ impl Proxy {
             }
             500..=599 => {
                 let cooldown = jittered(crate::clock::secs(self.settings.overload_cooldown_secs));
-                entry.cool_account(now + cooldown, format!("upstream answered {}", status.as_u16()));
+                entry.cool_account(
+                    now + cooldown,
+                    format!("upstream answered {}", status.as_u16()),
+                );
                 Attempt::Failover(passthrough)
             }
             _ => Attempt::Done(passthrough),
@@ -251,8 +327,14 @@ impl Proxy {
 }
 
 fn stream_response(status: reqwest::StatusCode, mut headers: HeaderMap, relay: Relay) -> Response {
-    headers.insert("cache-control", axum::http::HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", axum::http::HeaderValue::from_static("no"));
+    headers.insert(
+        "cache-control",
+        axum::http::HeaderValue::from_static("no-cache"),
+    );
+    headers.insert(
+        "x-accel-buffering",
+        axum::http::HeaderValue::from_static("no"),
+    );
     let mut out = Response::new(Body::from_stream(relay));
     *out.status_mut() = status;
     *out.headers_mut() = headers;
@@ -270,7 +352,11 @@ fn error_response(status: reqwest::StatusCode, headers: &HeaderMap, body: Bytes)
 fn upstream_message(body: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| v.pointer("/error/message").and_then(|m| m.as_str()).map(str::to_string))
+        .and_then(|v| {
+            v.pointer("/error/message")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned())
 }
 

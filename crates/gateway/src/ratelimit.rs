@@ -9,7 +9,12 @@ use http::HeaderMap;
 /// How long the upstream asked us to wait, if it said. `retry-after-ms` wins (it is more precise), then
 /// `retry-after` as seconds (integer or decimal), then `retry-after` as an HTTP-date relative to `now`.
 pub fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
     if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
         if ms.is_finite() && ms >= 0.0 {
             return Some(Duration::from_secs_f64(ms / 1000.0));
@@ -56,7 +61,8 @@ const UNIFIED: &str = "anthropic-ratelimit-unified-";
 
 fn epoch(v: &str) -> Option<DateTime<Utc>> {
     let secs = v.trim().parse::<f64>().ok()?;
-    DateTime::from_timestamp(secs as i64, 0).or_else(|| DateTime::parse_from_rfc3339(v).ok().map(Into::into))
+    DateTime::from_timestamp(secs as i64, 0)
+        .or_else(|| DateTime::parse_from_rfc3339(v).ok().map(Into::into))
 }
 
 /// Parses the unified headers; `None` when the answer had none.
@@ -64,21 +70,30 @@ pub fn unified(headers: &HeaderMap) -> Option<UnifiedLimits> {
     let mut limits = UnifiedLimits::default();
     let mut any = false;
     for (name, value) in headers {
-        let Some(rest) = name.as_str().strip_prefix(UNIFIED) else { continue };
+        let Some(rest) = name.as_str().strip_prefix(UNIFIED) else {
+            continue;
+        };
         let Ok(value) = value.to_str() else { continue };
         any = true;
         match rest {
             "status" => limits.status = Some(value.to_string()),
             "reset" => limits.reset = epoch(value),
             _ => {
-                let Some((window, field)) = rest.rsplit_once('-') else { continue };
+                let Some((window, field)) = rest.rsplit_once('-') else {
+                    continue;
+                };
                 if window.starts_with("overage") || window == "fallback" {
                     continue;
                 }
                 let idx = match limits.windows.iter().position(|w| w.name == window) {
                     Some(i) => i,
                     None => {
-                        limits.windows.push(UnifiedWindow { name: window.to_string(), status: None, utilization: None, reset: None });
+                        limits.windows.push(UnifiedWindow {
+                            name: window.to_string(),
+                            status: None,
+                            utilization: None,
+                            reset: None,
+                        });
                         limits.windows.len() - 1
                     }
                 };
@@ -98,15 +113,27 @@ pub fn unified(headers: &HeaderMap) -> Option<UnifiedLimits> {
 impl UnifiedLimits {
     /// When a rejected account-wide window (5h/7d) frees up: the latest reset among them.
     pub fn account_rejected_until(&self) -> Option<DateTime<Utc>> {
-        self.windows.iter().filter(|w| w.rejected() && w.account_wide()).filter_map(|w| w.reset).max()
+        self.windows
+            .iter()
+            .filter(|w| w.rejected() && w.account_wide())
+            .filter_map(|w| w.reset)
+            .max()
     }
     /// When a rejected model-specific window frees up.
     pub fn model_rejected_until(&self) -> Option<DateTime<Utc>> {
-        self.windows.iter().filter(|w| w.rejected() && !w.account_wide()).filter_map(|w| w.reset).max()
+        self.windows
+            .iter()
+            .filter(|w| w.rejected() && !w.account_wide())
+            .filter_map(|w| w.reset)
+            .max()
     }
     /// The highest utilization of the account-wide windows (0..1), for headroom-aware scheduling.
     pub fn utilization(&self) -> Option<f64> {
-        self.windows.iter().filter(|w| w.account_wide()).filter_map(|w| w.utilization).reduce(f64::max)
+        self.windows
+            .iter()
+            .filter(|w| w.account_wide())
+            .filter_map(|w| w.utilization)
+            .reduce(f64::max)
     }
 }
 
@@ -118,23 +145,46 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            h.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         h
     }
 
     #[test]
     fn retry_after_forms() {
-        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
-        assert_eq!(retry_after(&headers(&[("retry-after", "7")]), now), Some(Duration::from_secs(7)));
-        assert_eq!(retry_after(&headers(&[("retry-after", "1.5")]), now), Some(Duration::from_millis(1500)));
+        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         assert_eq!(
-            retry_after(&headers(&[("retry-after", "Thu, 01 Jan 2026 00:01:30 GMT")]), now),
+            retry_after(&headers(&[("retry-after", "7")]), now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "1.5")]), now),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            retry_after(
+                &headers(&[("retry-after", "Thu, 01 Jan 2026 00:01:30 GMT")]),
+                now
+            ),
             Some(Duration::from_secs(90))
         );
-        assert_eq!(retry_after(&headers(&[("retry-after", "Wed, 31 Dec 2025 23:00:00 GMT")]), now), Some(Duration::ZERO));
         assert_eq!(
-            retry_after(&headers(&[("retry-after", "7"), ("retry-after-ms", "2500")]), now),
+            retry_after(
+                &headers(&[("retry-after", "Wed, 31 Dec 2025 23:00:00 GMT")]),
+                now
+            ),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            retry_after(
+                &headers(&[("retry-after", "7"), ("retry-after-ms", "2500")]),
+                now
+            ),
             Some(Duration::from_millis(2500))
         );
         assert_eq!(retry_after(&headers(&[("retry-after", "soon")]), now), None);

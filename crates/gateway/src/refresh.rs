@@ -41,10 +41,19 @@ pub enum RefreshError {
     NeedsReauth(String),
     /// The token endpoint rate-limited us or failed; no call before `until`.
     #[error("token refresh is backing off until {until_wall} ({reason})")]
-    Backoff { until: Instant, until_wall: DateTime<Utc>, rate_limited: bool, reason: String },
+    Backoff {
+        until: Instant,
+        until_wall: DateTime<Utc>,
+        rate_limited: bool,
+        reason: String,
+    },
     /// The last flight failed on transient errors after `attempts` real calls.
     #[error("token refresh failed after {attempts} attempt{}: {cause}", if *attempts == 1 { "" } else { "s" })]
-    Transient { attempts: u32, cause: String, next_try: Instant },
+    Transient {
+        attempts: u32,
+        cause: String,
+        next_try: Instant,
+    },
     /// New tokens were obtained but could not be written to the store; the account is held until they are.
     #[error("account held: rotated credential not yet persisted ({0})")]
     Held(String),
@@ -152,10 +161,18 @@ impl CredentialCell {
             return (CredentialState::NeedsReauth, None, Some(r.clone()));
         }
         if st.pending.is_some() {
-            return (CredentialState::Held, st.blocked_until, st.last_error.clone());
+            return (
+                CredentialState::Held,
+                st.blocked_until,
+                st.last_error.clone(),
+            );
         }
         match st.blocked_until {
-            Some(t) if t > now => (CredentialState::RefreshBackoff, Some(t), st.last_error.clone()),
+            Some(t) if t > now => (
+                CredentialState::RefreshBackoff,
+                Some(t),
+                st.last_error.clone(),
+            ),
             _ => (CredentialState::Ready, None, st.last_error.clone()),
         }
     }
@@ -189,7 +206,10 @@ impl From<&RefreshConfig> for RefreshSettings {
             wait_timeout: Duration::from_secs_f64(c.refresh_timeout_secs),
             max_attempts: c.max_attempts,
             transient_backoff: Backoff::new(Duration::from_millis(c.backoff_base_ms), max),
-            rate_limit_backoff: Backoff::new(Duration::from_secs(c.rate_limit_backoff_base_secs), max),
+            rate_limit_backoff: Backoff::new(
+                Duration::from_secs(c.rate_limit_backoff_base_secs),
+                max,
+            ),
             max_retry_after: Duration::from_secs(c.max_retry_after_secs),
         }
     }
@@ -223,13 +243,28 @@ struct Inner {
 pub fn fresh(account: &Account, now: DateTime<Utc>, margin: Duration) -> bool {
     match account.credential.expires_at {
         None => true,
-        Some(exp) => exp - chrono::Duration::from_std(margin).unwrap_or(chrono::Duration::zero()) > now,
+        Some(exp) => {
+            exp - chrono::Duration::from_std(margin).unwrap_or(chrono::Duration::zero()) > now
+        }
     }
 }
 
 impl RefreshEngine {
-    pub fn new(store: SharedStore, endpoint: Arc<dyn TokenEndpoint>, clock: SharedClock, settings: RefreshSettings) -> Self {
-        RefreshEngine { inner: Arc::new(Inner { store, endpoint, clock, settings, tasks: TaskTracker::new() }) }
+    pub fn new(
+        store: SharedStore,
+        endpoint: Arc<dyn TokenEndpoint>,
+        clock: SharedClock,
+        settings: RefreshSettings,
+    ) -> Self {
+        RefreshEngine {
+            inner: Arc::new(Inner {
+                store,
+                endpoint,
+                clock,
+                settings,
+                tasks: TaskTracker::new(),
+            }),
+        }
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -254,13 +289,20 @@ impl RefreshEngine {
     }
 
     /// A usable credential: the current one while it is fresh, else the result of the (single) refresh flight.
-    pub async fn credential(&self, cell: &Arc<CredentialCell>) -> Result<Arc<Account>, RefreshError> {
+    pub async fn credential(
+        &self,
+        cell: &Arc<CredentialCell>,
+    ) -> Result<Arc<Account>, RefreshError> {
         self.get(cell, Want::Fresh).await
     }
 
     /// Upstream answered 401 to `rejected_secret`: refresh once (deduplicated), unless the cell already holds a newer
     /// credential, which is returned instead.
-    pub async fn replace_rejected(&self, cell: &Arc<CredentialCell>, rejected_secret: &str) -> Result<Arc<Account>, RefreshError> {
+    pub async fn replace_rejected(
+        &self,
+        cell: &Arc<CredentialCell>,
+        rejected_secret: &str,
+    ) -> Result<Arc<Account>, RefreshError> {
         self.get(cell, Want::Replace(rejected_secret)).await
     }
 
@@ -275,7 +317,11 @@ impl RefreshEngine {
         self.begin(cell, Want::Replace(&secret)).map(|_| ())
     }
 
-    async fn get(&self, cell: &Arc<CredentialCell>, want: Want<'_>) -> Result<Arc<Account>, RefreshError> {
+    async fn get(
+        &self,
+        cell: &Arc<CredentialCell>,
+        want: Want<'_>,
+    ) -> Result<Arc<Account>, RefreshError> {
         let mut rx = match self.begin(cell, want)? {
             Started::Ready(account) => return Ok(account),
             Started::Waiting(rx) => rx,
@@ -305,7 +351,9 @@ impl RefreshEngine {
         let usable = st.pending.is_none() && fresh(&account, now, EXPIRY_SKEW);
         match want {
             Want::Fresh if usable => return Ok(Started::Ready(account)),
-            Want::Replace(secret) if usable && account.credential.secret != secret => return Ok(Started::Ready(account)),
+            Want::Replace(secret) if usable && account.credential.secret != secret => {
+                return Ok(Started::Ready(account))
+            }
             Want::Ahead => {
                 let jitter = 1.0 + inner.settings.lead_jitter * crate::backoff::spread(account.id);
                 let lead = inner.settings.lead.mul_f64(jitter.max(0.0));
@@ -359,7 +407,11 @@ impl RefreshEngine {
 
     /// Applies a flight's outcome to the cell (under its lock, together with ending the flight) and returns what the
     /// waiters get.
-    fn settle(&self, cell: &CredentialCell, outcome: Outcome) -> Result<Arc<Account>, RefreshError> {
+    fn settle(
+        &self,
+        cell: &CredentialCell,
+        outcome: Outcome,
+    ) -> Result<Arc<Account>, RefreshError> {
         let s = &self.inner.settings;
         let mut st = cell.lock();
         st.flight = None;
@@ -386,8 +438,14 @@ impl RefreshEngine {
                 };
                 let until = now + wait;
                 let reason = match retry_after {
-                    Some(_) => format!("token endpoint answered 429 with Retry-After {}s", wait.as_secs_f64().ceil()),
-                    None => format!("token endpoint answered 429 without Retry-After; backing off {}s", wait.as_secs_f64().ceil()),
+                    Some(_) => format!(
+                        "token endpoint answered 429 with Retry-After {}s",
+                        wait.as_secs_f64().ceil()
+                    ),
+                    None => format!(
+                        "token endpoint answered 429 without Retry-After; backing off {}s",
+                        wait.as_secs_f64().ceil()
+                    ),
                 };
                 st.blocked_until = Some(until);
                 st.block_rate_limited = true;
@@ -406,7 +464,11 @@ impl RefreshEngine {
                 let next_try = now + s.transient_backoff.delay(st.failures);
                 st.blocked_until = Some(next_try);
                 st.block_rate_limited = false;
-                let err = RefreshError::Transient { attempts, cause, next_try };
+                let err = RefreshError::Transient {
+                    attempts,
+                    cause,
+                    next_try,
+                };
                 st.block_reason = err.to_string();
                 st.last_error = Some(err.to_string());
                 tracing::warn!(account = %name, error = %err, "token refresh failed");
@@ -457,7 +519,9 @@ impl RefreshEngine {
         if stored.needs_reauth.is_some() && stored.version >= started_from.version {
             return Outcome::NeedsReauth(stored.needs_reauth.clone().unwrap_or_default());
         }
-        if stored.credential.secret != started_from.credential.secret && fresh(&stored, inner.clock.now(), EXPIRY_SKEW) {
+        if stored.credential.secret != started_from.credential.secret
+            && fresh(&stored, inner.clock.now(), EXPIRY_SKEW)
+        {
             tracing::info!(account = %stored.name, "credential already rotated elsewhere; adopting it");
             return Outcome::Refreshed(Arc::new(stored));
         }
@@ -468,7 +532,12 @@ impl RefreshEngine {
         let mut lost_once = false;
         loop {
             attempts += 1;
-            let result = match tokio::time::timeout(inner.settings.call_timeout, inner.endpoint.refresh(&refresh_token)).await {
+            let result = match tokio::time::timeout(
+                inner.settings.call_timeout,
+                inner.endpoint.refresh(&refresh_token),
+            )
+            .await
+            {
                 Ok(r) => r,
                 Err(_) => Err(TokenError::Timeout),
             };
@@ -483,11 +552,16 @@ impl RefreshEngine {
                 Err(e) => e,
             };
             match err {
-                TokenError::RateLimited { retry_after } => return Outcome::RateLimited(retry_after),
+                TokenError::RateLimited { retry_after } => {
+                    return Outcome::RateLimited(retry_after)
+                }
                 TokenError::Rejected { .. } => {
                     // Someone may have rotated the token under us: only a credential that is still ours is given up.
                     match inner.store.get_account(stored.id).await {
-                        Ok(Some(now_stored)) if now_stored.credential.refresh_token.as_deref() != Some(refresh_token.as_str()) => {
+                        Ok(Some(now_stored))
+                            if now_stored.credential.refresh_token.as_deref()
+                                != Some(refresh_token.as_str()) =>
+                        {
                             tracing::info!(account = %stored.name, "refresh token rotated elsewhere; adopting the stored one");
                             return Outcome::Refreshed(Arc::new(now_stored));
                         }
@@ -502,7 +576,11 @@ impl RefreshEngine {
                                 last_error: Some(Some(reason.clone())),
                                 ..Default::default()
                             };
-                            if let Err(e) = inner.store.update_account(now_stored.id, now_stored.version, update).await {
+                            if let Err(e) = inner
+                                .store
+                                .update_account(now_stored.id, now_stored.version, update)
+                                .await
+                            {
                                 tracing::warn!(account = %stored.name, error = %e, "could not persist needs_reauth");
                             }
                             return Outcome::NeedsReauth(reason);
@@ -520,7 +598,10 @@ impl RefreshEngine {
                 }
                 e => {
                     if attempts >= inner.settings.max_attempts {
-                        return Outcome::Transient { attempts, cause: e.to_string() };
+                        return Outcome::Transient {
+                            attempts,
+                            cause: e.to_string(),
+                        };
                     }
                     tokio::time::sleep(inner.settings.transient_backoff.delay(attempts)).await;
                 }
@@ -531,13 +612,17 @@ impl RefreshEngine {
     /// Writes new tokens with compare-and-set on the version read at the start of the flight.
     async fn persist(&self, stored: Account, tokens: TokenResponse) -> Outcome {
         let inner = &self.inner;
-        let expires_at = tokens
-            .expires_in
-            .map(|s| inner.clock.now() + chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 2_000)));
+        let expires_at = tokens.expires_in.map(|s| {
+            inner.clock.now()
+                + chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 2_000))
+        });
         let credential = Credential {
             secret: tokens.access_token.clone(),
             // A provider that does not rotate answers without a refresh token: keep the one we have.
-            refresh_token: tokens.refresh_token.clone().or_else(|| stored.credential.refresh_token.clone()),
+            refresh_token: tokens
+                .refresh_token
+                .clone()
+                .or_else(|| stored.credential.refresh_token.clone()),
             expires_at,
         };
         let mut update = AccountUpdate {
@@ -546,7 +631,11 @@ impl RefreshEngine {
             last_error: Some(None),
             ..Default::default()
         };
-        if let Some(email) = tokens.account.as_ref().and_then(|a| a.email_address.clone()) {
+        if let Some(email) = tokens
+            .account
+            .as_ref()
+            .and_then(|a| a.email_address.clone())
+        {
             update.email = Some(Some(email));
         }
         if let Some(org) = tokens.organization.as_ref().and_then(|o| o.name.clone()) {
@@ -554,26 +643,48 @@ impl RefreshEngine {
         }
         let mut expected = stored.version;
         for _ in 0..3 {
-            match inner.store.update_account(stored.id, expected, update.clone()).await {
+            match inner
+                .store
+                .update_account(stored.id, expected, update.clone())
+                .await
+            {
                 Ok(account) => {
                     tracing::info!(account = %account.name, expires_at = ?account.credential.expires_at, "token refreshed");
                     return Outcome::Refreshed(Arc::new(account));
                 }
-                Err(StoreError::Conflict { .. }) => match inner.store.get_account(stored.id).await {
-                    // Only metadata changed under us (disable, rename): retry on the new version.
-                    Ok(Some(now_stored)) if now_stored.credential.refresh_token == stored.credential.refresh_token => {
-                        expected = now_stored.version;
+                Err(StoreError::Conflict { .. }) => {
+                    match inner.store.get_account(stored.id).await {
+                        // Only metadata changed under us (disable, rename): retry on the new version.
+                        Ok(Some(now_stored))
+                            if now_stored.credential.refresh_token
+                                == stored.credential.refresh_token =>
+                        {
+                            expected = now_stored.version;
+                        }
+                        // Someone stored another credential (re-import, login): theirs is the newer intent.
+                        Ok(Some(now_stored)) => return Outcome::Refreshed(Arc::new(now_stored)),
+                        Ok(None) => return Outcome::Removed,
+                        Err(e) => {
+                            return Outcome::Held {
+                                tokens,
+                                cause: e.to_string(),
+                            }
+                        }
                     }
-                    // Someone stored another credential (re-import, login): theirs is the newer intent.
-                    Ok(Some(now_stored)) => return Outcome::Refreshed(Arc::new(now_stored)),
-                    Ok(None) => return Outcome::Removed,
-                    Err(e) => return Outcome::Held { tokens, cause: e.to_string() },
-                },
+                }
                 Err(StoreError::NotFound(_)) => return Outcome::Removed,
-                Err(e) => return Outcome::Held { tokens, cause: e.to_string() },
+                Err(e) => {
+                    return Outcome::Held {
+                        tokens,
+                        cause: e.to_string(),
+                    }
+                }
             }
         }
-        Outcome::Held { tokens, cause: "the account kept changing while the rotation was written".into() }
+        Outcome::Held {
+            tokens,
+            cause: "the account kept changing while the rotation was written".into(),
+        }
     }
 }
 
@@ -586,9 +697,15 @@ enum Started {
 enum Outcome {
     Refreshed(Arc<Account>),
     RateLimited(Option<Duration>),
-    Transient { attempts: u32, cause: String },
+    Transient {
+        attempts: u32,
+        cause: String,
+    },
     NeedsReauth(String),
-    Held { tokens: TokenResponse, cause: String },
+    Held {
+        tokens: TokenResponse,
+        cause: String,
+    },
     StoreDown(String),
     Removed,
 }

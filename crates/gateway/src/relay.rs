@@ -58,7 +58,11 @@ impl StreamWatch {
             Some("error") => {
                 let kind = serde_json::from_str::<serde_json::Value>(&e.data)
                     .ok()
-                    .and_then(|v| v.pointer("/error/type").and_then(|t| t.as_str()).map(str::to_string))
+                    .and_then(|v| {
+                        v.pointer("/error/type")
+                            .and_then(|t| t.as_str())
+                            .map(str::to_string)
+                    })
                     .unwrap_or_else(|| "api_error".into());
                 self.error = Some(kind);
             }
@@ -127,10 +131,22 @@ impl Relay {
                     }
                 }
                 Some(Err(e)) => {
-                    let error = if e.is_timeout() { "timeout_error" } else { "api_error" };
-                    return Opened::Failed { relay, error: error.into() };
+                    let error = if e.is_timeout() {
+                        "timeout_error"
+                    } else {
+                        "api_error"
+                    };
+                    return Opened::Failed {
+                        relay,
+                        error: error.into(),
+                    };
                 }
-                None => return Opened::Failed { relay, error: "api_error".into() },
+                None => {
+                    return Opened::Failed {
+                        relay,
+                        error: "api_error".into(),
+                    }
+                }
             }
         }
     }
@@ -141,8 +157,10 @@ impl Relay {
         let w = &self.watch;
         metrics::counter!("gateway_tokens_total", "kind" => "input").increment(w.input_tokens);
         metrics::counter!("gateway_tokens_total", "kind" => "output").increment(w.output_tokens);
-        metrics::counter!("gateway_tokens_total", "kind" => "cache_read").increment(w.cache_read_tokens);
-        metrics::counter!("gateway_tokens_total", "kind" => "cache_creation").increment(w.cache_creation_tokens);
+        metrics::counter!("gateway_tokens_total", "kind" => "cache_read")
+            .increment(w.cache_read_tokens);
+        metrics::counter!("gateway_tokens_total", "kind" => "cache_creation")
+            .increment(w.cache_creation_tokens);
     }
 
     fn failure_event(&mut self, message: &str) -> Bytes {
@@ -150,7 +168,11 @@ impl Relay {
         tracing::warn!(account = %self.account, message, "stream failed");
         let body = serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}});
         // End a partial event first so the error is parsed on its own.
-        let sep = if self.watch.decoder_idle() { "" } else { "\n\n" };
+        let sep = if self.watch.decoder_idle() {
+            ""
+        } else {
+            "\n\n"
+        };
         Bytes::from(format!("{sep}event: error\ndata: {body}\n\n"))
     }
 }
@@ -195,7 +217,9 @@ impl Stream for Relay {
                     this.finish("failed");
                     Poll::Ready(None)
                 } else {
-                    Poll::Ready(Some(Ok(this.failure_event("upstream stream ended before message_stop"))))
+                    Poll::Ready(Some(Ok(
+                        this.failure_event("upstream stream ended before message_stop")
+                    )))
                 }
             }
         }

@@ -52,13 +52,34 @@ pub fn http_client(config: &Config) -> Result<reqwest::Client, reqwest::Error> {
 }
 
 /// Assembles the gateway around a store.
-pub fn build_state(config: Config, store: SharedStore, clock: SharedClock, metrics: Option<PrometheusHandle>) -> Result<AppState, reqwest::Error> {
+pub fn build_state(
+    config: Config,
+    store: SharedStore,
+    clock: SharedClock,
+    metrics: Option<PrometheusHandle>,
+) -> Result<AppState, reqwest::Error> {
     let http = http_client(&config)?;
     let oauth = OAuthClient::new(http.clone(), config.oauth.clone(), clock.clone());
-    let engine = RefreshEngine::new(store.clone(), Arc::new(oauth), clock.clone(), RefreshSettings::from(&config.refresh));
+    let engine = RefreshEngine::new(
+        store.clone(),
+        Arc::new(oauth),
+        clock.clone(),
+        RefreshSettings::from(&config.refresh),
+    );
     let pool = Arc::new(Pool::new(store.clone(), engine));
-    let proxy = Proxy::new(http, config.upstream.base_url.clone(), pool, config.pool.clone());
-    Ok(AppState { config: Arc::new(config), store, proxy, clock, metrics })
+    let proxy = Proxy::new(
+        http,
+        config.upstream.base_url.clone(),
+        pool,
+        config.pool.clone(),
+    );
+    Ok(AppState {
+        config: Arc::new(config),
+        store,
+        proxy,
+        clock,
+        metrics,
+    })
 }
 
 pub fn router(state: AppState) -> Router {
@@ -68,11 +89,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/models/{id}", get(model))
         .route_layer(middleware::from_fn_with_state(state.clone(), client_auth));
-    let admin = crate::admin::router().route_layer(middleware::from_fn_with_state(state.clone(), admin_auth));
+    let admin = crate::admin::router()
+        .route_layer(middleware::from_fn_with_state(state.clone(), admin_auth));
     Router::new()
         .merge(api)
         .merge(admin)
-        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(|method: Method, uri: axum::http::Uri| async move {
@@ -83,7 +108,11 @@ pub fn router(state: AppState) -> Router {
 
 /// Compares secrets in time independent of where they differ.
 fn secret_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
@@ -93,7 +122,10 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
     headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
 }
 
@@ -101,7 +133,12 @@ async fn client_auth(State(state): State<AppState>, req: Request, next: Next) ->
     let keys = &state.config.client_keys;
     if !keys.is_empty() {
         match presented_key(req.headers()) {
-            None => return GatewayError::Unauthorized("missing client key: send it as x-api-key or Authorization: Bearer".into()).into_response(),
+            None => {
+                return GatewayError::Unauthorized(
+                    "missing client key: send it as x-api-key or Authorization: Bearer".into(),
+                )
+                .into_response()
+            }
             Some(k) if !keys.iter().any(|c| secret_eq(c, k)) => {
                 return GatewayError::Unauthorized("invalid client key".into()).into_response()
             }
@@ -117,29 +154,49 @@ async fn admin_auth(State(state): State<AppState>, req: Request, next: Next) -> 
         _ => false,
     };
     if !ok {
-        return GatewayError::Unauthorized("admin API needs Authorization: Bearer <admin_key> (set admin_key in the config)".into())
-            .into_response();
+        return GatewayError::Unauthorized(
+            "admin API needs Authorization: Bearer <admin_key> (set admin_key in the config)"
+                .into(),
+        )
+        .into_response();
     }
     next.run(req).await
 }
 
 /// Reads a request body up to the configured limit; a declared length over it is refused before reading anything.
-async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, GatewayError> {
+async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, GatewayError> {
     let limit = state.config.max_body_bytes;
-    let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(GatewayError::BodyTooLarge { limit });
     }
     let limited = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
     match limited.collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(GatewayError::BodyTooLarge { limit }),
-        Err(e) => Err(GatewayError::InvalidRequest(format!("could not read the request body: {e}"))),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(GatewayError::BodyTooLarge { limit })
+        }
+        Err(e) => Err(GatewayError::InvalidRequest(format!(
+            "could not read the request body: {e}"
+        ))),
     }
 }
 
 fn path_and_query(req: &Request) -> String {
-    req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| req.uri().path().to_string())
+    req.uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| req.uri().path().to_string())
 }
 
 async fn messages_like(state: AppState, req: Request) -> Response {
@@ -164,7 +221,14 @@ async fn count_tokens(State(state): State<AppState>, req: Request) -> Response {
 }
 
 async fn models(State(state): State<AppState>, req: Request) -> Response {
-    let f = Forward { method: Method::GET, path_and_query: path_and_query(&req), headers: req.headers().clone(), body: Bytes::new(), model: None, stream: false };
+    let f = Forward {
+        method: Method::GET,
+        path_and_query: path_and_query(&req),
+        headers: req.headers().clone(),
+        body: Bytes::new(),
+        model: None,
+        stream: false,
+    };
     state.proxy.forward(f).await
 }
 
@@ -185,7 +249,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
             _ => None,
         },
     });
-    let status = if store_ok.is_ok() && usable { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if store_ok.is_ok() && usable {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }
 
@@ -201,7 +269,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
 pub async fn background(state: AppState, shutdown: CancellationToken) {
     let mut sync = tokio::time::interval(Duration::from_secs(1));
     sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut scan = tokio::time::interval(Duration::from_secs(state.config.refresh.scan_interval_secs));
+    let mut scan =
+        tokio::time::interval(Duration::from_secs(state.config.refresh.scan_interval_secs));
     scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -141,7 +141,11 @@ impl SseDecoder {
             self.data.clear();
             return;
         }
-        on_event(SseEvent { event, data: std::mem::take(&mut self.data), truncated });
+        on_event(SseEvent {
+            event,
+            data: std::mem::take(&mut self.data),
+            truncated,
+        });
     }
 }
 
@@ -164,7 +168,11 @@ mod tests {
 event: content_block_delta\ndata: {\"a\":\ndata:  1}\n\nretry: 5\ndata:no-space\n\nevent: message_stop\ndata: {}\n\n";
 
     fn expected() -> Vec<SseEvent> {
-        let ev = |e: Option<&str>, d: &str| SseEvent { event: e.map(str::to_string), data: d.into(), truncated: false };
+        let ev = |e: Option<&str>, d: &str| SseEvent {
+            event: e.map(str::to_string),
+            data: d.into(),
+            truncated: false,
+        };
         vec![
             ev(Some("message_start"), "{\"type\":\"message_start\"}"),
             ev(Some("ping"), "{}"),

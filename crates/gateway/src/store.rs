@@ -32,7 +32,10 @@ pub enum StoreError {
 impl StoreError {
     /// Whether retrying the same operation later may succeed.
     pub fn retryable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_) | StoreError::Conflict { .. })
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::Conflict { .. }
+        )
     }
 }
 
@@ -62,7 +65,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn get_account(&self, id: AccountId) -> StoreFuture<'_, Option<Account>>;
     fn insert_account(&self, account: NewAccount) -> StoreFuture<'_, Account>;
     /// Applies `update` if the account is still at `expected_version`; returns the account as written.
-    fn update_account(&self, id: AccountId, expected_version: i64, update: AccountUpdate) -> StoreFuture<'_, Account>;
+    fn update_account(
+        &self,
+        id: AccountId,
+        expected_version: i64,
+        update: AccountUpdate,
+    ) -> StoreFuture<'_, Account>;
     fn remove_account(&self, id: AccountId) -> StoreFuture<'_, ()>;
     /// A number that changes whenever any account changes.
     fn change_seq(&self) -> StoreFuture<'_, i64>;

@@ -14,7 +14,10 @@ async fn one_key_gateway(sim: &Simulator, extra: &str) -> (Gateway, String) {
     let key = sim.new_api_key();
     let dir = TempDir::new();
     seed(&dir, vec![api_key_account("key-1", &key)]).await;
-    (Gateway::start_in(dir, &sim.base_url(), &sim.token_url(), extra), key)
+    (
+        Gateway::start_in(dir, &sim.base_url(), &sim.token_url(), extra),
+        key,
+    )
 }
 
 fn error_type(v: &serde_json::Value) -> &str {
@@ -38,26 +41,51 @@ async fn non_stream_body_and_headers_pass_through() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(resp.headers().get("request-id").unwrap().to_str().unwrap().starts_with("req_"));
-    assert!(resp.headers().keys().any(|k| k.as_str().starts_with("anthropic-ratelimit-")));
+    assert!(resp
+        .headers()
+        .get("request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("req_"));
+    assert!(resp
+        .headers()
+        .keys()
+        .any(|k| k.as_str().starts_with("anthropic-ratelimit-")));
     let got = resp.bytes().await.unwrap();
 
     let recs = sim.requests();
     assert_eq!(recs.len(), 1);
     let r = &recs[0];
-    assert_eq!(r.body.as_ref(), body.as_bytes(), "body forwarded byte for byte");
-    assert_eq!(got.as_ref(), r.response.as_ref(), "response relayed byte for byte");
+    assert_eq!(
+        r.body.as_ref(),
+        body.as_bytes(),
+        "body forwarded byte for byte"
+    );
+    assert_eq!(
+        got.as_ref(),
+        r.response.as_ref(),
+        "response relayed byte for byte"
+    );
     assert_eq!(r.header("x-api-key"), Some(key.as_str()));
     assert_eq!(r.header("authorization"), None);
     assert_eq!(r.header("anthropic-version"), Some("2023-06-01"));
     assert_eq!(r.header("anthropic-beta"), Some("beta-one,beta-two"));
     assert_eq!(r.header("x-stainless-lang"), Some("python"));
-    assert!(r.headers.iter().all(|(_, v)| !v.contains(CLIENT_KEY)), "client key never reaches upstream");
+    assert!(
+        r.headers.iter().all(|(_, v)| !v.contains(CLIENT_KEY)),
+        "client key never reaches upstream"
+    );
 }
 
 #[tokio::test]
 async fn stream_passes_through_event_by_event() {
-    let sim = Simulator::start_with(SimConfig { stream_events: 20, ..Default::default() }).await.unwrap();
+    let sim = Simulator::start_with(SimConfig {
+        stream_events: 20,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let (gw, _) = one_key_gateway(&sim, "").await;
     let resp = client()
         .post(gw.url("/v1/messages"))
@@ -72,13 +100,20 @@ async fn stream_passes_through_event_by_event() {
     assert!(resp.headers().get("content-encoding").is_none());
     let got = resp.bytes().await.unwrap();
     let r = &sim.requests()[0];
-    assert_eq!(got.as_ref(), r.response.as_ref(), "stream relayed byte for byte");
+    assert_eq!(
+        got.as_ref(),
+        r.response.as_ref(),
+        "stream relayed byte for byte"
+    );
     let text = String::from_utf8(got.to_vec()).unwrap();
     assert!(text.starts_with("event: message_start"));
     assert!(text.contains("thinking_delta"));
     assert!(text.trim_end().ends_with(r#"{"type":"message_stop"}"#));
     let m = gw.metrics().await;
-    assert!(m.contains(r#"gateway_streams_total{outcome="complete"} 1"#), "{m}");
+    assert!(
+        m.contains(r#"gateway_streams_total{outcome="complete"} 1"#),
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -87,15 +122,36 @@ async fn client_key_is_required() {
     let (gw, _) = one_key_gateway(&sim, "").await;
     let c = client();
     let body = message_body("hi", false);
-    let r = c.post(gw.url("/v1/messages")).body(body.clone()).send().await.unwrap();
+    let r = c
+        .post(gw.url("/v1/messages"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(error_type(&r.json().await.unwrap()), "authentication_error");
-    let r = c.post(gw.url("/v1/messages")).header("x-api-key", "sk-wrong").body(body.clone()).send().await.unwrap();
+    let r = c
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", "sk-wrong")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = c.get(gw.url("/v1/models")).bearer_auth("nope").send().await.unwrap();
+    let r = c
+        .get(gw.url("/v1/models"))
+        .bearer_auth("nope")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     assert!(sim.requests().is_empty());
-    let r = c.get(gw.url("/admin/accounts")).bearer_auth(CLIENT_KEY).send().await.unwrap();
+    let r = c
+        .get(gw.url("/admin/accounts"))
+        .bearer_auth(CLIENT_KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401, "a client key is not an admin key");
 }
 
@@ -111,11 +167,20 @@ async fn invalid_requests_get_anthropic_errors_and_reach_nobody() {
         (r#"{"model":"m","messages":[]}"#, "messages"),
         (r#"[1,2]"#, "JSON"),
     ] {
-        let r = c.post(gw.url("/v1/messages")).header("x-api-key", CLIENT_KEY).body(body).send().await.unwrap();
+        let r = c
+            .post(gw.url("/v1/messages"))
+            .header("x-api-key", CLIENT_KEY)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 400, "{body}");
         let v: serde_json::Value = r.json().await.unwrap();
         assert_eq!(error_type(&v), "invalid_request_error");
-        assert!(v["error"]["message"].as_str().unwrap().contains(needle), "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(needle),
+            "{v}"
+        );
     }
     let r = c.get(gw.url("/v2/nothing")).send().await.unwrap();
     assert_eq!(r.status(), 404);
@@ -129,16 +194,27 @@ async fn oversized_bodies_are_refused_without_reading_them() {
     let (gw, _) = one_key_gateway(&sim, "max_body_bytes = 4096").await;
     let c = client();
     let big = message_body(&"x".repeat(8000), false);
-    let r = c.post(gw.url("/v1/messages")).header("x-api-key", CLIENT_KEY).body(big.clone()).send().await.unwrap();
-    assert_eq!(r.status(), 413);
-    assert_eq!(error_type(&r.json().await.unwrap()), "request_too_large");
-    // Chunked, no content-length: stopped at the limit.
-    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> =
-        big.as_bytes().chunks(1000).map(|c| Ok(bytes::Bytes::copy_from_slice(c))).collect();
     let r = c
         .post(gw.url("/v1/messages"))
         .header("x-api-key", CLIENT_KEY)
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(error_type(&r.json().await.unwrap()), "request_too_large");
+    // Chunked, no content-length: stopped at the limit.
+    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = big
+        .as_bytes()
+        .chunks(1000)
+        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+        .collect();
+    let r = c
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", CLIENT_KEY)
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
         .send()
         .await
         .unwrap();
@@ -150,7 +226,10 @@ async fn oversized_bodies_are_refused_without_reading_them() {
     );
     tcp.write_all(head.as_bytes()).await.unwrap();
     let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     let answer = String::from_utf8_lossy(&buf[..n]);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(sim.requests().is_empty());
@@ -163,10 +242,22 @@ async fn no_account_is_503_with_instructions_and_readyz_says_so() {
     let r = post_messages(&client(), &gw, message_body("hi", false)).await;
     assert_eq!(r.status(), 503);
     let v: serde_json::Value = r.json().await.unwrap();
-    assert!(v["error"]["message"].as_str().unwrap().contains("accounts add-key"), "{v}");
-    assert_eq!(reqwest::get(gw.url("/healthz")).await.unwrap().status(), 200);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("accounts add-key"),
+        "{v}"
+    );
+    assert_eq!(
+        reqwest::get(gw.url("/healthz")).await.unwrap().status(),
+        200
+    );
     assert_eq!(reqwest::get(gw.url("/readyz")).await.unwrap().status(), 503);
-    assert!(gw.logs().contains("accounts add-key"), "startup log tells how to add an account");
+    assert!(
+        gw.logs().contains("accounts add-key"),
+        "startup log tells how to add an account"
+    );
 }
 
 #[tokio::test]
@@ -177,7 +268,12 @@ async fn unreachable_upstream_is_502_and_slow_upstream_is_504() {
     };
     let dir = TempDir::new();
     seed(&dir, vec![api_key_account("k", "sk-ant-api03-x")]).await;
-    let gw = Gateway::start_in(dir, &format!("http://{closed}"), "http://127.0.0.1:9/token", "");
+    let gw = Gateway::start_in(
+        dir,
+        &format!("http://{closed}"),
+        "http://127.0.0.1:9/token",
+        "",
+    );
     let r = post_messages(&client(), &gw, message_body("hi", false)).await;
     assert_eq!(r.status(), 502);
     assert_eq!(error_type(&r.json().await.unwrap()), "api_error");
@@ -210,22 +306,41 @@ async fn upstream_client_errors_pass_through_untouched() {
 
 #[tokio::test]
 async fn client_disconnect_drops_the_upstream_request() {
-    let sim = Simulator::start_with(SimConfig { stream_events: 200, event_delay: Duration::from_millis(20), ..Default::default() })
-        .await
-        .unwrap();
+    let sim = Simulator::start_with(SimConfig {
+        stream_events: 200,
+        event_delay: Duration::from_millis(20),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let (gw, _) = one_key_gateway(&sim, "").await;
     let mut resp = post_messages(&client(), &gw, message_body("long story", true)).await;
     assert_eq!(resp.status(), 200);
     let first = resp.chunk().await.unwrap().unwrap();
     assert!(!first.is_empty());
     drop(resp);
-    assert!(sim.wait_for_disconnects(1, Duration::from_secs(1)).await, "upstream stream dropped within 1 s");
+    assert!(
+        sim.wait_for_disconnects(1, Duration::from_secs(1)).await,
+        "upstream stream dropped within 1 s"
+    );
 
     // Also while waiting for a slow non-stream answer.
     sim.push_fault(Fault::once(FaultKind::Slow(Duration::from_secs(4))));
-    let c = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
-    assert!(c.post(gw.url("/v1/messages")).header("x-api-key", CLIENT_KEY).body(message_body("x", false)).send().await.is_err());
-    assert!(sim.wait_for_disconnects(2, Duration::from_secs(1)).await, "slow upstream request dropped within 1 s");
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    assert!(c
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", CLIENT_KEY)
+        .body(message_body("x", false))
+        .send()
+        .await
+        .is_err());
+    assert!(
+        sim.wait_for_disconnects(2, Duration::from_secs(1)).await,
+        "slow upstream request dropped within 1 s"
+    );
 }
 
 #[tokio::test]
@@ -237,10 +352,16 @@ async fn a_stream_cut_midway_ends_with_an_error_event_and_counts_as_failed() {
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
     assert!(text.starts_with("event: message_start"), "{text}");
-    assert!(text.contains("event: error\ndata: {\"type\":\"error\""), "{text}");
+    assert!(
+        text.contains("event: error\ndata: {\"type\":\"error\""),
+        "{text}"
+    );
     assert!(!text.contains("event: message_stop"));
     let m = gw.metrics().await;
-    assert!(m.contains(r#"gateway_streams_total{outcome="failed"} 1"#), "{m}");
+    assert!(
+        m.contains(r#"gateway_streams_total{outcome="failed"} 1"#),
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -248,8 +369,15 @@ async fn a_stalled_stream_hits_the_read_timeout_and_ends_with_an_error_event() {
     let sim = Simulator::start().await.unwrap();
     let (gw, _) = one_key_gateway(&sim, "").await; // read timeout 5 s
     sim.push_fault(Fault::once(FaultKind::StallStream { after_events: 3 }));
-    let text = post_messages(&client(), &gw, message_body("x", true)).await.text().await.unwrap();
-    assert!(text.contains("event: error") && text.contains("read timeout"), "{text}");
+    let text = post_messages(&client(), &gw, message_body("x", true))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("event: error") && text.contains("read timeout"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -265,18 +393,46 @@ async fn count_tokens_and_models_pass_through() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.json::<serde_json::Value>().await.unwrap()["input_tokens"].as_u64().unwrap() > 0);
-    let r = c.get(gw.url("/v1/models?limit=5")).header("x-api-key", CLIENT_KEY).send().await.unwrap();
+    assert!(
+        r.json::<serde_json::Value>().await.unwrap()["input_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    let r = c
+        .get(gw.url("/v1/models?limit=5"))
+        .header("x-api-key", CLIENT_KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().await.unwrap();
-    assert!(v["data"].as_array().unwrap().iter().any(|m| m["id"] == "claude-sonnet-4-5"));
-    let r = c.get(gw.url("/v1/models/claude-sonnet-4-5")).header("x-api-key", CLIENT_KEY).send().await.unwrap();
+    assert!(v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["id"] == "claude-sonnet-4-5"));
+    let r = c
+        .get(gw.url("/v1/models/claude-sonnet-4-5"))
+        .header("x-api-key", CLIENT_KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = c.get(gw.url("/v1/models/nope")).header("x-api-key", CLIENT_KEY).send().await.unwrap();
+    let r = c
+        .get(gw.url("/v1/models/nope"))
+        .header("x-api-key", CLIENT_KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     let recs = sim.requests();
-    assert!(recs.iter().all(|r| r.credential.as_deref() == Some(key.as_str())));
-    assert!(recs.iter().any(|r| r.path == "/v1/models" && r.query.as_deref() == Some("limit=5")));
+    assert!(recs
+        .iter()
+        .all(|r| r.credential.as_deref() == Some(key.as_str())));
+    assert!(recs
+        .iter()
+        .any(|r| r.path == "/v1/models" && r.query.as_deref() == Some("limit=5")));
 }
 
 #[tokio::test]
@@ -285,26 +441,51 @@ async fn accounts_cli_manages_accounts_and_the_running_gateway_follows() {
     let gw = Gateway::start(&sim, "");
     let key = sim.new_api_key();
     let out = gw.cli(&["accounts", "add-key", "--name", "main", &key]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let listed = gw.cli(&["accounts", "list", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(v["accounts"][0]["name"], "main");
     assert_eq!(v["accounts"][0]["kind"], "api_key");
-    assert!(!String::from_utf8_lossy(&listed.stdout).contains(&key), "list never prints secrets");
+    assert!(
+        !String::from_utf8_lossy(&listed.stdout).contains(&key),
+        "list never prints secrets"
+    );
     // Duplicate names are refused clearly.
     let dup = gw.cli(&["accounts", "add-key", "--name", "main", "sk-other"]);
     assert!(!dup.status.success());
     assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
 
     gw.wait_accounts(1).await;
-    assert_eq!(post_messages(&client(), &gw, message_body("hi", false)).await.status(), 200);
+    assert_eq!(
+        post_messages(&client(), &gw, message_body("hi", false))
+            .await
+            .status(),
+        200
+    );
     assert!(gw.cli(&["accounts", "disable", "main"]).status.success());
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(post_messages(&client(), &gw, message_body("hi", false)).await.status(), 503);
-    assert_eq!(gw.admin_accounts().await["accounts"][0]["state"], "disabled");
+    assert_eq!(
+        post_messages(&client(), &gw, message_body("hi", false))
+            .await
+            .status(),
+        503
+    );
+    assert_eq!(
+        gw.admin_accounts().await["accounts"][0]["state"],
+        "disabled"
+    );
     assert!(gw.cli(&["accounts", "enable", "1"]).status.success());
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(post_messages(&client(), &gw, message_body("hi", false)).await.status(), 200);
+    assert_eq!(
+        post_messages(&client(), &gw, message_body("hi", false))
+            .await
+            .status(),
+        200
+    );
     assert!(gw.cli(&["accounts", "remove", "main"]).status.success());
     gw.wait_accounts(0).await;
     let missing = gw.cli(&["accounts", "remove", "main"]);
@@ -316,13 +497,24 @@ fn bad_config_fails_at_start_naming_key_and_file() {
     let dir = TempDir::new();
     let path = dir.0.join("bad.toml");
     std::fs::write(&path, "listen = \"127.0.0.1:0\"\nclient_keyz = [\"x\"]\n").unwrap();
-    let out = std::process::Command::new(bin()).args(["serve", "--config"]).arg(&path).output().unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("client_keyz") && err.contains("bad.toml"), "{err}");
+    assert!(
+        err.contains("client_keyz") && err.contains("bad.toml"),
+        "{err}"
+    );
 
     std::fs::write(&path, "[upstream]\nread_timeout_secs = -1\n").unwrap();
-    let out = std::process::Command::new(bin()).args(["serve", "--config"]).arg(&path).output().unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("upstream.read_timeout_secs"));
 }

@@ -39,7 +39,10 @@ struct FakeEndpoint {
 
 impl FakeEndpoint {
     fn with(script: Vec<Answer>) -> Arc<Self> {
-        Arc::new(FakeEndpoint { script: Mutex::new(script.into()), ..Default::default() })
+        Arc::new(FakeEndpoint {
+            script: Mutex::new(script.into()),
+            ..Default::default()
+        })
     }
     fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
@@ -65,7 +68,12 @@ impl TokenEndpoint for FakeEndpoint {
             if let Some(d) = delay {
                 tokio::time::sleep(d).await;
             }
-            let answer = self.script.lock().unwrap().pop_front().unwrap_or(Answer::Rotate);
+            let answer = self
+                .script
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or(Answer::Rotate);
             match answer {
                 Answer::Rotate => Ok(self.rotate()),
                 Answer::Fail(e) => Err(e),
@@ -79,11 +87,13 @@ impl TokenEndpoint for FakeEndpoint {
 }
 
 fn settings() -> RefreshSettings {
-    let mut cfg = crate::config::RefreshConfig::default();
-    cfg.max_attempts = 3;
-    cfg.backoff_base_ms = 1000;
-    cfg.rate_limit_backoff_base_secs = 60;
-    cfg.lead_secs = 600;
+    let cfg = crate::config::RefreshConfig {
+        max_attempts: 3,
+        backoff_base_ms: 1000,
+        rate_limit_backoff_base_secs: 60,
+        lead_secs: 600,
+        ..Default::default()
+    };
     RefreshSettings::from(&cfg)
 }
 
@@ -98,20 +108,36 @@ async fn rig(script: Vec<Answer>, expires_in: chrono::Duration) -> Rig {
     rig_with(script, expires_in, settings()).await
 }
 
-async fn rig_with(script: Vec<Answer>, expires_in: chrono::Duration, settings: RefreshSettings) -> Rig {
+async fn rig_with(
+    script: Vec<Answer>,
+    expires_in: chrono::Duration,
+    settings: RefreshSettings,
+) -> Rig {
     let store = Arc::new(MemoryStore::default());
     let clock = Arc::new(TokioClock::starting_at(Utc::now()));
-    let account = store.insert_account(oauth_account("a", "rt-0", clock.now() + expires_in)).await.unwrap();
+    let account = store
+        .insert_account(oauth_account("a", "rt-0", clock.now() + expires_in))
+        .await
+        .unwrap();
     let endpoint = FakeEndpoint::with(script);
     let engine = RefreshEngine::new(store.clone(), endpoint.clone(), clock, settings);
-    Rig { store, endpoint, engine, cell: CredentialCell::new(account) }
+    Rig {
+        store,
+        endpoint,
+        engine,
+        cell: CredentialCell::new(account),
+    }
 }
 
 fn oauth_account(name: &str, rt: &str, expires_at: chrono::DateTime<Utc>) -> NewAccount {
     NewAccount {
         name: name.into(),
         kind: AccountKind::Oauth,
-        credential: Credential { secret: "at-0".into(), refresh_token: Some(rt.into()), expires_at: Some(expires_at) },
+        credential: Credential {
+            secret: "at-0".into(),
+            refresh_token: Some(rt.into()),
+            expires_at: Some(expires_at),
+        },
         email: None,
         account_uuid: None,
         organization_uuid: None,
@@ -148,9 +174,20 @@ async fn five_hundred_concurrent_callers_cause_one_exchange() {
     }
     assert_eq!(r.endpoint.calls(), vec!["rt-0"]);
     // Persisted before use.
-    assert_eq!(stored(&r.store).await.credential.refresh_token.as_deref(), Some("rt-1"));
+    assert_eq!(
+        stored(&r.store).await.credential.refresh_token.as_deref(),
+        Some("rt-1")
+    );
     // A request after the refresh uses the new token; no second exchange with the old refresh token.
-    assert_eq!(r.engine.credential(&r.cell).await.unwrap().credential.secret, "at-1");
+    assert_eq!(
+        r.engine
+            .credential(&r.cell)
+            .await
+            .unwrap()
+            .credential
+            .secret,
+        "at-1"
+    );
     assert_eq!(r.endpoint.calls().len(), 1);
 }
 
@@ -187,7 +224,10 @@ async fn dropping_the_caller_that_started_a_refresh_does_not_cancel_it() {
     let account = follower.await.unwrap().unwrap();
     assert_eq!(account.credential.secret, "at-1");
     assert_eq!(r.endpoint.calls().len(), 1);
-    assert_eq!(stored(&r.store).await.credential.refresh_token.as_deref(), Some("rt-1"));
+    assert_eq!(
+        stored(&r.store).await.credential.refresh_token.as_deref(),
+        Some("rt-1")
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -230,33 +270,66 @@ async fn a_hung_token_call_is_cut_by_the_call_timeout_and_tried_once_more() {
     let r = rig_with(vec![Answer::Gate, Answer::Rotate], expired(), s).await;
     let account = r.engine.credential(&r.cell).await.unwrap();
     assert_eq!(account.credential.secret, "at-1");
-    assert_eq!(r.endpoint.calls(), vec!["rt-0", "rt-0"], "the old token is tried exactly once more");
+    assert_eq!(
+        r.endpoint.calls(),
+        vec!["rt-0", "rt-0"],
+        "the old token is tried exactly once more"
+    );
 }
 
 // === 3. 429 from the token endpoint ===
 
 #[tokio::test(start_paused = true)]
 async fn retry_after_blocks_every_path_then_allows_exactly_one_call() {
-    let r = rig(vec![Answer::Fail(TokenError::RateLimited { retry_after: Some(Duration::from_secs(120)) })], expired()).await;
+    let r = rig(
+        vec![Answer::Fail(TokenError::RateLimited {
+            retry_after: Some(Duration::from_secs(120)),
+        })],
+        expired(),
+    )
+    .await;
     let err = r.engine.credential(&r.cell).await.unwrap_err();
-    assert!(matches!(err, RefreshError::Backoff { rate_limited: true, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            RefreshError::Backoff {
+                rate_limited: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert_eq!(r.endpoint.calls().len(), 1);
     assert_eq!(r.cell.state().0, CredentialState::RefreshBackoff);
 
     tokio::time::advance(Duration::from_secs(119)).await;
     // Request path, forced (401) path, proactive path and admin path all refuse.
-    assert!(matches!(r.engine.credential(&r.cell).await, Err(RefreshError::Backoff { .. })));
-    assert!(matches!(r.engine.replace_rejected(&r.cell, "at-0").await, Err(RefreshError::Backoff { .. })));
+    assert!(matches!(
+        r.engine.credential(&r.cell).await,
+        Err(RefreshError::Backoff { .. })
+    ));
+    assert!(matches!(
+        r.engine.replace_rejected(&r.cell, "at-0").await,
+        Err(RefreshError::Backoff { .. })
+    ));
     r.engine.refresh_ahead(&r.cell);
     assert!(r.engine.refresh_now(&r.cell).is_err());
     tokio::task::yield_now().await;
-    assert_eq!(r.endpoint.calls().len(), 1, "no call before Retry-After passed");
+    assert_eq!(
+        r.endpoint.calls().len(),
+        1,
+        "no call before Retry-After passed"
+    );
 
     tokio::time::advance(Duration::from_secs(1)).await;
     let (a, b) = tokio::join!(r.engine.credential(&r.cell), r.engine.credential(&r.cell));
     assert_eq!(a.unwrap().credential.secret, "at-1");
     assert_eq!(b.unwrap().credential.secret, "at-1");
-    assert_eq!(r.endpoint.calls().len(), 2, "exactly one call after the wait");
+    assert_eq!(
+        r.endpoint.calls().len(),
+        2,
+        "exactly one call after the wait"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -270,7 +343,10 @@ async fn without_retry_after_backoff_is_exponential_and_jittered() {
         let wait = until - tokio::time::Instant::now();
         // base 60 s, doubled per strike, equal jitter in [d/2, d].
         let full = Duration::from_secs(60 * 2u64.pow(strike));
-        assert!(wait >= full / 2 && wait <= full, "strike {strike}: {wait:?}");
+        assert!(
+            wait >= full / 2 && wait <= full,
+            "strike {strike}: {wait:?}"
+        );
         waits.push(wait);
         // Just before the end: still blocked, no call.
         tokio::time::advance(wait - Duration::from_millis(1)).await;
@@ -286,19 +362,29 @@ async fn without_retry_after_backoff_is_exponential_and_jittered() {
 // === 4. Permanent failures ===
 
 fn invalid_grant() -> Answer {
-    Answer::Fail(TokenError::Rejected { status: 400, error: "invalid_grant".into(), description: Some("Refresh token not found or invalid".into()) })
+    Answer::Fail(TokenError::Rejected {
+        status: 400,
+        error: "invalid_grant".into(),
+        description: Some("Refresh token not found or invalid".into()),
+    })
 }
 
 #[tokio::test(start_paused = true)]
 async fn invalid_grant_marks_needs_reauth_and_the_endpoint_is_not_called_again() {
     let r = rig(vec![invalid_grant()], expired()).await;
     let err = r.engine.credential(&r.cell).await.unwrap_err();
-    assert!(matches!(&err, RefreshError::NeedsReauth(m) if m.contains("invalid_grant")), "{err:?}");
+    assert!(
+        matches!(&err, RefreshError::NeedsReauth(m) if m.contains("invalid_grant")),
+        "{err:?}"
+    );
     let s = stored(&r.store).await;
     assert!(s.needs_reauth.as_deref().unwrap().contains("log in again"));
     tokio::time::advance(Duration::from_secs(86_400)).await;
     for _ in 0..3 {
-        assert!(matches!(r.engine.credential(&r.cell).await, Err(RefreshError::NeedsReauth(_))));
+        assert!(matches!(
+            r.engine.credential(&r.cell).await,
+            Err(RefreshError::NeedsReauth(_))
+        ));
     }
     r.engine.refresh_ahead(&r.cell);
     assert_eq!(r.endpoint.calls().len(), 1);
@@ -306,13 +392,29 @@ async fn invalid_grant_marks_needs_reauth_and_the_endpoint_is_not_called_again()
     // Re-import: a new credential clears the flag and refreshing works again.
     let s = stored(&r.store).await;
     let update = crate::store::AccountUpdate {
-        credential: Some(Credential { secret: "at-x".into(), refresh_token: Some("rt-x".into()), expires_at: Some(Utc::now() - chrono::Duration::hours(1)) }),
+        credential: Some(Credential {
+            secret: "at-x".into(),
+            refresh_token: Some("rt-x".into()),
+            expires_at: Some(Utc::now() - chrono::Duration::hours(1)),
+        }),
         needs_reauth: Some(None),
         ..Default::default()
     };
-    let s = r.store.update_account(s.id, s.version, update).await.unwrap();
+    let s = r
+        .store
+        .update_account(s.id, s.version, update)
+        .await
+        .unwrap();
     r.cell.observe_stored(s);
-    assert_eq!(r.engine.credential(&r.cell).await.unwrap().credential.secret, "at-1");
+    assert_eq!(
+        r.engine
+            .credential(&r.cell)
+            .await
+            .unwrap()
+            .credential
+            .secret,
+        "at-1"
+    );
     assert_eq!(r.endpoint.calls(), vec!["rt-0", "rt-x"]);
 }
 
@@ -322,15 +424,29 @@ async fn invalid_grant_after_someone_else_rotated_adopts_the_stored_credential()
     // Another process rotates the token after our flight read the store but before the endpoint answers: simulate by
     // writing the store now; the flight re-reads after the rejection.
     let s = stored(&r.store).await;
-    let fresh_cred = Credential { secret: "at-other".into(), refresh_token: Some("rt-other".into()), expires_at: Some(Utc::now() + chrono::Duration::hours(8)) };
+    let fresh_cred = Credential {
+        secret: "at-other".into(),
+        refresh_token: Some("rt-other".into()),
+        expires_at: Some(Utc::now() + chrono::Duration::hours(8)),
+    };
     // Make the cell's view stale (the store moved on).
     r.store
-        .update_account(s.id, s.version, crate::store::AccountUpdate { credential: Some(fresh_cred), ..Default::default() })
+        .update_account(
+            s.id,
+            s.version,
+            crate::store::AccountUpdate {
+                credential: Some(fresh_cred),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     let a = r.engine.credential(&r.cell).await.unwrap();
     assert_eq!(a.credential.secret, "at-other");
-    assert!(r.endpoint.calls().is_empty(), "the stored credential was already fresh: no exchange");
+    assert!(
+        r.endpoint.calls().is_empty(),
+        "the stored credential was already fresh: no exchange"
+    );
     assert!(stored(&r.store).await.needs_reauth.is_none());
 }
 
@@ -350,14 +466,27 @@ async fn transient_failures_retry_with_backoff_and_report_real_attempts() {
     assert!(r.engine.credential(&r.cell).await.is_err());
     assert_eq!(r.endpoint.calls().len(), 3);
     tokio::time::advance(Duration::from_secs(2)).await;
-    assert_eq!(r.engine.credential(&r.cell).await.unwrap().credential.secret, "at-1");
+    assert_eq!(
+        r.engine
+            .credential(&r.cell)
+            .await
+            .unwrap()
+            .credential
+            .secret,
+        "at-1"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn one_attempt_says_one_attempt() {
     let mut s = settings();
     s.max_attempts = 1;
-    let r = rig_with(vec![Answer::Fail(TokenError::Connect("refused".into()))], expired(), s).await;
+    let r = rig_with(
+        vec![Answer::Fail(TokenError::Connect("refused".into()))],
+        expired(),
+        s,
+    )
+    .await;
     let err = r.engine.credential(&r.cell).await.unwrap_err();
     assert!(err.to_string().contains("after 1 attempt:"), "{err}");
     assert_eq!(r.endpoint.calls().len(), 1);
@@ -365,38 +494,72 @@ async fn one_attempt_says_one_attempt() {
 
 #[tokio::test(start_paused = true)]
 async fn a_transient_failure_then_success_within_one_flight() {
-    let r = rig(vec![Answer::Fail(TokenError::Server { status: 502 })], expired()).await;
-    assert_eq!(r.engine.credential(&r.cell).await.unwrap().credential.secret, "at-1");
+    let r = rig(
+        vec![Answer::Fail(TokenError::Server { status: 502 })],
+        expired(),
+    )
+    .await;
+    assert_eq!(
+        r.engine
+            .credential(&r.cell)
+            .await
+            .unwrap()
+            .credential
+            .secret,
+        "at-1"
+    );
     assert_eq!(r.endpoint.calls(), vec!["rt-0", "rt-0"]);
 }
 
 // === 6. Durable rotation ===
 
 #[tokio::test(start_paused = true)]
-async fn a_rotation_that_cannot_be_persisted_holds_the_account_and_is_persisted_later_without_a_new_exchange() {
+async fn a_rotation_that_cannot_be_persisted_holds_the_account_and_is_persisted_later_without_a_new_exchange(
+) {
     let r = rig(vec![], expired()).await;
     r.store.fail_writes.store(true, Ordering::SeqCst);
     let err = r.engine.credential(&r.cell).await.unwrap_err();
     assert!(matches!(err, RefreshError::Held(_)), "{err:?}");
     assert_eq!(r.cell.state().0, CredentialState::Held);
-    assert_eq!(r.cell.account().credential.secret, "at-0", "the unpersisted token is not used");
+    assert_eq!(
+        r.cell.account().credential.secret,
+        "at-0",
+        "the unpersisted token is not used"
+    );
     assert_eq!(r.endpoint.calls().len(), 1);
 
     r.store.fail_writes.store(false, Ordering::SeqCst);
     tokio::time::advance(Duration::from_secs(2)).await;
     let a = r.engine.credential(&r.cell).await.unwrap();
     assert_eq!(a.credential.secret, "at-1");
-    assert_eq!(r.endpoint.calls().len(), 1, "the pending rotation was persisted, not exchanged again");
-    assert_eq!(stored(&r.store).await.credential.refresh_token.as_deref(), Some("rt-1"));
+    assert_eq!(
+        r.endpoint.calls().len(),
+        1,
+        "the pending rotation was persisted, not exchanged again"
+    );
+    assert_eq!(
+        stored(&r.store).await.credential.refresh_token.as_deref(),
+        Some("rt-1")
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_lost_answer_retries_the_old_token_once_and_then_reports_the_lost_outcome() {
-    let r = rig(vec![Answer::Fail(TokenError::Lost("connection closed".into())), invalid_grant()], expired()).await;
+    let r = rig(
+        vec![
+            Answer::Fail(TokenError::Lost("connection closed".into())),
+            invalid_grant(),
+        ],
+        expired(),
+    )
+    .await;
     let err = r.engine.credential(&r.cell).await.unwrap_err();
     assert_eq!(r.endpoint.calls(), vec!["rt-0", "rt-0"]);
     match err {
-        RefreshError::NeedsReauth(m) => assert!(m.contains("answer to a refresh was lost") && m.contains("unknown"), "{m}"),
+        RefreshError::NeedsReauth(m) => assert!(
+            m.contains("answer to a refresh was lost") && m.contains("unknown"),
+            "{m}"
+        ),
         other => panic!("{other:?}"),
     }
 }
@@ -420,11 +583,17 @@ async fn a_setup_token_is_used_until_it_expires_and_never_refreshed() {
     let endpoint = FakeEndpoint::with(vec![]);
     let engine = RefreshEngine::new(store.clone(), endpoint.clone(), clock, settings());
     let cell = CredentialCell::new(account);
-    assert_eq!(engine.credential(&cell).await.unwrap().credential.secret, "at-0");
+    assert_eq!(
+        engine.credential(&cell).await.unwrap().credential.secret,
+        "at-0"
+    );
     engine.refresh_ahead(&cell);
     tokio::time::advance(Duration::from_secs(3600)).await;
     let err = engine.credential(&cell).await.unwrap_err();
-    assert!(matches!(&err, RefreshError::NeedsReauth(m) if m.contains("no refresh token")), "{err:?}");
+    assert!(
+        matches!(&err, RefreshError::NeedsReauth(m) if m.contains("no refresh token")),
+        "{err:?}"
+    );
     assert!(endpoint.calls().is_empty());
 }
 
@@ -444,7 +613,15 @@ async fn refresh_ahead_starts_within_the_jittered_lead_only() {
     assert_eq!(r.endpoint.calls().len(), 1);
     assert_eq!(r.cell.account().credential.secret, "at-1");
     // The request path had nothing to wait for.
-    assert_eq!(r.engine.credential(&r.cell).await.unwrap().credential.secret, "at-1");
+    assert_eq!(
+        r.engine
+            .credential(&r.cell)
+            .await
+            .unwrap()
+            .credential
+            .secret,
+        "at-1"
+    );
 }
 
 // === 8. Bounded memory ===
@@ -459,7 +636,14 @@ async fn churning_ten_thousand_accounts_leaves_no_state_behind() {
     let mut weak = Vec::new();
     for round in 0..10 {
         for i in 0..1000 {
-            store.insert_account(oauth_account(&format!("r{round}-{i}"), &format!("rt-{round}-{i}"), clock.now() - chrono::Duration::seconds(1))).await.unwrap();
+            store
+                .insert_account(oauth_account(
+                    &format!("r{round}-{i}"),
+                    &format!("rt-{round}-{i}"),
+                    clock.now() - chrono::Duration::seconds(1),
+                ))
+                .await
+                .unwrap();
         }
         pool.sync().await.unwrap();
         let entries = pool.entries();
@@ -481,5 +665,8 @@ async fn churning_ten_thousand_accounts_leaves_no_state_behind() {
     }
     assert_eq!(endpoint.calls().len(), 10_000);
     assert!(engine.tasks().is_empty(), "no flight outlives its refresh");
-    assert!(weak.iter().all(|w| w.upgrade().is_none()), "every account's refresh state was dropped with it");
+    assert!(
+        weak.iter().all(|w| w.upgrade().is_none()),
+        "every account's refresh state was dropped with it"
+    );
 }

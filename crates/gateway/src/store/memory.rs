@@ -22,7 +22,9 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     fn check(&self, write: bool) -> Result<(), StoreError> {
-        if self.fail_all.load(Ordering::SeqCst) || (write && self.fail_writes.load(Ordering::SeqCst)) {
+        if self.fail_all.load(Ordering::SeqCst)
+            || (write && self.fail_writes.load(Ordering::SeqCst))
+        {
             return Err(StoreError::Unavailable("injected store failure".into()));
         }
         Ok(())
@@ -94,13 +96,23 @@ impl super::Store for MemoryStore {
         })
     }
 
-    fn update_account(&self, id: AccountId, expected_version: i64, update: AccountUpdate) -> StoreFuture<'_, Account> {
+    fn update_account(
+        &self,
+        id: AccountId,
+        expected_version: i64,
+        update: AccountUpdate,
+    ) -> StoreFuture<'_, Account> {
         Box::pin(async move {
             self.check(true)?;
             let mut map = self.map();
-            let account = map.get_mut(&id).ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+            let account = map
+                .get_mut(&id)
+                .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
             if account.version != expected_version {
-                return Err(StoreError::Conflict { id, expected: expected_version });
+                return Err(StoreError::Conflict {
+                    id,
+                    expected: expected_version,
+                });
             }
             apply_update(account, update);
             account.version += 1;
@@ -114,7 +126,9 @@ impl super::Store for MemoryStore {
     fn remove_account(&self, id: AccountId) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             self.check(true)?;
-            self.map().remove(&id).ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+            self.map()
+                .remove(&id)
+                .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
             self.bump();
             Ok(())
         })

@@ -3,7 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
 use sqlx::Row;
 
 use super::{AccountUpdate, StoreError, StoreFuture};
@@ -34,8 +37,15 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(unavailable)?;
-        MIGRATOR.run(&pool).await.map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(unavailable)?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
         Ok(SqliteStore { pool, path })
     }
 
@@ -52,9 +62,14 @@ impl SqliteStore {
 #[cfg(unix)]
 fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let io = |e: std::io::Error| StoreError::Unavailable(format!("data dir {}: {e}", dir.display()));
+    let io =
+        |e: std::io::Error| StoreError::Unavailable(format!("data dir {}: {e}", dir.display()));
     if !dir.exists() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
     }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)
 }
@@ -63,14 +78,20 @@ fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
 fn create_private_file(path: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let io = |e: std::io::Error| StoreError::Unavailable(format!("{}: {e}", path.display()));
-    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(io)?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
     // SQLite creates its -wal and -shm files with the database file's mode.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)
 }
 
 #[cfg(not(unix))]
 fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
-    std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("data dir {}: {e}", dir.display())))
+    std::fs::create_dir_all(dir)
+        .map_err(|e| StoreError::Unavailable(format!("data dir {}: {e}", dir.display())))
 }
 
 #[cfg(not(unix))]
@@ -81,7 +102,8 @@ fn create_private_file(_path: &Path) -> Result<(), StoreError> {
 fn account_from_row(r: &SqliteRow) -> Result<Account, StoreError> {
     let get_err = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
     let kind: String = r.try_get("kind").map_err(get_err)?;
-    let kind = AccountKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("unknown account kind {kind:?}")))?;
+    let kind = AccountKind::parse(&kind)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown account kind {kind:?}")))?;
     let millis = |col: &str| -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
         let v: Option<i64> = r.try_get(col).map_err(get_err)?;
         Ok(v.and_then(from_millis))
@@ -164,14 +186,20 @@ impl super::Store for SqliteStore {
 
     fn ping(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            sqlx::query("SELECT 1").execute(&self.pool).await.map_err(unavailable)?;
+            sqlx::query("SELECT 1")
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
             Ok(())
         })
     }
 
     fn list_accounts(&self) -> StoreFuture<'_, Vec<Account>> {
         Box::pin(async move {
-            let rows = sqlx::query("SELECT * FROM accounts ORDER BY id").fetch_all(&self.pool).await.map_err(unavailable)?;
+            let rows = sqlx::query("SELECT * FROM accounts ORDER BY id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
             rows.iter().map(account_from_row).collect()
         })
     }
@@ -206,18 +234,34 @@ impl super::Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| if is_unique_violation(&e) { StoreError::DuplicateName(a.name.clone()) } else { unavailable(e) })?;
-            sqlx::query(BUMP_SEQ).execute(&mut *tx).await.map_err(unavailable)?;
+            sqlx::query(BUMP_SEQ)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
             tx.commit().await.map_err(unavailable)?;
             let id = result.last_insert_rowid();
-            self.fetch(id).await?.ok_or_else(|| StoreError::NotFound(id.to_string()))
+            self.fetch(id)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(id.to_string()))
         })
     }
 
-    fn update_account(&self, id: AccountId, expected_version: i64, update: AccountUpdate) -> StoreFuture<'_, Account> {
+    fn update_account(
+        &self,
+        id: AccountId,
+        expected_version: i64,
+        update: AccountUpdate,
+    ) -> StoreFuture<'_, Account> {
         Box::pin(async move {
-            let mut account = self.fetch(id).await?.ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+            let mut account = self
+                .fetch(id)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
             if account.version != expected_version {
-                return Err(StoreError::Conflict { id, expected: expected_version });
+                return Err(StoreError::Conflict {
+                    id,
+                    expected: expected_version,
+                });
             }
             apply_update(&mut account, update);
             let now = to_millis(chrono::Utc::now());
@@ -248,22 +292,37 @@ impl super::Store for SqliteStore {
             .await
             .map_err(|e| if is_unique_violation(&e) { StoreError::DuplicateName(account.name.clone()) } else { unavailable(e) })?;
             if done.rows_affected() != 1 {
-                return Err(StoreError::Conflict { id, expected: expected_version });
+                return Err(StoreError::Conflict {
+                    id,
+                    expected: expected_version,
+                });
             }
-            sqlx::query(BUMP_SEQ).execute(&mut *tx).await.map_err(unavailable)?;
+            sqlx::query(BUMP_SEQ)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
             tx.commit().await.map_err(unavailable)?;
-            self.fetch(id).await?.ok_or_else(|| StoreError::NotFound(id.to_string()))
+            self.fetch(id)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(id.to_string()))
         })
     }
 
     fn remove_account(&self, id: AccountId) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let mut tx = self.pool.begin().await.map_err(unavailable)?;
-            let done = sqlx::query("DELETE FROM accounts WHERE id = ?").bind(id).execute(&mut *tx).await.map_err(unavailable)?;
+            let done = sqlx::query("DELETE FROM accounts WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
             if done.rows_affected() == 0 {
                 return Err(StoreError::NotFound(id.to_string()));
             }
-            sqlx::query(BUMP_SEQ).execute(&mut *tx).await.map_err(unavailable)?;
+            sqlx::query(BUMP_SEQ)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
             tx.commit().await.map_err(unavailable)
         })
     }
@@ -288,7 +347,11 @@ mod tests {
         NewAccount {
             name: name.into(),
             kind: AccountKind::Oauth,
-            credential: Credential { secret: "at".into(), refresh_token: Some(rt.into()), expires_at: None },
+            credential: Credential {
+                secret: "at".into(),
+                refresh_token: Some(rt.into()),
+                expires_at: None,
+            },
             email: None,
             account_uuid: None,
             organization_uuid: None,
@@ -315,17 +378,40 @@ mod tests {
         let a = store.insert_account(new_oauth("a", "rt1")).await.unwrap();
         assert_eq!(a.version, 1);
         assert!(store.change_seq().await.unwrap() > seq0);
-        assert!(matches!(store.insert_account(new_oauth("a", "x")).await, Err(StoreError::DuplicateName(_))));
+        assert!(matches!(
+            store.insert_account(new_oauth("a", "x")).await,
+            Err(StoreError::DuplicateName(_))
+        ));
 
-        let cred = Credential { secret: "at2".into(), refresh_token: Some("rt2".into()), expires_at: None };
+        let cred = Credential {
+            secret: "at2".into(),
+            refresh_token: Some("rt2".into()),
+            expires_at: None,
+        };
         let b = store
-            .update_account(a.id, 1, AccountUpdate { credential: Some(cred.clone()), ..Default::default() })
+            .update_account(
+                a.id,
+                1,
+                AccountUpdate {
+                    credential: Some(cred.clone()),
+                    ..Default::default()
+                },
+            )
             .await
             .unwrap();
         assert_eq!(b.version, 2);
         assert_eq!(b.credential, cred);
         // A writer holding the old version loses.
-        let stale = store.update_account(a.id, 1, AccountUpdate { disabled: Some(true), ..Default::default() }).await;
+        let stale = store
+            .update_account(
+                a.id,
+                1,
+                AccountUpdate {
+                    disabled: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await;
         assert!(matches!(stale, Err(StoreError::Conflict { .. })));
         assert!(!store.get_account(a.id).await.unwrap().unwrap().disabled);
 

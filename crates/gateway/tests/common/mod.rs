@@ -23,7 +23,11 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     pub fn new() -> TempDir {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!("cgw-it-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+        let p = std::env::temp_dir().join(format!(
+            "cgw-it-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
@@ -81,7 +85,13 @@ impl Gateway {
             std::fs::write(&config, config_text(&dir.0, upstream, token_url, extra)).unwrap();
         }
         let (child, addr, log) = spawn(&config);
-        Gateway { dir, config, addr, child, log }
+        Gateway {
+            dir,
+            config,
+            addr,
+            child,
+            log,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -94,7 +104,12 @@ impl Gateway {
 
     /// Runs a CLI command against this gateway's config.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(bin()).args(args).arg("--config").arg(&self.config).output().unwrap()
+        Command::new(bin())
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .unwrap()
     }
 
     /// Kills the process with SIGKILL (no graceful shutdown) and starts it again on a new port.
@@ -112,7 +127,12 @@ impl Gateway {
     }
 
     pub async fn metrics(&self) -> String {
-        reqwest::get(self.url("/metrics")).await.unwrap().text().await.unwrap()
+        reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// Waits until the gateway's pool has picked up store changes (it polls the store every second).
@@ -195,7 +215,11 @@ pub fn api_key_account(name: &str, key: &str) -> NewAccount {
     NewAccount {
         name: name.into(),
         kind: AccountKind::ApiKey,
-        credential: Credential { secret: key.into(), refresh_token: None, expires_at: None },
+        credential: Credential {
+            secret: key.into(),
+            refresh_token: None,
+            expires_at: None,
+        },
         email: None,
         account_uuid: None,
         organization_uuid: None,
@@ -206,7 +230,12 @@ pub fn api_key_account(name: &str, key: &str) -> NewAccount {
     }
 }
 
-pub fn oauth_account(name: &str, access: &str, refresh: &str, expires_in: chrono::Duration) -> NewAccount {
+pub fn oauth_account(
+    name: &str,
+    access: &str,
+    refresh: &str,
+    expires_in: chrono::Duration,
+) -> NewAccount {
     NewAccount {
         name: name.into(),
         kind: AccountKind::Oauth,
@@ -236,7 +265,10 @@ pub async fn seed(dir: &TempDir, accounts: Vec<NewAccount>) -> Vec<Account> {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap()
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap()
 }
 
 pub fn message_body(text: &str, stream: bool) -> String {
@@ -246,7 +278,11 @@ pub fn message_body(text: &str, stream: bool) -> String {
 }
 
 /// Sends a messages request with the client key.
-pub async fn post_messages(client: &reqwest::Client, gw: &Gateway, body: String) -> reqwest::Response {
+pub async fn post_messages(
+    client: &reqwest::Client,
+    gw: &Gateway,
+    body: String,
+) -> reqwest::Response {
     client
         .post(gw.url("/v1/messages"))
         .header("x-api-key", CLIENT_KEY)
