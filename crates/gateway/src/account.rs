@@ -76,6 +76,12 @@ pub struct Account {
     pub priority: i32,
     /// Share of traffic within a priority tier.
     pub weight: u32,
+    /// Most concurrent upstream requests this account may carry (`None` = unlimited).
+    pub max_concurrency: Option<u32>,
+    /// No token-endpoint call for this account before this moment (a 429's Retry-After or a failure backoff), shared by
+    /// every process using the store.
+    pub refresh_blocked_until: Option<DateTime<Utc>>,
+    pub refresh_block_reason: Option<String>,
     /// Bumped on every write: compare-and-set updates name the version they read.
     pub version: i64,
     pub created_at: DateTime<Utc>,

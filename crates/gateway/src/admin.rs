@@ -41,7 +41,26 @@ pub struct AccountView {
     pub in_flight: usize,
     pub requests: u64,
     pub refreshing: bool,
+    /// Highest utilization of the account-wide windows last reported (0..1).
     pub utilization: Option<f64>,
+    /// Every rate-limit window the last answer reported.
+    pub windows: Vec<WindowView>,
+    /// Models this account is cooling for, with when each ends.
+    pub model_cooldowns: Vec<ModelCooldownView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WindowView {
+    pub name: String,
+    pub status: Option<String>,
+    pub utilization: Option<f64>,
+    pub reset: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModelCooldownView {
+    pub model: String,
+    pub until: String,
 }
 
 pub fn view(state: &AppState, entry: &AccountEntry) -> AccountView {
@@ -77,7 +96,21 @@ pub fn view(state: &AppState, entry: &AccountEntry) -> AccountView {
         in_flight: entry.in_flight(),
         requests: entry.served(),
         refreshing: entry.cell.refreshing(),
-        utilization: entry.limits().and_then(|l| l.utilization()),
+        utilization: entry.utilization(),
+        windows: entry
+            .limits()
+            .map(|l| {
+                l.windows
+                    .into_iter()
+                    .map(|w| WindowView { name: w.name, status: w.status, utilization: w.utilization, reset: w.reset.map(rfc3339) })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        model_cooldowns: entry
+            .model_cooldowns()
+            .into_iter()
+            .map(|(model, t)| ModelCooldownView { model, until: rfc3339(instant_to_wall(clock, t)) })
+            .collect(),
     }
 }
 

@@ -66,6 +66,21 @@ pub enum AccountsCommand {
     Remove { account: String },
     /// Stop using an account.
     Disable { account: String },
+    /// Change an account's scheduling settings.
+    Set {
+        account: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Lower tiers are used first.
+        #[arg(long)]
+        priority: Option<i32>,
+        /// Share of traffic within its tier.
+        #[arg(long)]
+        weight: Option<u32>,
+        /// Most concurrent upstream requests (0 = unlimited).
+        #[arg(long)]
+        max_concurrency: Option<u32>,
+    },
     /// Use an account again (also clears a needs-reauth flag set by an upstream 401/403).
     Enable { account: String },
     /// Import Claude Code `.credentials.json`, CLIProxyAPI `claude-*.json` files, directories of them, or setup tokens.
@@ -257,7 +272,7 @@ async fn accounts(cmd: AccountsCommand, store: SharedStore) -> anyhow::Result<()
                             "id": a.id, "name": a.name, "kind": a.kind.as_str(), "disabled": a.disabled,
                             "needs_reauth": a.needs_reauth, "expires_at": a.credential.expires_at.map(rfc3339),
                             "email": a.email, "organization": a.organization_name, "priority": a.priority,
-                            "weight": a.weight, "last_error": a.last_error,
+                            "weight": a.weight, "max_concurrency": a.max_concurrency, "last_error": a.last_error,
                         })
                     })
                     .collect();
@@ -313,6 +328,26 @@ async fn accounts(cmd: AccountsCommand, store: SharedStore) -> anyhow::Result<()
                 )
                 .await?;
             println!("Disabled account {} (id {})", a.name, a.id);
+        }
+        AccountsCommand::Set { account, name, priority, weight, max_concurrency } => {
+            anyhow::ensure!(weight != Some(0), "--weight must be at least 1");
+            let a = store::find_account(store.as_ref(), &account).await?;
+            let update = AccountUpdate {
+                name,
+                priority,
+                weight,
+                max_concurrency: max_concurrency.map(|n| (n > 0).then_some(n)),
+                ..Default::default()
+            };
+            let a = store.update_account(a.id, a.version, update).await?;
+            println!(
+                "Account {} (id {}): priority {}, weight {}, max concurrency {}",
+                a.name,
+                a.id,
+                a.priority,
+                a.weight,
+                a.max_concurrency.map(|n| n.to_string()).unwrap_or_else(|| "unlimited".into())
+            );
         }
         AccountsCommand::Enable { account } => {
             let a = store::find_account(store.as_ref(), &account).await?;

@@ -102,6 +102,25 @@ pub struct PoolConfig {
     pub rate_limit_backoff_base_secs: f64,
     /// Cap of computed cooldowns.
     pub max_cooldown_secs: f64,
+    /// A cooling account gets one real request as a probe this often; success clears its cooldown, so a wrong reset
+    /// hint costs one probe, not days.
+    pub probe_interval_secs: f64,
+    /// How long a request waits for a slot when every account is at its `max_concurrency`.
+    pub queue_wait_ms: u64,
+    /// Most requests waiting for a slot; more get 429 at once.
+    pub max_queue: usize,
+    /// No new failover attempt starts later than this after the request arrived.
+    pub failover_deadline_secs: f64,
+    /// Cooldown of an account whose 429 is not a rate limit (spend limit, no credits): it needs attention.
+    pub attention_cooldown_secs: f64,
+    /// Conversations remembered for prompt-cache affinity.
+    pub affinity_capacity: usize,
+    /// A conversation idle this long may move.
+    pub affinity_ttl_secs: f64,
+    /// Affinity yields when its account has more than this times its peers' average in flight (plus two).
+    pub affinity_load_factor: f64,
+    /// Request headers that name a conversation, tried in order before `metadata.user_id` and the prompt prefix.
+    pub session_headers: Vec<String>,
 }
 
 impl Default for Config {
@@ -170,6 +189,15 @@ impl Default for PoolConfig {
             overload_cooldown_secs: 5.0,
             rate_limit_backoff_base_secs: 5.0,
             max_cooldown_secs: 600.0,
+            probe_interval_secs: 60.0,
+            queue_wait_ms: 5000,
+            max_queue: 1000,
+            failover_deadline_secs: 60.0,
+            attention_cooldown_secs: 3600.0,
+            affinity_capacity: 100_000,
+            affinity_ttl_secs: 3600.0,
+            affinity_load_factor: 2.0,
+            session_headers: vec!["x-claude-code-session-id".into(), "x-session-id".into()],
         }
     }
 }
@@ -286,6 +314,11 @@ impl Config {
                 self.pool.rate_limit_backoff_base_secs,
             ),
             ("pool.max_cooldown_secs", self.pool.max_cooldown_secs),
+            ("pool.probe_interval_secs", self.pool.probe_interval_secs),
+            ("pool.failover_deadline_secs", self.pool.failover_deadline_secs),
+            ("pool.attention_cooldown_secs", self.pool.attention_cooldown_secs),
+            ("pool.affinity_ttl_secs", self.pool.affinity_ttl_secs),
+            ("pool.affinity_load_factor", self.pool.affinity_load_factor),
         ] {
             if !(v.is_finite() && v > 0.0) {
                 return Err(bad(key, "must be a positive number of seconds"));
@@ -296,6 +329,9 @@ impl Config {
         }
         if self.refresh.max_attempts == 0 {
             return Err(bad("refresh.max_attempts", "must be at least 1"));
+        }
+        if self.pool.affinity_capacity < 2 {
+            return Err(bad("pool.affinity_capacity", "must be at least 2"));
         }
         if self.pool.max_attempts == 0 {
             return Err(bad("pool.max_attempts", "must be at least 1"));

@@ -1,9 +1,10 @@
 //! The gateway's one error type: what went wrong, whose fault it is, and whether a retry may help.
 //!
-//! Every error the gateway itself writes goes through [`GatewayError::into_response`], in the dialect of the route the
-//! client called (Anthropic JSON today). Upstream error responses are not `GatewayError`s: they pass through as they are.
+//! Every error the gateway itself writes goes through [`GatewayError::into_dialect_response`], in the [`Dialect`] of the
+//! route the client called ([`IntoResponse`] is the Anthropic dialect). Upstream error responses are not
+//! `GatewayError`s: they pass through as they are on Anthropic routes and are reshaped by `crate::openai` on OpenAI ones.
 
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 /// Who caused an error.
@@ -48,6 +49,62 @@ pub enum GatewayError {
     UpstreamTimeout,
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// The API a client speaks, which decides the shape of the errors the gateway writes to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Anthropic,
+    OpenAi,
+}
+
+impl Dialect {
+    /// OpenAI routes (`/v1/chat/…` and OpenAI-only paths) speak OpenAI; `/v1/models` speaks OpenAI to clients that send
+    /// no `anthropic-version` header (every Anthropic SDK sends one); everything else speaks Anthropic.
+    pub fn of_request(path: &str, headers: &HeaderMap) -> Dialect {
+        const OPENAI_ONLY: &[&str] = &[
+            "/v1/chat/",
+            "/v1/completions",
+            "/v1/embeddings",
+            "/v1/responses",
+        ];
+        if OPENAI_ONLY.iter().any(|p| path.starts_with(p)) {
+            return Dialect::OpenAi;
+        }
+        let models = path == "/v1/models" || path.starts_with("/v1/models/");
+        if models && !headers.contains_key("anthropic-version") {
+            Dialect::OpenAi
+        } else {
+            Dialect::Anthropic
+        }
+    }
+}
+
+/// The OpenAI `error.type` and `error.code` for an Anthropic error type. One mapping for the gateway's own errors and
+/// upstream ones, so a client sees the same shape for the same failure whoever detected it. A code with no OpenAI
+/// equivalent carries the Anthropic type, which keeps the detail.
+pub fn openai_kind(status: StatusCode, anthropic_type: &str) -> (&'static str, Option<&str>) {
+    match anthropic_type {
+        "invalid_request_error" => ("invalid_request_error", None),
+        "request_too_large" => ("invalid_request_error", Some("request_too_large")),
+        "authentication_error" => ("authentication_error", Some("invalid_api_key")),
+        "permission_error" => ("permission_error", None),
+        "not_found_error" => ("not_found_error", None),
+        "rate_limit_error" => ("rate_limit_error", Some("rate_limit_exceeded")),
+        "api_error" => ("server_error", None),
+        other if status.is_client_error() => ("invalid_request_error", Some(other)),
+        other => ("server_error", Some(other)),
+    }
+}
+
+/// The OpenAI error body `{"error":{"message","type","param","code"}}`.
+pub fn openai_error_body(
+    message: &str,
+    kind: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> serde_json::Value {
+    serde_json::json!({"error": {"message": message, "type": kind, "param": param, "code": code}})
 }
 
 impl GatewayError {
@@ -130,21 +187,33 @@ impl GatewayError {
         serde_json::json!({"type": "error", "error": {"type": self.anthropic_type(), "message": self.to_string()}})
     }
 
-    /// The body of an SSE `event: error` carrying this error, for failures after a stream started.
-    pub fn sse_event(&self) -> String {
-        format!("event: error\ndata: {}\n\n", self.anthropic_body())
+    /// The OpenAI error body for this error (see [`openai_kind`]).
+    pub fn openai_body(&self) -> serde_json::Value {
+        let (kind, code) = openai_kind(self.status(), self.anthropic_type());
+        openai_error_body(&self.to_string(), kind, None, code)
     }
-}
 
-impl IntoResponse for GatewayError {
-    fn into_response(self) -> Response {
+    /// The response in the OpenAI dialect: same status and headers as [`IntoResponse`], OpenAI body.
+    pub fn into_openai_response(self) -> Response {
+        let body = self.openai_body();
+        self.respond(body)
+    }
+
+    pub fn into_dialect_response(self, dialect: Dialect) -> Response {
+        match dialect {
+            Dialect::Anthropic => self.into_response(),
+            Dialect::OpenAi => self.into_openai_response(),
+        }
+    }
+
+    fn respond(self, body: serde_json::Value) -> Response {
         match self.fault() {
             Fault::Client => tracing::debug!(error = %self, "client error"),
             Fault::Upstream | Fault::Gateway => {
                 tracing::warn!(error = %self, status = self.status().as_u16(), "request failed")
             }
         }
-        let mut response = (self.status(), axum::Json(self.anthropic_body())).into_response();
+        let mut response = (self.status(), axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after() {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 response.headers_mut().insert("retry-after", v);
@@ -154,5 +223,17 @@ impl IntoResponse for GatewayError {
             .headers_mut()
             .insert("x-gateway-error", HeaderValue::from_static("1"));
         response
+    }
+
+    /// The body of an SSE `event: error` carrying this error, for failures after a stream started.
+    pub fn sse_event(&self) -> String {
+        format!("event: error\ndata: {}\n\n", self.anthropic_body())
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let body = self.anthropic_body();
+        self.respond(body)
     }
 }

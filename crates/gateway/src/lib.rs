@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod affinity;
 pub mod backoff;
 pub mod cli;
 pub mod clock;
@@ -12,6 +13,7 @@ pub mod headers;
 pub mod import;
 pub mod login;
 pub mod oauth;
+pub mod openai;
 pub mod pool;
 pub mod proxy;
 pub mod ratelimit;

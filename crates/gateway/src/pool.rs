@@ -1,148 +1,55 @@
 //! The account pool: which accounts exist, which may serve now, and which one serves the next request.
 //!
 //! Entries mirror the store (reloaded when its change counter moves). Each entry owns its credential cell (refresh
-//! state) and its cooldowns, so removing an account drops all of its state.
+//! state), its cooldowns and its rate-limit view, so removing an account drops all of its state.
 //!
-//! Invariant: every per-account map is bounded (model cooldowns are capped at [`MAX_MODEL_COOLDOWNS`]).
+//! Choosing, in order: priority tier (lower first); a due half-open probe of a cooling account; conversation affinity
+//! (unless that account carries far more than its peers); then weights, with accounts far above the least in-flight
+//! load or far below the best window headroom skipped (see [`pick`]).
+//!
+//! Invariant: every per-account map is bounded (model cooldowns are capped at [`MAX_MODEL_COOLDOWNS`]); the affinity map
+//! is bounded in size and age.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::account::{Account, AccountId};
+use crate::affinity::AffinityMap;
+use crate::config::PoolConfig;
 use crate::error::GatewayError;
-use crate::ratelimit::UnifiedLimits;
-use crate::refresh::{CredentialCell, CredentialState, RefreshEngine};
+use crate::refresh::{CredentialState, RefreshEngine};
 use crate::store::{SharedStore, StoreError};
 
-pub const MAX_MODEL_COOLDOWNS: usize = 32;
+mod entry;
 
-#[derive(Debug, Default)]
-struct Cooldowns {
-    account: Option<(Instant, String)>,
-    models: Vec<(String, Instant)>,
-    strikes: u32,
-    limits: Option<UnifiedLimits>,
+pub use entry::{AccountEntry, MAX_MODEL_COOLDOWNS};
+
+/// Scheduling knobs, as durations.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub probe_interval: Duration,
+    pub queue_wait: Duration,
+    pub max_queue: usize,
+    pub affinity_capacity: usize,
+    pub affinity_ttl: Duration,
+    pub affinity_load_factor: f64,
 }
 
-/// One account in the pool.
-#[derive(Debug)]
-pub struct AccountEntry {
-    pub id: AccountId,
-    pub cell: Arc<CredentialCell>,
-    in_flight: AtomicUsize,
-    served: AtomicU64,
-    cooldowns: Mutex<Cooldowns>,
-}
-
-impl AccountEntry {
-    fn new(account: Account) -> Arc<Self> {
-        Arc::new(AccountEntry {
-            id: account.id,
-            cell: CredentialCell::new(account),
-            in_flight: AtomicUsize::new(0),
-            served: AtomicU64::new(0),
-            cooldowns: Mutex::new(Cooldowns::default()),
-        })
-    }
-
-    fn cd(&self) -> MutexGuard<'_, Cooldowns> {
-        self.cooldowns.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
-    }
-
-    pub fn served(&self) -> u64 {
-        self.served.load(Ordering::Relaxed)
-    }
-
-    /// Until when this account may not serve `model` (account-wide or model cooldown), if it may not now.
-    pub fn cooling_until(&self, model: Option<&str>) -> Option<Instant> {
-        let now = Instant::now();
-        let mut cd = self.cd();
-        cd.models.retain(|(_, t)| *t > now);
-        let account = cd.account.as_ref().map(|(t, _)| *t).filter(|t| *t > now);
-        let model = model.and_then(|m| {
-            cd.models
-                .iter()
-                .find(|(name, _)| name == m)
-                .map(|(_, t)| *t)
-        });
-        account.into_iter().chain(model).max()
-    }
-
-    /// Cools the whole account until `until`.
-    pub fn cool_account(&self, until: Instant, reason: String) {
-        let mut cd = self.cd();
-        cd.strikes += 1;
-        if cd.account.as_ref().is_none_or(|(t, _)| *t < until) {
-            cd.account = Some((until, reason));
+impl From<&PoolConfig> for PoolSettings {
+    fn from(c: &PoolConfig) -> Self {
+        PoolSettings {
+            probe_interval: crate::clock::secs(c.probe_interval_secs),
+            queue_wait: Duration::from_millis(c.queue_wait_ms),
+            max_queue: c.max_queue,
+            affinity_capacity: c.affinity_capacity,
+            affinity_ttl: crate::clock::secs(c.affinity_ttl_secs),
+            affinity_load_factor: c.affinity_load_factor,
         }
-    }
-
-    /// Cools one model of this account until `until`.
-    pub fn cool_model(&self, model: &str, until: Instant) {
-        let now = Instant::now();
-        let mut cd = self.cd();
-        cd.strikes += 1;
-        cd.models.retain(|(_, t)| *t > now);
-        match cd.models.iter_mut().find(|(m, _)| m == model) {
-            Some((_, t)) => *t = (*t).max(until),
-            None => {
-                if cd.models.len() >= MAX_MODEL_COOLDOWNS {
-                    // Drop the one ending soonest; the map stays bounded whatever model names clients send.
-                    if let Some(i) = cd
-                        .models
-                        .iter()
-                        .enumerate()
-                        .min_by_key(|(_, (_, t))| *t)
-                        .map(|(i, _)| i)
-                    {
-                        cd.models.swap_remove(i);
-                    }
-                }
-                cd.models.push((model.to_string(), until));
-            }
-        }
-    }
-
-    /// Consecutive failures since the last success (for backoff growth).
-    pub fn strikes(&self) -> u32 {
-        self.cd().strikes
-    }
-
-    pub fn record_success(&self) {
-        let mut cd = self.cd();
-        cd.strikes = 0;
-    }
-
-    pub fn clear_cooldowns(&self) {
-        let mut cd = self.cd();
-        cd.account = None;
-        cd.models.clear();
-        cd.strikes = 0;
-    }
-
-    pub fn set_limits(&self, limits: UnifiedLimits) {
-        self.cd().limits = Some(limits);
-    }
-
-    pub fn limits(&self) -> Option<UnifiedLimits> {
-        self.cd().limits.clone()
-    }
-
-    pub fn cooldown_reason(&self) -> Option<String> {
-        let now = Instant::now();
-        self.cd()
-            .account
-            .as_ref()
-            .filter(|(t, _)| *t > now)
-            .map(|(_, r)| r.clone())
     }
 }
 
@@ -150,30 +57,37 @@ impl AccountEntry {
 #[derive(Debug)]
 pub struct Lease {
     pub entry: Arc<AccountEntry>,
+    /// This request is the half-open probe of a cooling account: success clears the cooldown.
+    pub probe: bool,
+    freed: Arc<Notify>,
 }
 
 impl Lease {
-    fn new(entry: Arc<AccountEntry>) -> Lease {
-        entry.in_flight.fetch_add(1, Ordering::Relaxed);
-        entry.served.fetch_add(1, Ordering::Relaxed);
-        Lease { entry }
+    fn new(entry: Arc<AccountEntry>, probe: bool, freed: Arc<Notify>) -> Lease {
+        entry.claim();
+        Lease { entry, probe, freed }
     }
-}
 
-impl Lease {
-    /// A second claim on the same account (the stream relay holds one for as long as the client reads).
+    /// A second claim on the same account (the response body holds one for as long as the client reads).
     pub fn clone_for(other: &Lease) -> Lease {
-        other.entry.in_flight.fetch_add(1, Ordering::Relaxed);
-        Lease {
-            entry: Arc::clone(&other.entry),
-        }
+        other.entry.claim_again();
+        Lease { entry: Arc::clone(&other.entry), probe: false, freed: other.freed.clone() }
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.entry.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.entry.release();
+        self.freed.notify_waiters();
     }
+}
+
+/// What a request asks of the pool.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Want<'a> {
+    pub model: Option<&'a str>,
+    pub affinity: Option<u64>,
+    pub exclude: &'a [AccountId],
 }
 
 #[derive(Debug)]
@@ -181,24 +95,48 @@ pub struct Pool {
     entries: RwLock<Arc<Vec<Arc<AccountEntry>>>>,
     store: SharedStore,
     engine: RefreshEngine,
+    settings: PoolSettings,
     seen_seq: AtomicU64,
-    rotation: AtomicUsize,
+    /// Serializes the choice (smooth weighted round-robin state lives in the entries).
+    choose: Mutex<()>,
+    affinity: AffinityMap,
+    freed: Arc<Notify>,
+    queued: AtomicUsize,
 }
 
-/// Why an account was skipped, for the error a client gets when none can serve.
+/// Why an account was skipped.
 enum Skip {
     Cooling(Instant),
+    Saturated,
     Unusable,
 }
 
+/// A usable account as seen during one choice.
+struct Candidate<'a> {
+    entry: &'a Arc<AccountEntry>,
+    account: Arc<Account>,
+}
+
+enum Choice {
+    Chosen(Lease),
+    Saturated,
+    Cooling(Instant),
+    None,
+}
+
 impl Pool {
-    pub fn new(store: SharedStore, engine: RefreshEngine) -> Self {
+    pub fn new(store: SharedStore, engine: RefreshEngine, settings: PoolSettings) -> Self {
+        let affinity = AffinityMap::new(settings.affinity_capacity, settings.affinity_ttl);
         Pool {
             entries: RwLock::new(Arc::new(Vec::new())),
             store,
             engine,
+            settings,
             seen_seq: AtomicU64::new(u64::MAX),
-            rotation: AtomicUsize::new(0),
+            choose: Mutex::new(()),
+            affinity,
+            freed: Arc::new(Notify::new()),
+            queued: AtomicUsize::new(0),
         }
     }
 
@@ -206,15 +144,20 @@ impl Pool {
         &self.engine
     }
 
+    pub fn settings(&self) -> &PoolSettings {
+        &self.settings
+    }
+
     pub fn entries(&self) -> Arc<Vec<Arc<AccountEntry>>> {
-        self.entries
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.entries.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn get(&self, id: AccountId) -> Option<Arc<AccountEntry>> {
         self.entries().iter().find(|e| e.id == id).cloned()
+    }
+
+    pub fn affinity_len(&self) -> usize {
+        self.affinity.len()
     }
 
     /// Reloads accounts from the store if anything changed since the last load. Entries of unchanged accounts keep
@@ -227,8 +170,7 @@ impl Pool {
         }
         let accounts = self.store.list_accounts().await?;
         let current = self.entries();
-        let by_id: HashMap<AccountId, &Arc<AccountEntry>> =
-            current.iter().map(|e| (e.id, e)).collect();
+        let by_id: HashMap<AccountId, &Arc<AccountEntry>> = current.iter().map(|e| (e.id, e)).collect();
         let mut next = Vec::with_capacity(accounts.len());
         for account in accounts {
             match by_id.get(&account.id) {
@@ -241,52 +183,121 @@ impl Pool {
         }
         *self.entries.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
         self.seen_seq.store(seq, Ordering::Release);
+        self.freed.notify_waiters();
         Ok(true)
     }
 
-    /// Picks the account for the next attempt: lowest priority tier first, then fewest in flight relative to weight,
-    /// then most window headroom, rotating among equals. `exclude` lists accounts already tried for this request.
-    pub fn select(
-        &self,
-        model: Option<&str>,
-        exclude: &[AccountId],
-    ) -> Result<Lease, GatewayError> {
-        let entries = self.entries();
-        let mut soonest: Option<Instant> = None;
-        type Rank = (i32, u64, u64);
-        let mut best: Option<(&Arc<AccountEntry>, Rank)> = None;
-        let start = self.rotation.fetch_add(1, Ordering::Relaxed);
-        let now = self.engine.now();
-        let n = entries.len();
-        for i in 0..n {
-            let entry = &entries[(start + i) % n];
-            if exclude.contains(&entry.id) {
-                continue;
-            }
-            match usable(entry, model, now) {
-                Ok(account) => {
-                    let load =
-                        (entry.in_flight() as u64 * 1_000_000) / u64::from(account.weight.max(1));
-                    let utilization = entry.limits().and_then(|l| l.utilization()).unwrap_or(0.0);
-                    let key = (account.priority, load, (utilization * 1000.0) as u64);
-                    if best.as_ref().is_none_or(|(_, k)| key < *k) {
-                        best = Some((entry, key));
+    /// Chooses the account for the next attempt, waiting (up to `queue_wait`, with at most `max_queue` waiters) when
+    /// every usable account is at its `max_concurrency`.
+    pub async fn acquire(&self, want: Want<'_>) -> Result<Lease, GatewayError> {
+        let deadline = Instant::now() + self.settings.queue_wait;
+        let mut queued = false;
+        let result = loop {
+            // Register interest before looking, so a slot freed between the look and the wait is not missed.
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            match self.choose(want) {
+                Choice::Chosen(lease) => break Ok(lease),
+                Choice::Cooling(t) => break Err(all_cooling(t)),
+                Choice::None => break Err(self.no_account_error()),
+                Choice::Saturated => {
+                    if !queued {
+                        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.settings.max_queue {
+                            self.queued.fetch_sub(1, Ordering::AcqRel);
+                            break Err(saturated(1));
+                        }
+                        queued = true;
+                    }
+                    if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                        break Err(saturated(1));
                     }
                 }
-                Err(Skip::Cooling(t)) => soonest = Some(soonest.map_or(t, |s| s.min(t))),
+            }
+        };
+        if queued {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        result
+    }
+
+    fn choose(&self, want: Want<'_>) -> Choice {
+        let entries = self.entries();
+        let now = self.engine.now();
+        let now_i = Instant::now();
+        let mut soonest: Option<Instant> = None;
+        let mut saturated = false;
+        let mut candidates: Vec<Candidate<'_>> = Vec::with_capacity(entries.len());
+        let mut probe: Option<&Arc<AccountEntry>> = None;
+        for entry in entries.iter() {
+            if want.exclude.contains(&entry.id) {
+                continue;
+            }
+            match usable(entry, want.model, now) {
+                Ok(account) => candidates.push(Candidate { entry, account }),
+                Err(Skip::Cooling(t)) => {
+                    if probe.is_none()
+                        && entry.probe_due(now_i, self.settings.probe_interval)
+                        && entry.cell.state().0 == CredentialState::Ready
+                        && !entry.saturated(&entry.cell.account())
+                    {
+                        probe = Some(entry);
+                    }
+                    soonest = Some(soonest.map_or(t, |s| s.min(t)));
+                }
+                Err(Skip::Saturated) => saturated = true,
                 Err(Skip::Unusable) => {}
             }
         }
-        if let Some((entry, _)) = best {
-            return Ok(Lease::new(Arc::clone(entry)));
+        let _guard = self.choose.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = probe {
+            if entry.take_probe(now_i, self.settings.probe_interval) {
+                tracing::info!(account = entry.id, "half-open probe of a cooling account");
+                metrics::counter!("gateway_probes_total").increment(1);
+                return Choice::Chosen(Lease::new(Arc::clone(entry), true, self.freed.clone()));
+            }
         }
-        if let Some(t) = soonest {
-            return Err(GatewayError::RateLimited {
-                message: "every account is cooling down or backing off; retry after the time in retry-after".into(),
-                retry_after_secs: crate::clock::retry_after_secs(t),
-            });
+        if candidates.is_empty() {
+            return match (saturated, soonest) {
+                (true, _) => Choice::Saturated,
+                (false, Some(t)) => Choice::Cooling(t),
+                (false, None) => Choice::None,
+            };
         }
-        Err(self.no_account_error())
+        let top = candidates.iter().map(|c| c.account.priority).min().unwrap_or(0);
+        candidates.retain(|c| c.account.priority == top);
+
+        if let Some(key) = want.affinity {
+            if let Some(id) = self.affinity.get(key) {
+                match candidates.iter().find(|c| c.entry.id == id) {
+                    Some(c) if !self.overloaded(c, &candidates) => {
+                        metrics::counter!("gateway_affinity_total", "result" => "hit").increment(1);
+                        return Choice::Chosen(Lease::new(Arc::clone(c.entry), false, self.freed.clone()));
+                    }
+                    Some(_) => metrics::counter!("gateway_affinity_total", "result" => "yield").increment(1),
+                    None => metrics::counter!("gateway_affinity_total", "result" => "moved").increment(1),
+                }
+            } else {
+                metrics::counter!("gateway_affinity_total", "result" => "miss").increment(1);
+            }
+        }
+
+        let chosen = pick(&candidates);
+        if let Some(key) = want.affinity {
+            self.affinity.put(key, chosen.id);
+        }
+        Choice::Chosen(Lease::new(Arc::clone(chosen), false, self.freed.clone()))
+    }
+
+    /// Bounded-load affinity: a conversation leaves its account when that account carries far more than its peers
+    /// (more than `affinity_load_factor` times their average, plus two requests of slack).
+    fn overloaded(&self, c: &Candidate<'_>, all: &[Candidate<'_>]) -> bool {
+        if all.len() < 2 {
+            return false;
+        }
+        let peers: usize = all.iter().filter(|p| p.entry.id != c.entry.id).map(|p| p.entry.in_flight()).sum();
+        let average = peers as f64 / (all.len() - 1) as f64;
+        c.entry.in_flight() as f64 > self.settings.affinity_load_factor * average + 2.0
     }
 
     fn no_account_error(&self) -> GatewayError {
@@ -306,9 +317,7 @@ impl Pool {
                     "disabled".to_string()
                 } else {
                     match e.cell.state() {
-                        (CredentialState::NeedsReauth, _, r) => {
-                            format!("needs re-authentication: {}", r.unwrap_or_default())
-                        }
+                        (CredentialState::NeedsReauth, _, r) => format!("needs re-authentication: {}", r.unwrap_or_default()),
                         _ => "unusable".to_string(),
                     }
                 };
@@ -324,15 +333,41 @@ impl Pool {
     /// Whether at least one account could serve now (readiness).
     pub fn any_usable(&self) -> bool {
         let now = self.engine.now();
-        self.entries().iter().any(|e| usable(e, None, now).is_ok())
+        self.entries().iter().any(|e| !matches!(usable(e, None, now), Err(Skip::Unusable)))
     }
 }
 
-fn usable(
-    entry: &AccountEntry,
-    model: Option<&str>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<Arc<Account>, Skip> {
+/// Weights decide the shares; load and headroom veto. Candidates whose in-flight load per unit of weight is far above
+/// the least loaded one (more than twice it, plus one) are skipped, as are those whose window utilization is more than
+/// one 10 % step above the best; among the rest, smooth weighted round-robin (nginx's algorithm: every candidate gains
+/// its weight, the highest is chosen and pays the sum) gives each its weight's share at any concurrency.
+fn pick<'a>(candidates: &[Candidate<'a>]) -> &'a Arc<AccountEntry> {
+    let weight = |c: &Candidate<'_>| f64::from(c.account.weight.max(1));
+    let load = |c: &Candidate<'_>| c.entry.in_flight() as f64 / weight(c);
+    let used = |c: &Candidate<'_>| (c.entry.utilization().unwrap_or(0.0) * 10.0).floor() as i64;
+    let least = candidates.iter().map(load).fold(f64::INFINITY, f64::min);
+    let light: Vec<&Candidate<'a>> = candidates.iter().filter(|c| load(c) <= 2.0 * least + 1.0).collect();
+    let best_used = light.iter().map(|c| used(c)).min().unwrap_or(0);
+    let eligible: Vec<&Candidate<'a>> = light.into_iter().filter(|c| used(c) <= best_used + 1).collect();
+    let total: i64 = eligible.iter().map(|c| i64::from(c.account.weight.max(1))).sum();
+    let mut best: Option<(&Candidate<'a>, i64)> = None;
+    for c in &eligible {
+        let w = i64::from(c.account.weight.max(1));
+        let current = c.entry.swrr.fetch_add(w, Ordering::Relaxed) + w;
+        if best.as_ref().is_none_or(|(_, b)| current > *b) {
+            best = Some((c, current));
+        }
+    }
+    match best {
+        Some((c, _)) => {
+            c.entry.swrr.fetch_sub(total, Ordering::Relaxed);
+            c.entry
+        }
+        None => candidates[0].entry,
+    }
+}
+
+fn usable(entry: &AccountEntry, model: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> Result<Arc<Account>, Skip> {
     let account = entry.cell.account();
     if account.disabled {
         return Err(Skip::Unusable);
@@ -340,25 +375,43 @@ fn usable(
     match entry.cell.state() {
         (CredentialState::NeedsReauth, _, _) => return Err(Skip::Unusable),
         // A refresh that is backing off only matters once the current token no longer works.
-        (CredentialState::RefreshBackoff, _, _)
-            if crate::refresh::fresh(&account, now, crate::refresh::EXPIRY_SKEW) => {}
+        (CredentialState::RefreshBackoff, _, _) if crate::refresh::fresh(&account, now, crate::refresh::EXPIRY_SKEW) => {}
         (CredentialState::RefreshBackoff | CredentialState::Held, Some(t), _) => {
-            return Err(Skip::Cooling(
-                t.max(tokio::time::Instant::now() + Duration::from_secs(1)),
-            ))
+            return Err(Skip::Cooling(t.max(Instant::now() + Duration::from_secs(1))))
         }
-        (CredentialState::RefreshBackoff | CredentialState::Held, None, _) => {
-            return Err(Skip::Unusable)
-        }
+        (CredentialState::RefreshBackoff | CredentialState::Held, None, _) => return Err(Skip::Unusable),
         (CredentialState::Ready, _, _) => {}
     }
     if let Some(t) = entry.cooling_until(model) {
         return Err(Skip::Cooling(t));
     }
+    if entry.saturated(&account) {
+        return Err(Skip::Saturated);
+    }
     Ok(account)
 }
 
-/// A short jittered cooldown after an overload or server failure.
+fn all_cooling(t: Instant) -> GatewayError {
+    GatewayError::RateLimited {
+        message: "every account is cooling down or backing off; retry after the time in retry-after".into(),
+        retry_after_secs: crate::clock::retry_after_secs(t),
+    }
+}
+
+fn saturated(secs: u64) -> GatewayError {
+    GatewayError::RateLimited {
+        message: "every account is at its max_concurrency and the wait queue is full or timed out".into(),
+        retry_after_secs: secs,
+    }
+}
+
+/// A short jittered cooldown after an overload or server failure: uniformly in [base, 1.5 × base].
 pub fn jittered(base: Duration) -> Duration {
     crate::backoff::Backoff::new(base, base).delay(1) + base / 2
 }
+
+/// Smooth weighted round-robin state of an entry.
+pub(crate) type Swrr = AtomicI64;
+
+#[cfg(test)]
+mod tests;

@@ -6,16 +6,17 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use serde::de::IgnoredAny;
 use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::time::Instant;
 
 use crate::account::{AccountId, AccountKind};
 use crate::config::PoolConfig;
 use crate::error::GatewayError;
-use crate::pool::{jittered, Lease, Pool};
+use crate::pool::{jittered, Lease, Pool, Want};
 use crate::refresh::RefreshError;
 use crate::relay::{Opened, Relay};
 
@@ -29,11 +30,57 @@ pub struct Proxy {
 
 /// The few body fields routing needs; everything else is forwarded as bytes, never re-serialized.
 #[derive(Debug, Deserialize)]
-struct Routing {
+struct Routing<'a> {
     model: Option<String>,
     #[serde(default)]
     stream: Option<bool>,
-    messages: Option<Vec<IgnoredAny>>,
+    #[serde(borrow)]
+    messages: Option<messages_probe::Probe<'a>>,
+    #[serde(borrow, default)]
+    system: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    tools: Option<&'a RawValue>,
+    #[serde(default)]
+    metadata: Option<Metadata>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Metadata {
+    #[serde(default)]
+    user_id: Option<String>,
+}
+
+/// Reads a `messages` array without materializing it: its length and the raw first element.
+mod messages_probe {
+    use serde::de::{Deserialize, Deserializer, IgnoredAny, SeqAccess, Visitor};
+    use serde_json::value::RawValue;
+
+    #[derive(Debug)]
+    pub struct Probe<'a> {
+        pub len: usize,
+        pub first: Option<&'a RawValue>,
+    }
+
+    impl<'de: 'a, 'a> Deserialize<'de> for Probe<'a> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<'a>(std::marker::PhantomData<&'a ()>);
+            impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+                type Value = Probe<'a>;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("an array of messages")
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Probe<'a>, A::Error> {
+                    let first: Option<&'a RawValue> = seq.next_element()?;
+                    let mut len = usize::from(first.is_some());
+                    while seq.next_element::<IgnoredAny>()?.is_some() {
+                        len += 1;
+                    }
+                    Ok(Probe { len, first })
+                }
+            }
+            d.deserialize_seq(V(std::marker::PhantomData))
+        }
+    }
 }
 
 /// What the client asked for, after validation.
@@ -45,42 +92,46 @@ pub struct Forward {
     pub body: Bytes,
     pub model: Option<String>,
     pub stream: bool,
+    /// The conversation this request belongs to, for prompt-cache affinity.
+    pub affinity: Option<u64>,
 }
 
 impl Forward {
     /// Validates a Messages-API body (`model` and non-empty `messages` required) and reads routing fields.
-    pub fn messages(
+    pub fn messages(path_and_query: String, headers: HeaderMap, body: Bytes) -> Result<Forward, GatewayError> {
+        Self::messages_with_sessions(path_and_query, headers, body, &[])
+    }
+
+    /// As [`Forward::messages`], reading the conversation id from the first of `session_headers` present.
+    pub fn messages_with_sessions(
         path_and_query: String,
         headers: HeaderMap,
         body: Bytes,
+        session_headers: &[String],
     ) -> Result<Forward, GatewayError> {
-        let routing: Routing = serde_json::from_slice(&body).map_err(|e| {
-            GatewayError::InvalidRequest(format!("request body is not valid JSON: {e}"))
-        })?;
+        let routing: Routing<'_> = serde_json::from_slice(&body)
+            .map_err(|e| GatewayError::InvalidRequest(format!("request body is not valid JSON: {e}")))?;
         let model = routing
             .model
             .filter(|m| !m.is_empty())
             .ok_or_else(|| GatewayError::InvalidRequest("model: field required".into()))?;
-        match routing.messages {
-            Some(m) if !m.is_empty() => {}
-            Some(_) => {
-                return Err(GatewayError::InvalidRequest(
-                    "messages: at least one message is required".into(),
-                ))
-            }
-            None => {
-                return Err(GatewayError::InvalidRequest(
-                    "messages: field required".into(),
-                ))
-            }
-        }
+        let first = match &routing.messages {
+            Some(m) if m.len > 0 => m.first,
+            Some(_) => return Err(GatewayError::InvalidRequest("messages: at least one message is required".into())),
+            None => return Err(GatewayError::InvalidRequest("messages: field required".into())),
+        };
+        let session = session_headers.iter().find_map(|h| headers.get(h.as_str()).and_then(|v| v.to_str().ok()));
+        let user_id = routing.metadata.as_ref().and_then(|m| m.user_id.as_deref());
+        let prefix = [routing.system.map(RawValue::get), routing.tools.map(RawValue::get), first.map(RawValue::get)];
+        let affinity = crate::affinity::conversation_key(session, user_id, &prefix);
         Ok(Forward {
             method: Method::POST,
             path_and_query,
             headers,
-            body,
+            body: body.clone(),
             model: Some(model),
             stream: routing.stream.unwrap_or(false),
+            affinity,
         })
     }
 }
@@ -88,42 +139,56 @@ impl Forward {
 /// How one upstream attempt ended, when it did not produce the client's response.
 enum Attempt {
     Done(Response),
-    /// Try another account; `fallback` is what the client gets if none is left.
+    /// Try another account; the response is what the client gets if none is left.
     Failover(Response),
     /// Use the same account again with a replaced credential (after a 401).
     RetrySame,
 }
 
 impl Proxy {
-    pub fn new(
-        http: reqwest::Client,
-        base_url: String,
-        pool: Arc<Pool>,
-        settings: PoolConfig,
-    ) -> Self {
-        Proxy {
-            http,
-            base_url: base_url.trim_end_matches('/').to_string(),
-            pool,
-            settings,
-        }
+    pub fn new(http: reqwest::Client, base_url: String, pool: Arc<Pool>, settings: PoolConfig) -> Self {
+        Proxy { http, base_url: base_url.trim_end_matches('/').to_string(), pool, settings }
     }
 
     pub fn pool(&self) -> &Arc<Pool> {
         &self.pool
     }
 
+    pub fn settings(&self) -> &PoolConfig {
+        &self.settings
+    }
+
     /// Serves one client request: choose an account, get a valid credential, send, and fail over on upstream
-    /// failures until `max_attempts` upstream calls were made.
+    /// failures until `max_attempts` upstream calls were made or the failover deadline passed.
     pub async fn forward(&self, req: Forward) -> Response {
+        let started = Instant::now();
+        let deadline = started + crate::clock::secs(self.settings.failover_deadline_secs);
         let mut tried: Vec<AccountId> = Vec::new();
         let mut attempts = 0u32;
         let mut last_failure: Option<Response> = None;
-        let model = req.model.as_deref();
+        // When accounts were skipped because their refresh is backing off: the soonest moment one may serve again.
+        let mut refresh_retry: Option<Instant> = None;
         loop {
-            let lease = match self.pool.select(model, &tried) {
+            let want = Want { model: req.model.as_deref(), affinity: req.affinity, exclude: &tried };
+            let lease = match self.pool.acquire(want).await {
                 Ok(lease) => lease,
-                Err(e) => return last_failure.unwrap_or_else(|| e.into_response()),
+                Err(e) => {
+                    if let Some(response) = last_failure {
+                        return response;
+                    }
+                    return match (e, refresh_retry) {
+                        (GatewayError::RateLimited { message, retry_after_secs }, Some(t)) => GatewayError::RateLimited {
+                            message,
+                            retry_after_secs: retry_after_secs.min(crate::clock::retry_after_secs(t)),
+                        },
+                        (GatewayError::NoAccount(_), Some(t)) => GatewayError::RateLimited {
+                            message: "every account is waiting for its token refresh to be allowed again; retry after the time in retry-after".into(),
+                            retry_after_secs: crate::clock::retry_after_secs(t),
+                        },
+                        (e, _) => e,
+                    }
+                    .into_response();
+                }
             };
             tried.push(lease.entry.id);
             let mut replaced = false;
@@ -133,32 +198,13 @@ impl Proxy {
                     Err(e) => break Err(e),
                 };
                 attempts += 1;
-                match self
-                    .attempt(
-                        &req,
-                        &lease,
-                        &account.credential.secret,
-                        account.kind,
-                        replaced,
-                    )
-                    .await
-                {
+                match self.attempt(&req, &lease, &account.credential.secret, account.kind, replaced).await {
                     Attempt::RetrySame if !replaced => {
                         replaced = true;
-                        match self
-                            .pool
-                            .engine()
-                            .replace_rejected(&lease.entry.cell, &account.credential.secret)
-                            .await
-                        {
+                        match self.pool.engine().replace_rejected(&lease.entry.cell, &account.credential.secret).await {
                             Ok(_) => continue,
                             Err(e) => break Err(e),
                         }
-                    }
-                    Attempt::RetrySame => {
-                        break Ok(Attempt::Failover(
-                            GatewayError::Internal("retry loop".into()).into_response(),
-                        ))
                     }
                     other => break Ok(other),
                 }
@@ -167,16 +213,18 @@ impl Proxy {
                 Ok(Attempt::Done(response)) => return response,
                 Ok(Attempt::Failover(response)) => {
                     last_failure = Some(response);
-                    if attempts >= self.settings.max_attempts {
-                        return last_failure.unwrap_or_else(|| {
-                            GatewayError::Internal("no response".into()).into_response()
-                        });
+                    if attempts >= self.settings.max_attempts || Instant::now() >= deadline {
+                        return last_failure.unwrap_or_else(|| GatewayError::Internal("no response".into()).into_response());
                     }
                 }
+                // attempt() asks for a retry only once per lease (before the credential was replaced).
                 Ok(Attempt::RetrySame) => {}
                 Err(refresh) => {
                     // The credential cannot be had now; the pool will not offer this account again for this request.
                     tracing::info!(account = lease.entry.id, error = %refresh, "account skipped");
+                    if let Some(t) = refresh.retry_at() {
+                        refresh_retry = Some(refresh_retry.map_or(t, |r| r.min(t)));
+                    }
                     if let RefreshError::Store(m) = &refresh {
                         last_failure.get_or_insert_with(|| {
                             GatewayError::Unavailable {
@@ -190,54 +238,45 @@ impl Proxy {
             }
         }
     }
+}
 
-    async fn attempt(
-        &self,
-        req: &Forward,
-        lease: &Lease,
-        secret: &str,
-        kind: AccountKind,
-        replaced: bool,
-    ) -> Attempt {
+impl Proxy {
+    async fn attempt(&self, req: &Forward, lease: &Lease, secret: &str, kind: AccountKind, replaced: bool) -> Attempt {
         let entry = &lease.entry;
-        let account = entry.cell.account();
-        let mut headers = crate::headers::upstream_request(&req.headers, &account);
-        // The cell may have moved on since `account` was read; send exactly the secret we were handed.
+        let mut account = entry.cell.account();
+        // The cell may have moved on since the credential was handed out; send exactly the secret we were handed.
         if account.credential.secret != secret {
             let mut a = (*account).clone();
             a.credential.secret = secret.to_string();
-            headers = crate::headers::upstream_request(&req.headers, &a);
+            account = Arc::new(a);
         }
+        let headers = crate::headers::upstream_request(&req.headers, &account);
         let url = format!("{}{}", self.base_url, req.path_and_query);
         let mut builder = self.http.request(req.method.clone(), url).headers(headers);
         if req.method == Method::POST {
             builder = builder.body(req.body.clone());
         }
+        let now = Instant::now();
         let response = match builder.send().await {
             Ok(r) => r,
             Err(e) => {
-                let cooldown = jittered(crate::clock::secs(self.settings.overload_cooldown_secs));
-                entry.cool_account(
-                    tokio::time::Instant::now() + cooldown,
-                    "upstream unreachable".into(),
-                );
-                metrics::counter!("gateway_upstream_attempts_total", "outcome" => "error")
-                    .increment(1);
+                entry.cool_account(now + self.overload_cooldown(), "upstream unreachable".into());
+                metrics::counter!("gateway_upstream_attempts_total", "outcome" => "error").increment(1);
                 let err = if e.is_timeout() {
                     GatewayError::UpstreamTimeout
                 } else {
                     GatewayError::UpstreamUnreachable(error_chain(&e))
                 };
+                tracing::warn!(account = %account.name, error = %err, "upstream attempt failed");
                 return Attempt::Failover(err.into_response());
             }
         };
         let status = response.status();
-        if let Some(limits) = crate::ratelimit::unified(response.headers()) {
+        if let Some(limits) = crate::ratelimit::limits(response.headers()) {
             entry.set_limits(limits);
         }
         metrics::counter!("gateway_upstream_attempts_total", "outcome" => status.as_u16().to_string()).increment(1);
         if status.is_success() {
-            entry.record_success();
             let headers = crate::headers::client_response(response.headers());
             let is_sse = response
                 .headers()
@@ -245,96 +284,103 @@ impl Proxy {
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.starts_with("text/event-stream"));
             if req.stream && is_sse {
-                let lease = Lease::clone_for(lease);
-                return match Relay::open(response, lease, account.name.clone()).await {
+                return match Relay::open(response, Lease::clone_for(lease), account.name.clone()).await {
                     Opened::Started(relay) => {
+                        entry.record_success(lease.probe);
                         Attempt::Done(stream_response(status, headers, relay))
                     }
                     Opened::Failed { relay, error } => {
                         tracing::warn!(account = %account.name, error, "stream failed before message_start");
-                        let cooldown =
-                            jittered(crate::clock::secs(self.settings.overload_cooldown_secs));
-                        entry.cool_account(
-                            tokio::time::Instant::now() + cooldown,
-                            format!("stream error {error}"),
-                        );
+                        entry.cool_account(Instant::now() + self.overload_cooldown(), format!("stream error {error}"));
                         Attempt::Failover(stream_response(status, headers, relay))
                     }
                 };
             }
-            let mut out = Response::builder().status(status);
-            if let Some(h) = out.headers_mut() {
-                *h = headers;
-            }
-            let body = Body::from_stream(response.bytes_stream());
-            return Attempt::Done(
-                out.body(body)
-                    .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()),
-            );
+            entry.record_success(lease.probe);
+            let mut out = Response::new(Body::from_stream(response.bytes_stream()));
+            *out.status_mut() = status;
+            *out.headers_mut() = headers;
+            return Attempt::Done(out);
         }
         // An error answer: small, so read it whole to classify it and to replay it if no other account can serve.
         let headers = response.headers().clone();
         let body = response.bytes().await.unwrap_or_default();
         let passthrough = error_response(status, &headers, body.clone());
-        let now = tokio::time::Instant::now();
+        let message = upstream_message(&body);
         match status.as_u16() {
             401 if kind == AccountKind::Oauth && !replaced => Attempt::RetrySame,
             401 | 403 => {
-                let reason = format!(
-                    "upstream answered {}: {}",
-                    status.as_u16(),
-                    upstream_message(&body)
-                );
+                let reason = format!("upstream answered {}: {message}", status.as_u16());
                 self.pool.engine().mark_rejected(&entry.cell, reason);
                 Attempt::Failover(passthrough)
             }
             429 => {
-                let retry_after = crate::ratelimit::retry_after(&headers, self.pool.engine().now());
-                let unified = crate::ratelimit::unified(&headers);
-                let account_until = unified.as_ref().and_then(|u| u.account_rejected_until());
-                if let Some(reset) = account_until {
-                    let wait = (reset - self.pool.engine().now())
-                        .to_std()
-                        .unwrap_or_default()
-                        .max(retry_after.unwrap_or_default());
-                    entry.cool_account(now + wait, "subscription window rejected".into());
-                } else {
-                    let wait = retry_after.unwrap_or_else(|| {
-                        crate::backoff::Backoff::new(
-                            crate::clock::secs(self.settings.rate_limit_backoff_base_secs),
-                            crate::clock::secs(self.settings.max_cooldown_secs),
-                        )
-                        .delay(entry.strikes() + 1)
-                    });
-                    match req.model.as_deref() {
-                        Some(m) => entry.cool_model(m, now + wait),
-                        None => entry.cool_account(now + wait, "rate limited".into()),
-                    }
-                }
+                self.cool_after_429(lease, req.model.as_deref(), &headers, &body, &message);
                 Attempt::Failover(passthrough)
             }
             500..=599 => {
-                let cooldown = jittered(crate::clock::secs(self.settings.overload_cooldown_secs));
-                entry.cool_account(
-                    now + cooldown,
-                    format!("upstream answered {}", status.as_u16()),
-                );
+                entry.cool_account(now + self.overload_cooldown(), format!("upstream answered {}", status.as_u16()));
                 Attempt::Failover(passthrough)
             }
             _ => Attempt::Done(passthrough),
         }
     }
+
+    fn overload_cooldown(&self) -> std::time::Duration {
+        jittered(crate::clock::secs(self.settings.overload_cooldown_secs))
+    }
+
+    /// Decides the scope and length of a 429's cooldown (README: "What happens when upstream says no").
+    fn cool_after_429(&self, lease: &Lease, model: Option<&str>, headers: &HeaderMap, body: &[u8], message: &str) {
+        let entry = &lease.entry;
+        let engine = self.pool.engine();
+        let now = Instant::now();
+        let retry_after = crate::ratelimit::retry_after(headers, engine.now());
+        let limits = crate::ratelimit::limits(headers);
+        let until_wall = |t: chrono::DateTime<chrono::Utc>| (t - engine.now()).to_std().unwrap_or_default();
+        if let Some(reset) = limits.as_ref().and_then(|l| l.account_rejected_until()) {
+            let wait = until_wall(reset).max(retry_after.unwrap_or_default());
+            tracing::warn!(account = entry.id, wait_secs = wait.as_secs(), "subscription window rejected; account cools");
+            entry.cool_account(now + wait, "rate limited: subscription window exhausted".into());
+            return;
+        }
+        let error_type = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.pointer("/error/type").and_then(|t| t.as_str()).map(str::to_string));
+        if retry_after.is_none() && not_a_rate_limit(error_type.as_deref(), message) {
+            let reason = format!("needs attention: upstream answered 429 that is not a rate limit: {message}");
+            tracing::error!(account = entry.id, %reason, "account needs attention");
+            entry.cool_account(now + crate::clock::secs(self.settings.attention_cooldown_secs), reason);
+            return;
+        }
+        let model_reset = limits.as_ref().and_then(|l| l.model_rejected_until()).map(until_wall);
+        let wait = match (retry_after, model_reset) {
+            (Some(r), Some(m)) => r.max(m),
+            (Some(r), None) => r,
+            (None, Some(m)) => m,
+            (None, None) => crate::backoff::Backoff::new(
+                crate::clock::secs(self.settings.rate_limit_backoff_base_secs),
+                crate::clock::secs(self.settings.max_cooldown_secs),
+            )
+            .delay(entry.strikes() + 1),
+        };
+        match model {
+            Some(m) => entry.cool_model(m, now + wait),
+            None => entry.cool_account(now + wait, "rate limited".into()),
+        }
+    }
+}
+
+/// A 429 that is about money, not rate: spend limits, exhausted credits, billing.
+fn not_a_rate_limit(error_type: Option<&str>, message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    let about_money = ["credit", "spend", "billing", "balance", "usage limit", "quota"].iter().any(|k| m.contains(k));
+    about_money || error_type.is_some_and(|t| t != "rate_limit_error")
 }
 
 fn stream_response(status: reqwest::StatusCode, mut headers: HeaderMap, relay: Relay) -> Response {
-    headers.insert(
-        "cache-control",
-        axum::http::HeaderValue::from_static("no-cache"),
-    );
-    headers.insert(
-        "x-accel-buffering",
-        axum::http::HeaderValue::from_static("no"),
-    );
+    headers.insert("cache-control", axum::http::HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", axum::http::HeaderValue::from_static("no"));
     let mut out = Response::new(Body::from_stream(relay));
     *out.status_mut() = status;
     *out.headers_mut() = headers;
@@ -352,11 +398,7 @@ fn error_response(status: reqwest::StatusCode, headers: &HeaderMap, body: Bytes)
 fn upstream_message(body: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| {
-            v.pointer("/error/message")
-                .and_then(|m| m.as_str())
-                .map(str::to_string)
-        })
+        .and_then(|v| v.pointer("/error/message").and_then(|m| m.as_str()).map(str::to_string))
         .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned())
 }
 
@@ -370,3 +412,4 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     msg
 }
+

@@ -1,5 +1,6 @@
-//! Reading an upstream's rate-limit answer: `retry-after` (seconds or HTTP-date), `retry-after-ms`, and the
-//! subscription `anthropic-ratelimit-unified-*` windows. Used for both the messages API and the OAuth token endpoint.
+//! Reading an upstream's rate-limit answer: `retry-after` (seconds or HTTP-date), `retry-after-ms`, the API-key
+//! `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-*` headers and the subscription
+//! `anthropic-ratelimit-unified-*` windows. Used for both the messages API and the OAuth token endpoint.
 
 use std::time::Duration;
 
@@ -45,7 +46,8 @@ impl UnifiedWindow {
     }
     /// Whether the window limits the whole account (5-hour and weekly) rather than one model family.
     pub fn account_wide(&self) -> bool {
-        self.name == "5h" || self.name == "7d"
+        // Model-specific weekly windows are named like "7d_opus" / "7d_oi"; everything else limits the whole account.
+        !self.name.contains('_')
     }
 }
 
@@ -63,6 +65,35 @@ fn epoch(v: &str) -> Option<DateTime<Utc>> {
     let secs = v.trim().parse::<f64>().ok()?;
     DateTime::from_timestamp(secs as i64, 0)
         .or_else(|| DateTime::parse_from_rfc3339(v).ok().map(Into::into))
+}
+
+const API_KEY_WINDOWS: [&str; 4] = ["requests", "tokens", "input-tokens", "output-tokens"];
+
+/// Parses every rate-limit header of an answer (unified windows and API-key limits) into one view; `None` when the
+/// answer had none. API-key limits become windows named "requests", "tokens", … with utilization `1 - remaining/limit`.
+pub fn limits(headers: &HeaderMap) -> Option<UnifiedLimits> {
+    let mut out = unified(headers);
+    let text = |name: String| headers.get(name.as_str()).and_then(|v| v.to_str().ok()).map(str::trim).map(str::to_string);
+    for window in API_KEY_WINDOWS {
+        let limit = text(format!("anthropic-ratelimit-{window}-limit")).and_then(|v| v.parse::<f64>().ok());
+        let remaining = text(format!("anthropic-ratelimit-{window}-remaining")).and_then(|v| v.parse::<f64>().ok());
+        let (Some(limit), Some(remaining)) = (limit, remaining) else { continue };
+        if limit <= 0.0 {
+            continue;
+        }
+        let reset = text(format!("anthropic-ratelimit-{window}-reset"))
+            .and_then(|v| DateTime::parse_from_rfc3339(&v).ok())
+            .map(|d| d.with_timezone(&Utc));
+        let utilization = (1.0 - remaining / limit).clamp(0.0, 1.0);
+        let status = (remaining <= 0.0).then(|| "rejected".to_string()).or(Some("allowed".to_string()));
+        out.get_or_insert_with(UnifiedLimits::default).windows.push(UnifiedWindow {
+            name: window.to_string(),
+            status,
+            utilization: Some(utilization),
+            reset,
+        });
+    }
+    out
 }
 
 /// Parses the unified headers; `None` when the answer had none.
@@ -211,5 +242,28 @@ mod tests {
         assert_eq!(u.model_rejected_until(), None);
         assert_eq!(u.utilization(), Some(1.0));
         assert!(unified(&headers(&[("retry-after", "1")])).is_none());
+    }
+
+    #[test]
+    fn api_key_limits_become_windows() {
+        let h = headers(&[
+            ("anthropic-ratelimit-requests-limit", "100"),
+            ("anthropic-ratelimit-requests-remaining", "25"),
+            ("anthropic-ratelimit-requests-reset", "2026-01-01T00:00:30Z"),
+            ("anthropic-ratelimit-tokens-limit", "1000"),
+            ("anthropic-ratelimit-tokens-remaining", "900"),
+        ]);
+        let l = limits(&h).unwrap();
+        assert_eq!(l.windows.len(), 2);
+        assert!((l.utilization().unwrap() - 0.75).abs() < 1e-9);
+        assert_eq!(l.windows[0].reset.unwrap().timestamp(), 1767225630);
+        assert!(limits(&HeaderMap::new()).is_none());
+        let model = headers(&[
+            ("anthropic-ratelimit-unified-7d_opus-status", "rejected"),
+            ("anthropic-ratelimit-unified-7d_opus-reset", "1767312000"),
+        ]);
+        let u = limits(&model).unwrap();
+        assert_eq!(u.model_rejected_until().unwrap().timestamp(), 1767312000);
+        assert_eq!(u.account_rejected_until(), None);
     }
 }

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::error::GatewayError;
+use crate::error::{Dialect, GatewayError};
 use crate::oauth::OAuthClient;
 use crate::pool::Pool;
 use crate::proxy::{Forward, Proxy};
@@ -66,7 +66,11 @@ pub fn build_state(
         clock.clone(),
         RefreshSettings::from(&config.refresh),
     );
-    let pool = Arc::new(Pool::new(store.clone(), engine));
+    let pool = Arc::new(Pool::new(
+        store.clone(),
+        engine,
+        crate::pool::PoolSettings::from(&config.pool),
+    ));
     let proxy = Proxy::new(
         http,
         config.upstream.base_url.clone(),
@@ -88,6 +92,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/messages/count_tokens", post(count_tokens))
         .route("/v1/models", get(models))
         .route("/v1/models/{id}", get(model))
+        .route(
+            "/v1/chat/completions",
+            post(crate::openai::chat_completions),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), client_auth));
     let admin = crate::admin::router()
         .route_layer(middleware::from_fn_with_state(state.clone(), admin_auth));
@@ -100,9 +108,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .fallback(|method: Method, uri: axum::http::Uri| async move {
-            GatewayError::NotFound(format!("no route for {method} {}", uri.path()))
-        })
+        .fallback(
+            |method: Method, uri: axum::http::Uri, headers: HeaderMap| async move {
+                GatewayError::NotFound(format!("no route for {method} {}", uri.path()))
+                    .into_dialect_response(Dialect::of_request(uri.path(), &headers))
+            },
+        )
         .with_state(state)
 }
 
@@ -132,15 +143,17 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
 async fn client_auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let keys = &state.config.client_keys;
     if !keys.is_empty() {
+        let dialect = Dialect::of_request(req.uri().path(), req.headers());
         match presented_key(req.headers()) {
             None => {
                 return GatewayError::Unauthorized(
                     "missing client key: send it as x-api-key or Authorization: Bearer".into(),
                 )
-                .into_response()
+                .into_dialect_response(dialect)
             }
             Some(k) if !keys.iter().any(|c| secret_eq(c, k)) => {
-                return GatewayError::Unauthorized("invalid client key".into()).into_response()
+                return GatewayError::Unauthorized("invalid client key".into())
+                    .into_dialect_response(dialect)
             }
             Some(_) => {}
         }
@@ -164,7 +177,7 @@ async fn admin_auth(State(state): State<AppState>, req: Request, next: Next) -> 
 }
 
 /// Reads a request body up to the configured limit; a declared length over it is refused before reading anything.
-async fn read_body(
+pub(crate) async fn read_body(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
@@ -206,7 +219,12 @@ async fn messages_like(state: AppState, req: Request) -> Response {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    match Forward::messages(pq, parts.headers, body) {
+    match Forward::messages_with_sessions(
+        pq,
+        parts.headers,
+        body,
+        &state.config.pool.session_headers,
+    ) {
         Ok(f) => state.proxy.forward(f).await,
         Err(e) => e.into_response(),
     }
@@ -220,16 +238,29 @@ async fn count_tokens(State(state): State<AppState>, req: Request) -> Response {
     messages_like(state, req).await
 }
 
+/// Forwards upstream; OpenAI clients (no `anthropic-version`) get the answer reshaped by [`crate::openai::models`].
 async fn models(State(state): State<AppState>, req: Request) -> Response {
+    let dialect = Dialect::of_request(req.uri().path(), req.headers());
+    let mut path_and_query = path_and_query(&req);
+    if dialect == Dialect::OpenAi && req.uri().path() == "/v1/models" && req.uri().query().is_none()
+    {
+        // OpenAI's list has no pagination: ask for the largest page the Models API serves.
+        path_and_query.push_str("?limit=1000");
+    }
     let f = Forward {
         method: Method::GET,
-        path_and_query: path_and_query(&req),
+        path_and_query,
         headers: req.headers().clone(),
         body: Bytes::new(),
         model: None,
         stream: false,
+        affinity: None,
     };
-    state.proxy.forward(f).await
+    let response = state.proxy.forward(f).await;
+    match dialect {
+        Dialect::Anthropic => response,
+        Dialect::OpenAi => crate::openai::models::translate(response).await,
+    }
 }
 
 async fn model(State(state): State<AppState>, Path(_id): Path<String>, req: Request) -> Response {

@@ -57,6 +57,9 @@ impl SseDecoder {
 
     /// Feeds one chunk; calls `on_event` for every event completed by it.
     pub fn push(&mut self, mut chunk: &[u8], on_event: &mut impl FnMut(SseEvent)) {
+        if chunk.is_empty() {
+            return; // an empty chunk must not end a pending CR (its LF may come next)
+        }
         if self.after_cr {
             self.after_cr = false;
             if let Some(rest) = chunk.strip_prefix(b"\n") {
@@ -185,6 +188,12 @@ event: content_block_delta\ndata: {\"a\":\ndata:  1}\n\nretry: 5\ndata:no-space\
     #[test]
     fn decodes_fields_comments_and_multiline_data() {
         assert_eq!(decode_chunks(&[SAMPLE.as_bytes()]), expected());
+    }
+
+    #[test]
+    fn an_empty_chunk_between_cr_and_lf_is_harmless() {
+        let events = decode_chunks(&[b"event: ping\r", b"", b"\ndata: {}\r\n\r\n"]);
+        assert_eq!(events, vec![SseEvent { event: Some("ping".into()), data: "{}".into(), truncated: false }]);
     }
 
     #[test]

@@ -6,10 +6,15 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use crate::account::{Account, AccountId, Credential, NewAccount};
 
 pub mod memory;
+mod sql;
+pub mod postgres;
 pub mod sqlite;
 
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -23,6 +28,8 @@ pub enum StoreError {
     Conflict { id: AccountId, expected: i64 },
     #[error("an account named {0:?} already exists")]
     DuplicateName(String),
+    #[error("account {0}'s refresh lease was taken by another holder")]
+    Fenced(AccountId),
     #[error("store unavailable: {0}")]
     Unavailable(String),
     #[error("store data is invalid: {0}")]
@@ -39,6 +46,9 @@ impl StoreError {
     }
 }
 
+/// A cooldown this far in the past is deleted by writers.
+pub const COOLDOWN_RETENTION: Duration = Duration::from_secs(3600);
+
 /// A change to an account; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
 pub struct AccountUpdate {
@@ -54,6 +64,41 @@ pub struct AccountUpdate {
     pub organization_name: Option<Option<String>>,
     pub priority: Option<i32>,
     pub weight: Option<u32>,
+    pub max_concurrency: Option<Option<u32>>,
+    /// `Some(None)` lifts a refresh block.
+    pub refresh_block: Option<Option<(DateTime<Utc>, String)>>,
+}
+
+/// Proof of holding an account's refresh lease: writes made with it fail once another holder took the lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub holder: String,
+    pub token: i64,
+}
+
+/// A message-endpoint cooldown shared through the store; `model` `None` = the whole account.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedCooldown {
+    pub account_id: AccountId,
+    pub model: Option<String>,
+    pub until: DateTime<Utc>,
+    pub reason: String,
+}
+
+/// Usage to add to an account's totals.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_creation_tokens: u64,
+}
+
+impl Usage {
+    pub fn is_empty(&self) -> bool {
+        *self == Usage::default()
+    }
 }
 
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -74,6 +119,30 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn remove_account(&self, id: AccountId) -> StoreFuture<'_, ()>;
     /// A number that changes whenever any account changes.
     fn change_seq(&self) -> StoreFuture<'_, i64>;
+
+    // --- coordination between processes (replicas) sharing the store ---
+
+    /// Takes the refresh lease of an account for `ttl` unless another holder has an unexpired one. Returns the fence
+    /// token (growing with every new holder), or `None` when someone else holds it.
+    fn acquire_refresh_lease(&self, id: AccountId, holder: &str, ttl: Duration) -> StoreFuture<'_, Option<i64>>;
+    /// Gives the lease back (only if `fence` still holds it).
+    fn release_refresh_lease(&self, id: AccountId, fence: &Fence) -> StoreFuture<'_, ()>;
+    /// `update_account`, but only while no other holder took the refresh lease after `fence`.
+    fn update_account_fenced(
+        &self,
+        id: AccountId,
+        expected_version: i64,
+        fence: &Fence,
+        update: AccountUpdate,
+    ) -> StoreFuture<'_, Account>;
+    /// Records a message-endpoint cooldown (a later one for the same scope replaces it).
+    fn put_cooldown(&self, cooldown: SharedCooldown) -> StoreFuture<'_, ()>;
+    /// Cooldowns still in force at `now`.
+    fn list_cooldowns(&self, now: DateTime<Utc>) -> StoreFuture<'_, Vec<SharedCooldown>>;
+    fn clear_cooldowns(&self, id: AccountId) -> StoreFuture<'_, ()>;
+    /// Adds a batch of usage to the totals.
+    fn add_usage(&self, batch: Vec<(AccountId, Usage)>) -> StoreFuture<'_, ()>;
+    fn usage_totals(&self) -> StoreFuture<'_, Vec<(AccountId, Usage)>>;
 }
 
 /// Finds an account by id (all digits) or by name.
@@ -88,10 +157,8 @@ pub async fn find_account(store: &dyn Store, id_or_name: &str) -> Result<Account
 
 /// Opens the store the configuration names.
 pub async fn open(config: &crate::config::Config) -> Result<SharedStore, StoreError> {
-    if config.store_url.is_some() {
-        return Err(StoreError::Unavailable(
-            "store_url (PostgreSQL) is not supported by this build yet; remove it to use the embedded store".into(),
-        ));
+    match &config.store_url {
+        Some(url) => Ok(Arc::new(postgres::PostgresStore::connect(url).await?)),
+        None => Ok(Arc::new(sqlite::SqliteStore::open(&config.data_dir).await?)),
     }
-    Ok(Arc::new(sqlite::SqliteStore::open(&config.data_dir).await?))
 }

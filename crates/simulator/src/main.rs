@@ -2,8 +2,11 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::routing::get;
+use axum::{Json, Router};
 use clap::Parser;
 use simulator::{SimConfig, Simulator};
 
@@ -34,6 +37,13 @@ struct Args {
     /// Record requests in memory (off by default: nobody can read them from outside).
     #[arg(long)]
     record: bool,
+    /// Make TOKEN the current refresh token of a new OAuth account the token endpoint knows (repeatable).
+    #[arg(long = "refresh-token")]
+    refresh_tokens: Vec<String>,
+    /// Also serve `GET /_sim/stats` (token-endpoint calls, in-flight requests, disconnects) as JSON on this separate
+    /// address, away from the Anthropic API paths; its URL is printed as `stats on http://…`.
+    #[arg(long)]
+    stats_listen: Option<SocketAddr>,
 }
 
 #[tokio::main]
@@ -51,16 +61,51 @@ async fn main() -> anyhow::Result<()> {
         token_latency: Duration::from_millis(args.token_latency_ms),
         ..SimConfig::default()
     };
-    let sim = Simulator::bind(args.listen, cfg).await?;
+    let sim = Arc::new(Simulator::bind(args.listen, cfg).await?);
     sim.set_recording(args.record);
     for key in &args.api_keys {
         sim.add_api_key(key);
     }
+    for token in &args.refresh_tokens {
+        sim.add_refresh_token(token);
+    }
+    let stats = match args.stats_listen {
+        Some(addr) => Some(serve_stats(addr, sim.clone()).await?),
+        None => None,
+    };
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {}", sim.base_url())?;
+        if let Some(addr) = stats {
+            writeln!(out, "stats on http://{addr}/_sim/stats")?;
+        }
         out.flush()?;
     }
     tokio::signal::ctrl_c().await?;
     Ok(())
+}
+
+/// Serves the simulator's counters on their own listener (benchmarks read the token-endpoint call count from it).
+async fn serve_stats(addr: SocketAddr, sim: Arc<Simulator>) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let app = Router::new().route(
+        "/_sim/stats",
+        get(move || {
+            let sim = sim.clone();
+            async move {
+                Json(serde_json::json!({
+                    "token_calls": sim.token_call_count(),
+                    "in_flight": sim.in_flight(),
+                    "disconnects": sim.disconnects(),
+                }))
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!("stats server ended: {e}");
+        }
+    });
+    Ok(local)
 }

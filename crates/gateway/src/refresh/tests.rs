@@ -632,7 +632,7 @@ async fn churning_ten_thousand_accounts_leaves_no_state_behind() {
     let clock = Arc::new(TokioClock::starting_at(Utc::now()));
     let endpoint = FakeEndpoint::with(vec![]);
     let engine = RefreshEngine::new(store.clone(), endpoint.clone(), clock.clone(), settings());
-    let pool = crate::pool::Pool::new(store.clone(), engine.clone());
+    let pool = crate::pool::Pool::new(store.clone(), engine.clone(), (&crate::config::PoolConfig::default()).into());
     let mut weak = Vec::new();
     for round in 0..10 {
         for i in 0..1000 {

@@ -5,12 +5,16 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::sqlite::apply_update;
-use super::{AccountUpdate, StoreError, StoreFuture};
+use super::{AccountUpdate, Fence, SharedCooldown, StoreError, StoreFuture, Usage};
 use crate::account::{Account, AccountId, NewAccount};
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     accounts: Mutex<BTreeMap<AccountId, Account>>,
+    /// account → (holder, fence, expires)
+    leases: Mutex<BTreeMap<AccountId, (String, i64, chrono::DateTime<chrono::Utc>)>>,
+    cooldowns: Mutex<Vec<SharedCooldown>>,
+    usage: Mutex<BTreeMap<AccountId, Usage>>,
     next_id: AtomicUsize,
     seq: AtomicUsize,
     /// When set, every write fails as if the store were unreachable.
@@ -86,6 +90,9 @@ impl super::Store for MemoryStore {
                 organization_name: a.organization_name,
                 priority: a.priority,
                 weight: a.weight,
+                max_concurrency: None,
+                refresh_blocked_until: None,
+                refresh_block_reason: None,
                 version: 1,
                 created_at: now,
                 updated_at: now,
@@ -140,4 +147,98 @@ impl super::Store for MemoryStore {
             Ok(self.seq.load(Ordering::SeqCst) as i64)
         })
     }
+
+    fn acquire_refresh_lease(&self, id: AccountId, holder: &str, ttl: std::time::Duration) -> StoreFuture<'_, Option<i64>> {
+        let holder = holder.to_string();
+        Box::pin(async move {
+            self.check(true)?;
+            let now = chrono::Utc::now();
+            let mut leases = lock(&self.leases);
+            let fence = match leases.get(&id) {
+                Some((_, _, expires)) if *expires >= now => return Ok(None),
+                Some((_, fence, _)) => fence + 1,
+                None => 1,
+            };
+            leases.insert(id, (holder, fence, now + chrono::Duration::from_std(ttl).unwrap_or_default()));
+            Ok(Some(fence))
+        })
+    }
+
+    fn release_refresh_lease(&self, id: AccountId, fence: &Fence) -> StoreFuture<'_, ()> {
+        let fence = fence.clone();
+        Box::pin(async move {
+            self.check(true)?;
+            if let Some(l) = lock(&self.leases).get_mut(&id) {
+                if l.0 == fence.holder && l.1 == fence.token {
+                    l.2 = chrono::DateTime::UNIX_EPOCH;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn update_account_fenced(&self, id: AccountId, expected_version: i64, fence: &Fence, update: AccountUpdate) -> StoreFuture<'_, Account> {
+        let fence = fence.clone();
+        Box::pin(async move {
+            let held = lock(&self.leases).get(&id).is_some_and(|l| l.0 == fence.holder && l.1 == fence.token);
+            if !held {
+                self.check(true)?;
+                return Err(StoreError::Fenced(id));
+            }
+            self.update_account(id, expected_version, update).await
+        })
+    }
+
+    fn put_cooldown(&self, cooldown: SharedCooldown) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.check(true)?;
+            let mut all = lock(&self.cooldowns);
+            all.retain(|c| !(c.account_id == cooldown.account_id && c.model == cooldown.model));
+            all.push(cooldown);
+            Ok(())
+        })
+    }
+
+    fn list_cooldowns(&self, now: chrono::DateTime<chrono::Utc>) -> StoreFuture<'_, Vec<SharedCooldown>> {
+        Box::pin(async move {
+            self.check(false)?;
+            Ok(lock(&self.cooldowns).iter().filter(|c| c.until > now).cloned().collect())
+        })
+    }
+
+    fn clear_cooldowns(&self, id: AccountId) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.check(true)?;
+            lock(&self.cooldowns).retain(|c| c.account_id != id);
+            Ok(())
+        })
+    }
+
+    fn add_usage(&self, batch: Vec<(AccountId, Usage)>) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.check(true)?;
+            let mut all = lock(&self.usage);
+            for (id, u) in batch {
+                let t = all.entry(id).or_default();
+                t.requests += u.requests;
+                t.input_tokens += u.input_tokens;
+                t.output_tokens += u.output_tokens;
+                t.cache_read_tokens += u.cache_read_tokens;
+                t.cache_creation_tokens += u.cache_creation_tokens;
+            }
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+    }
+
+    fn usage_totals(&self) -> StoreFuture<'_, Vec<(AccountId, Usage)>> {
+        Box::pin(async move {
+            self.check(false)?;
+            Ok(lock(&self.usage).iter().map(|(k, v)| (*k, v.clone())).collect())
+        })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

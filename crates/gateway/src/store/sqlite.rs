@@ -1,22 +1,19 @@
 //! The embedded store: one SQLite file in `data_dir`, WAL mode, created 0600 in a 0700 directory.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
-use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use super::{AccountUpdate, StoreError, StoreFuture};
+use super::sql;
+use super::{AccountUpdate, Fence, SharedCooldown, StoreError, StoreFuture};
 use crate::account::{Account, AccountId, AccountKind, Credential, NewAccount};
 use crate::clock::{from_millis, to_millis};
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    path: PathBuf,
+    description: String,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -46,17 +43,9 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
-        Ok(SqliteStore { pool, path })
+        Ok(SqliteStore { pool, description: format!("sqlite {}", path.display()) })
     }
 
-    async fn fetch(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
-        let row = sqlx::query("SELECT * FROM accounts WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        row.map(|r| account_from_row(&r)).transpose()
-    }
 }
 
 #[cfg(unix)]
@@ -99,43 +88,6 @@ fn create_private_file(_path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn account_from_row(r: &SqliteRow) -> Result<Account, StoreError> {
-    let get_err = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
-    let kind: String = r.try_get("kind").map_err(get_err)?;
-    let kind = AccountKind::parse(&kind)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown account kind {kind:?}")))?;
-    let millis = |col: &str| -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
-        let v: Option<i64> = r.try_get(col).map_err(get_err)?;
-        Ok(v.and_then(from_millis))
-    };
-    let required = |col: &str| -> Result<chrono::DateTime<chrono::Utc>, StoreError> {
-        millis(col)?.ok_or_else(|| StoreError::Corrupt(format!("{col} missing")))
-    };
-    let weight: i64 = r.try_get("weight").map_err(get_err)?;
-    Ok(Account {
-        id: r.try_get("id").map_err(get_err)?,
-        name: r.try_get("name").map_err(get_err)?,
-        kind,
-        credential: Credential {
-            secret: r.try_get("secret").map_err(get_err)?,
-            refresh_token: r.try_get("refresh_token").map_err(get_err)?,
-            expires_at: millis("expires_at_ms")?,
-        },
-        disabled: r.try_get::<i64, _>("disabled").map_err(get_err)? != 0,
-        needs_reauth: r.try_get("needs_reauth").map_err(get_err)?,
-        last_error: r.try_get("last_error").map_err(get_err)?,
-        email: r.try_get("email").map_err(get_err)?,
-        account_uuid: r.try_get("account_uuid").map_err(get_err)?,
-        organization_uuid: r.try_get("organization_uuid").map_err(get_err)?,
-        organization_name: r.try_get("organization_name").map_err(get_err)?,
-        priority: r.try_get::<i64, _>("priority").map_err(get_err)? as i32,
-        weight: u32::try_from(weight).unwrap_or(1),
-        version: r.try_get("version").map_err(get_err)?,
-        created_at: required("created_at_ms")?,
-        updated_at: required("updated_at_ms")?,
-    })
-}
-
 /// Applies an update to an in-memory account (the merge step of compare-and-set).
 pub(crate) fn apply_update(account: &mut Account, u: AccountUpdate) {
     if let Some(v) = u.name {
@@ -171,171 +123,17 @@ pub(crate) fn apply_update(account: &mut Account, u: AccountUpdate) {
     if let Some(v) = u.weight {
         account.weight = v;
     }
-}
-
-const BUMP_SEQ: &str = "UPDATE store_meta SET value = value + 1 WHERE key = 'change_seq'";
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
-}
-
-impl super::Store for SqliteStore {
-    fn describe(&self) -> String {
-        format!("sqlite {}", self.path.display())
+    if let Some(v) = u.max_concurrency {
+        account.max_concurrency = v;
     }
-
-    fn ping(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            sqlx::query("SELECT 1")
-                .execute(&self.pool)
-                .await
-                .map_err(unavailable)?;
-            Ok(())
-        })
-    }
-
-    fn list_accounts(&self) -> StoreFuture<'_, Vec<Account>> {
-        Box::pin(async move {
-            let rows = sqlx::query("SELECT * FROM accounts ORDER BY id")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(unavailable)?;
-            rows.iter().map(account_from_row).collect()
-        })
-    }
-
-    fn get_account(&self, id: AccountId) -> StoreFuture<'_, Option<Account>> {
-        Box::pin(self.fetch(id))
-    }
-
-    fn insert_account(&self, a: NewAccount) -> StoreFuture<'_, Account> {
-        Box::pin(async move {
-            let now = to_millis(chrono::Utc::now());
-            let mut tx = self.pool.begin().await.map_err(unavailable)?;
-            let result = sqlx::query(
-                "INSERT INTO accounts (name, kind, secret, refresh_token, expires_at_ms, disabled, email, account_uuid, \
-                 organization_uuid, organization_name, priority, weight, version, created_at_ms, updated_at_ms) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
-            )
-            .bind(&a.name)
-            .bind(a.kind.as_str())
-            .bind(&a.credential.secret)
-            .bind(&a.credential.refresh_token)
-            .bind(a.credential.expires_at.map(to_millis))
-            .bind(i64::from(a.disabled))
-            .bind(&a.email)
-            .bind(&a.account_uuid)
-            .bind(&a.organization_uuid)
-            .bind(&a.organization_name)
-            .bind(i64::from(a.priority))
-            .bind(i64::from(a.weight))
-            .bind(now)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| if is_unique_violation(&e) { StoreError::DuplicateName(a.name.clone()) } else { unavailable(e) })?;
-            sqlx::query(BUMP_SEQ)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-            tx.commit().await.map_err(unavailable)?;
-            let id = result.last_insert_rowid();
-            self.fetch(id)
-                .await?
-                .ok_or_else(|| StoreError::NotFound(id.to_string()))
-        })
-    }
-
-    fn update_account(
-        &self,
-        id: AccountId,
-        expected_version: i64,
-        update: AccountUpdate,
-    ) -> StoreFuture<'_, Account> {
-        Box::pin(async move {
-            let mut account = self
-                .fetch(id)
-                .await?
-                .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-            if account.version != expected_version {
-                return Err(StoreError::Conflict {
-                    id,
-                    expected: expected_version,
-                });
-            }
-            apply_update(&mut account, update);
-            let now = to_millis(chrono::Utc::now());
-            let mut tx = self.pool.begin().await.map_err(unavailable)?;
-            let done = sqlx::query(
-                "UPDATE accounts SET name = ?, secret = ?, refresh_token = ?, expires_at_ms = ?, disabled = ?, \
-                 needs_reauth = ?, last_error = ?, email = ?, account_uuid = ?, organization_uuid = ?, \
-                 organization_name = ?, priority = ?, weight = ?, version = version + 1, updated_at_ms = ? \
-                 WHERE id = ? AND version = ?",
-            )
-            .bind(&account.name)
-            .bind(&account.credential.secret)
-            .bind(&account.credential.refresh_token)
-            .bind(account.credential.expires_at.map(to_millis))
-            .bind(i64::from(account.disabled))
-            .bind(&account.needs_reauth)
-            .bind(&account.last_error)
-            .bind(&account.email)
-            .bind(&account.account_uuid)
-            .bind(&account.organization_uuid)
-            .bind(&account.organization_name)
-            .bind(i64::from(account.priority))
-            .bind(i64::from(account.weight))
-            .bind(now)
-            .bind(id)
-            .bind(expected_version)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| if is_unique_violation(&e) { StoreError::DuplicateName(account.name.clone()) } else { unavailable(e) })?;
-            if done.rows_affected() != 1 {
-                return Err(StoreError::Conflict {
-                    id,
-                    expected: expected_version,
-                });
-            }
-            sqlx::query(BUMP_SEQ)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-            tx.commit().await.map_err(unavailable)?;
-            self.fetch(id)
-                .await?
-                .ok_or_else(|| StoreError::NotFound(id.to_string()))
-        })
-    }
-
-    fn remove_account(&self, id: AccountId) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            let mut tx = self.pool.begin().await.map_err(unavailable)?;
-            let done = sqlx::query("DELETE FROM accounts WHERE id = ?")
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-            if done.rows_affected() == 0 {
-                return Err(StoreError::NotFound(id.to_string()));
-            }
-            sqlx::query(BUMP_SEQ)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-            tx.commit().await.map_err(unavailable)
-        })
-    }
-
-    fn change_seq(&self) -> StoreFuture<'_, i64> {
-        Box::pin(async move {
-            sqlx::query_scalar("SELECT value FROM store_meta WHERE key = 'change_seq'")
-                .fetch_one(&self.pool)
-                .await
-                .map_err(unavailable)
-        })
+    if let Some(v) = u.refresh_block {
+        let (until, reason) = v.map_or((None, None), |(t, r)| (Some(t), Some(r)));
+        account.refresh_blocked_until = until;
+        account.refresh_block_reason = reason;
     }
 }
+
+super::sql::sql_store!(SqliteStore, sqlx::sqlite::SqliteRow, |s: &str| s.to_string(), None);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]

@@ -1,0 +1,201 @@
+//! `claude-gateway-bench`: measures what the gateway adds to latency, throughput, streaming, large bodies, memory and
+//! a refresh stampede, side by side with the direct path (client → simulator) and a peer (LiteLLM), and writes
+//! BENCHMARKS.md. `bench/run.sh` builds everything in release mode, installs the peer and runs this.
+//!
+//! It prints its summary on stdout; progress goes to stderr.
+#![allow(clippy::print_stdout)]
+
+mod client;
+mod load;
+mod procs;
+mod profile;
+mod report;
+mod scenarios;
+mod stats;
+mod stream;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Context};
+use clap::Parser;
+
+use crate::client::ClientKind;
+use crate::scenarios::{Plan, Setup};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "claude-gateway-bench",
+    about = "Benchmarks the gateway against the direct path and LiteLLM; writes BENCHMARKS.md"
+)]
+struct Args {
+    /// Run every scenario for a moment at tiny rates (checks that the suite runs and reports; measures nothing).
+    #[arg(long)]
+    smoke: bool,
+    /// The `claude-gateway` binary (default: next to this one).
+    #[arg(long)]
+    gateway_bin: Option<PathBuf>,
+    /// The `anthropic-simulator` binary (default: next to this one).
+    #[arg(long)]
+    simulator_bin: Option<PathBuf>,
+    /// The `litellm` executable of the peer's virtual environment; without it the peer is not measured.
+    #[arg(long)]
+    litellm: Option<PathBuf>,
+    /// Why the peer is absent (e.g. its installation failed), written into the report.
+    #[arg(long)]
+    litellm_note: Option<String>,
+    /// Where to write the report.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    out: PathBuf,
+    /// The command line to print in the report (default: this program's arguments).
+    #[arg(long)]
+    command: Option<String>,
+    /// How the binaries were built, for the report.
+    #[arg(long, default_value = "release (`cargo build --release --workspace`)")]
+    build: String,
+    /// Profile the gateway under callgrind after the scenarios, keeping the dumps in this directory.
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    /// Only the profile, no scenarios (while working on the gateway's hot path).
+    #[arg(long, requires = "profile")]
+    profile_only: bool,
+    /// Why there is no profile, written into the report.
+    #[arg(long)]
+    profile_note: Option<String>,
+    /// The load client for non-stream requests.
+    #[arg(long, value_enum, default_value = "hyper")]
+    client: ClientKind,
+}
+
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| anyhow!("no directory around {}", exe.display()))?;
+    Ok(dir.join(name))
+}
+
+fn existing(p: PathBuf, what: &str) -> anyhow::Result<PathBuf> {
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(anyhow!(
+            "{what} not found at {} (build the workspace, or pass its path)",
+            p.display()
+        ))
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let gateway_bin = existing(
+        args.gateway_bin.map_or_else(|| sibling("claude-gateway"), Ok)?,
+        "claude-gateway",
+    )?;
+    let simulator_bin = existing(
+        args.simulator_bin
+            .map_or_else(|| sibling("anthropic-simulator"), Ok)?,
+        "anthropic-simulator",
+    )?;
+    let plan = if args.smoke {
+        Plan::smoke()
+    } else {
+        Plan::full()
+    };
+    let setup = Setup {
+        plan: plan.clone(),
+        gateway_bin,
+        simulator_bin,
+        litellm: args.litellm.clone(),
+        client: args.client,
+    };
+    let started = std::time::Instant::now();
+    let mut results = if args.profile_only {
+        scenarios::Results::default()
+    } else {
+        scenarios::run(&setup).await?
+    };
+    if args.litellm.is_none() {
+        if let Some(note) = &args.litellm_note {
+            results.litellm_absent = note.clone();
+        }
+    }
+    let command = args.command.unwrap_or_else(|| {
+        std::env::args()
+            .map(|a| shell_quote(&a))
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    match &args.profile {
+        Some(dir) => {
+            eprintln!("[bench] profiling under callgrind (dumps in {})", dir.display());
+            match profile::run(&setup, dir).await {
+                Ok(phases) => results.profile = phases,
+                Err(e) => {
+                    eprintln!("[bench] profile failed: {e:#}");
+                    results.profile_note = Some(format!("the callgrind profile failed: {e:#}"));
+                }
+            }
+        }
+        None => {
+            results.profile_note = Some(
+                args.profile_note
+                    .clone()
+                    .unwrap_or_else(|| "not requested (pass --profile DIR)".into()),
+            );
+        }
+    }
+    let ctx = report::Context {
+        date: chrono::Utc::now()
+            .format("%Y-%m-%d %H:%M UTC")
+            .to_string(),
+        command,
+        machine: report::machine(),
+        build: args.build.clone(),
+    };
+    let text = report::render(&results, &plan, &ctx);
+    std::fs::write(&args.out, &text).with_context(|| format!("writing {}", args.out.display()))?;
+    let misses = report::misses(&results);
+    println!(
+        "wrote {} in {:.0} s: {} target(s) missed",
+        args.out.display(),
+        started.elapsed().as_secs_f64(),
+        misses.len()
+    );
+    for m in misses {
+        println!("  miss: {m}");
+    }
+    Ok(())
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}

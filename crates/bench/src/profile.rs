@@ -1,0 +1,450 @@
+//! A callgrind profile of the gateway (and of the simulator, for scale) under each kind of load: instructions per
+//! request, and where the gateway's go. Instruction counts do not depend on what else the machine is doing.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+
+use crate::client::{Client, ClientKind, Target};
+use crate::procs::{Gateway, GatewayDir, Sim, CLIENT_KEY};
+use crate::scenarios::{body, Setup};
+use crate::stream;
+
+/// One workload measured under callgrind.
+#[derive(Debug, Clone)]
+pub struct Phase {
+    pub key: &'static str,
+    pub name: String,
+    pub requests: u64,
+    pub gateway_ir: u64,
+    pub sim_ir: u64,
+    /// Largest self costs of the gateway: (Ir, function).
+    pub top: Vec<(u64, String)>,
+    /// Self cost of the gateway by crate (first path segment of the function; the library for C symbols).
+    pub crates: Vec<(String, u64)>,
+}
+
+impl Phase {
+    pub fn gateway_per_request(&self) -> u64 {
+        self.gateway_ir / self.requests.max(1)
+    }
+    pub fn sim_per_request(&self) -> u64 {
+        self.sim_ir / self.requests.max(1)
+    }
+}
+
+fn callgrind(dir: &Path, who: &str) -> Vec<String> {
+    vec![
+        "valgrind".into(),
+        "--tool=callgrind".into(),
+        "-q".into(),
+        format!("--callgrind-out-file={}/{who}.%p.out", dir.display()),
+    ]
+}
+
+fn control(args: &[&str], pid: u32) -> anyhow::Result<()> {
+    let out = Command::new("callgrind_control")
+        .args(args)
+        .arg(pid.to_string())
+        .output()
+        .context("running callgrind_control")?;
+    if !out.status.success() {
+        bail!(
+            "callgrind_control {args:?} {pid}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// The newest dump of `who`'s process `pid` (callgrind writes `who.PID.out.N` on each dump).
+fn newest_dump(dir: &Path, who: &str, pid: u32) -> anyhow::Result<PathBuf> {
+    let prefix = format!("{who}.{pid}.out.");
+    let mut best: Option<(u64, PathBuf)> = None;
+    for e in std::fs::read_dir(dir)?.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if let Some(n) = name.strip_prefix(&prefix).and_then(|n| n.parse::<u64>().ok()) {
+            if best.as_ref().is_none_or(|(b, _)| n > *b) {
+                best = Some((n, e.path()));
+            }
+        }
+    }
+    best.map(|(_, p)| p)
+        .ok_or_else(|| anyhow!("no callgrind dump {prefix}* in {}", dir.display()))
+}
+
+/// `(total Ir, self costs (Ir, function, object))` of a callgrind dump. Parsed here rather than with
+/// `callgrind_annotate`, which counts the inclusive cost of calls still active at the dump (`calls=0`) as the caller's
+/// own.
+fn annotate(file: &Path) -> anyhow::Result<(u64, Vec<(u64, String, String)>)> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    parse_callgrind(&text).ok_or_else(|| anyhow!("{} holds no callgrind totals", file.display()))
+}
+
+/// `(id) name` defines a compressed name, `(id)` refers to one.
+fn name_of(spec: &str, table: &mut BTreeMap<String, String>) -> String {
+    let spec = spec.trim();
+    match spec.strip_prefix('(').and_then(|r| r.split_once(')')) {
+        Some((id, rest)) => {
+            let rest = rest.trim();
+            if rest.is_empty() {
+                table.get(id).cloned().unwrap_or_default()
+            } else {
+                table.insert(id.to_string(), rest.to_string());
+                rest.to_string()
+            }
+        }
+        None => spec.to_string(),
+    }
+}
+
+fn parse_callgrind(text: &str) -> Option<(u64, Vec<(u64, String, String)>)> {
+    let mut fns: BTreeMap<String, String> = BTreeMap::new();
+    let mut objs: BTreeMap<String, String> = BTreeMap::new();
+    let mut self_cost: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut total = None;
+    let mut object = String::new();
+    let mut function = String::new();
+    let mut after_call = false;
+    for line in text.lines() {
+        let first = line.bytes().next().unwrap_or(b' ');
+        if first.is_ascii_digit() || first == b'+' || first == b'-' || first == b'*' {
+            if after_call {
+                after_call = false;
+                continue;
+            }
+            let ir = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            *self_cost.entry((function.clone(), object.clone())).or_insert(0) += ir;
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            if let Some(v) = line.strip_prefix("summary:").or_else(|| line.strip_prefix("totals:")) {
+                total = total.or_else(|| v.trim().parse::<u64>().ok());
+            }
+            continue;
+        };
+        match key {
+            "ob" => object = name_of(value, &mut objs),
+            "cob" => {
+                name_of(value, &mut objs);
+            }
+            "fn" => function = name_of(value, &mut fns),
+            "cfn" | "cfl" => {
+                if key == "cfn" {
+                    name_of(value, &mut fns);
+                }
+            }
+            "calls" => after_call = true,
+            _ => {}
+        }
+    }
+    let total = total?;
+    let mut rows: Vec<(u64, String, String)> = self_cost
+        .into_iter()
+        .filter(|(_, ir)| *ir > 0)
+        .map(|((f, o), ir)| (ir, f, o))
+        .collect();
+    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    Some((total, rows))
+}
+
+fn crate_of(function: &str, object: &str) -> String {
+    let f = function.trim_start_matches(['<', '&', '*']).trim_start_matches("dyn ").trim_start_matches("mut ");
+    match f.split_once("::") {
+        Some((head, _)) if !head.is_empty() && !head.contains(' ') => {
+            let head = head.split('<').next().unwrap_or(head);
+            match head {
+                "core" | "alloc" | "std" => "std (core, alloc)".to_string(),
+                h => h.to_string(),
+            }
+        }
+        _ => {
+            let lib = object.rsplit('/').next().unwrap_or(object);
+            let lib = lib.split(".so").next().unwrap_or(lib);
+            if lib.starts_with("libc") {
+                "libc (malloc, memcpy, syscalls)".to_string()
+            } else if lib.is_empty() {
+                "other".to_string()
+            } else {
+                format!("{lib} (symbols without a path)")
+            }
+        }
+    }
+}
+
+fn short(function: &str) -> String {
+    let f: String = function.chars().take(110).collect();
+    if f.len() < function.len() {
+        format!("{f}…")
+    } else {
+        f
+    }
+}
+
+/// Runs the profile; returns the phases.
+pub async fn run(setup: &Setup, dir: &Path) -> anyhow::Result<Vec<Phase>> {
+    std::fs::create_dir_all(dir)?;
+    for e in std::fs::read_dir(dir)?.flatten() {
+        if e.file_name().to_string_lossy().contains(".out") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let plan = &setup.plan;
+    let text_events = plan.stream_events.saturating_sub(6).max(1);
+    let slow = Duration::from_secs(120);
+    let sim = Sim::start_wrapped(
+        &callgrind(dir, "simulator"),
+        &setup.simulator_bin,
+        &[
+            "--stream-events".into(),
+            text_events.to_string(),
+            "--event-delay-ms".into(),
+            plan.stream_delay_ms.to_string(),
+        ],
+        slow,
+    )?;
+    let gdir = GatewayDir::new(None, "profile", &sim)?;
+    gdir.cli(
+        &setup.gateway_bin,
+        &["accounts", "add-key", "--name", "bench", "sk-ant-api03-bench-profile"],
+    )?;
+    let gw = Gateway::start_wrapped(&callgrind(dir, "gateway"), &setup.gateway_bin, &gdir)?;
+    let target = Target::new(
+        "gateway",
+        &gw.base_url,
+        ("x-api-key", CLIENT_KEY),
+        Some(gw.proc.pid()),
+        sim.proc.pid(),
+    )?;
+    let client = Client::new(ClientKind::Hyper)?;
+    let (n_small, n_large, n_streams) = if plan.smoke { (50, 4, 4) } else { (2000, 60, 30) };
+    let small = body(plan.body_bytes, false, None);
+    let large = body(plan.large_bytes, false, None);
+    let sbody = body(plan.body_bytes, true, Some((text_events, plan.stream_delay_ms)));
+
+    // Warm up (lazy initialisation, connection pools) before anything is counted.
+    run_closed(&client, &target, &small, 50, 4).await?;
+
+    let mut phases = Vec::new();
+    let specs: [(&'static str, String, u64); 3] = [
+        ("small", format!("non-stream, {} B requests, concurrency 8", plan.body_bytes), n_small),
+        ("stream", format!("streams of {} events, 5 at a time", plan.stream_events), n_streams),
+        ("large", format!("non-stream, {} KB requests, concurrency 2", plan.large_bytes / 1024), n_large),
+    ];
+    for (key, name, n) in specs {
+        control(&["--zero"], gw.proc.pid())?;
+        control(&["--zero"], sim.proc.pid())?;
+        let t0 = Instant::now();
+        match key {
+            "small" => run_closed(&client, &target, &small, n, 8).await?,
+            "large" => run_closed(&client, &target, &large, n, 2).await?,
+            _ => run_streams(&target, &sbody, n, 5).await?,
+        }
+        let dump = format!("--dump={key}");
+        control(&[&dump], gw.proc.pid())?;
+        control(&[&dump], sim.proc.pid())?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (gateway_ir, rows) = annotate(&newest_dump(dir, "gateway", gw.proc.pid())?)?;
+        let (sim_ir, _) = annotate(&newest_dump(dir, "simulator", sim.proc.pid())?)?;
+        let mut crates: BTreeMap<String, u64> = BTreeMap::new();
+        for (ir, f, o) in &rows {
+            *crates.entry(crate_of(f, o)).or_insert(0) += ir;
+        }
+        let mut crates: Vec<(String, u64)> = crates.into_iter().collect();
+        crates.sort_by(|a, b| b.1.cmp(&a.1));
+        let mut top: Vec<(u64, String)> = rows.into_iter().map(|(ir, f, _)| (ir, f)).collect();
+        top.sort_by(|a, b| b.0.cmp(&a.0));
+        top.truncate(12);
+        eprintln!(
+            "[bench] profile {key}: {} requests in {:.0} s, gateway {} Ir/request, simulator {} Ir/request",
+            n,
+            t0.elapsed().as_secs_f64(),
+            gateway_ir / n.max(1),
+            sim_ir / n.max(1)
+        );
+        phases.push(Phase {
+            key,
+            name,
+            requests: n,
+            gateway_ir,
+            sim_ir,
+            top,
+            crates,
+        });
+    }
+    Ok(phases)
+}
+
+async fn run_closed(
+    client: &Client,
+    target: &Target,
+    body: &bytes::Bytes,
+    n: u64,
+    concurrency: u64,
+) -> anyhow::Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for per in shares(n, concurrency) {
+        let (client, target, body) = (client.clone(), target.clone(), body.clone());
+        tasks.spawn(async move {
+            for _ in 0..per {
+                let a = client.messages(&target, &body).await?;
+                if a.status != 200 {
+                    bail!("HTTP {}", a.status);
+                }
+            }
+            Ok(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    Ok(())
+}
+
+async fn run_streams(target: &Target, body: &[u8], n: u64, concurrency: u64) -> anyhow::Result<()> {
+    let request = stream::request_bytes(target, body);
+    let mut tasks = tokio::task::JoinSet::new();
+    for per in shares(n, concurrency) {
+        let (request, addr) = (request.clone(), target.addr);
+        tasks.spawn(async move {
+            for _ in 0..per {
+                let o = stream::one_stream(addr, request.clone(), Instant::now()).await?;
+                if o.status != 200 || !o.saw_stop {
+                    bail!("stream: HTTP {}, {} events", o.status, o.events);
+                }
+            }
+            Ok(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    Ok(())
+}
+
+/// `n` split over `workers` as evenly as possible (no empty shares).
+fn shares(n: u64, workers: u64) -> Vec<u64> {
+    let w = workers.clamp(1, n.max(1));
+    (0..w).map(|i| n / w + u64::from(i < n % w)).filter(|s| *s > 0).collect()
+}
+
+fn ir(n: u64) -> String {
+    if n >= 10_000_000 {
+        format!("{:.1} M", n as f64 / 1e6)
+    } else {
+        format!("{:.0} k", n as f64 / 1e3)
+    }
+}
+
+/// The profile as markdown.
+pub fn render(phases: &[Phase]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "## Profile (callgrind)\n");
+    let _ = writeln!(
+        o,
+        "The release gateway and simulator run under `valgrind --tool=callgrind`; counters are zeroed before each \
+         workload and dumped after it (`callgrind_control`). Ir = instructions executed, including the gateway's \
+         background work during the interval (store polling every second).\n"
+    );
+    let _ = writeln!(o, "| workload | requests | gateway Ir / request | simulator Ir / request | gateway ÷ simulator |");
+    let _ = writeln!(o, "|---|---|---|---|---|");
+    for p in phases {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {:.2}× |",
+            p.name,
+            p.requests,
+            ir(p.gateway_per_request()),
+            ir(p.sim_per_request()),
+            p.gateway_ir as f64 / p.sim_ir.max(1) as f64
+        );
+    }
+    let _ = writeln!(o);
+    for p in phases {
+        let _ = writeln!(o, "**Gateway, {}: self cost by crate**\n", p.name);
+        let _ = writeln!(o, "| crate | share | Ir / request |");
+        let _ = writeln!(o, "|---|---|---|");
+        for (c, v) in p.crates.iter().take(10) {
+            let _ = writeln!(
+                o,
+                "| {c} | {:.1} % | {} |",
+                *v as f64 * 100.0 / p.gateway_ir.max(1) as f64,
+                ir(v / p.requests.max(1))
+            );
+        }
+        let _ = writeln!(o, "\n**Gateway, {}: top functions by self cost**\n", p.name);
+        let _ = writeln!(o, "| share | function |");
+        let _ = writeln!(o, "|---|---|");
+        for (v, f) in &p.top {
+            let _ = writeln!(
+                o,
+                "| {:.1} % | `{}` |",
+                *v as f64 * 100.0 / p.gateway_ir.max(1) as f64,
+                short(f).replace('|', "\\|").replace('`', "'")
+            );
+        }
+        let _ = writeln!(o);
+    }
+    o
+}
+
+/// One line per phase for the misses list: instructions per request and the three largest crates.
+pub fn summary(p: &Phase) -> String {
+    let crates: Vec<String> = p
+        .crates
+        .iter()
+        .take(4)
+        .map(|(c, v)| format!("{c} {:.0} %", *v as f64 * 100.0 / p.gateway_ir.max(1) as f64))
+        .collect();
+    let top: Vec<String> = p
+        .top
+        .iter()
+        .take(3)
+        .map(|(v, f)| format!("`{}` {:.1} %", short(f).replace('`', "'"), *v as f64 * 100.0 / p.gateway_ir.max(1) as f64))
+        .collect();
+    format!(
+        "under callgrind ({}) the gateway executes {} instructions per request, {:.2}× the simulator's {}; its self \
+         cost goes to {}; largest functions: {}",
+        p.name,
+        ir(p.gateway_per_request()),
+        p.gateway_ir as f64 / p.sim_ir.max(1) as f64,
+        ir(p.sim_per_request()),
+        crates.join(", "),
+        top.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_costs_skip_call_costs() {
+        let text = "events: Ir\nsummary: 1000\nob=(1) /bin/x\nfl=(1) a.rs\nfn=(1) x::main\n3 10\ncfn=(2) x::work\n\
+                    calls=0 5\n4 900\nfn=(2)\n5 880\n+1 10\nob=(2) /usr/lib/libc.so.6\nfn=(3) memcpy\n1 100\n";
+        let (total, rows) = parse_callgrind(text).unwrap_or_default();
+        assert_eq!(total, 1000);
+        assert_eq!(
+            rows,
+            vec![
+                (890, "x::work".to_string(), "/bin/x".to_string()),
+                (100, "memcpy".to_string(), "/usr/lib/libc.so.6".to_string()),
+                (10, "x::main".to_string(), "/bin/x".to_string()),
+            ]
+        );
+        assert_eq!(crate_of("memcpy", "/usr/lib/libc.so.6"), "libc (malloc, memcpy, syscalls)");
+        assert_eq!(crate_of("<hyper::proto::X as core::Y>::poll", ""), "hyper");
+        assert_eq!(crate_of("core::ptr::drop_in_place<a::B>", ""), "std (core, alloc)");
+        assert_eq!(shares(10, 4), vec![3, 3, 2, 2]);
+        assert_eq!(shares(4, 5), vec![1, 1, 1, 1]);
+        assert_eq!(shares(0, 5), Vec::<u64>::new());
+    }
+}

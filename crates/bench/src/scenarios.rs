@@ -1,0 +1,785 @@
+//! The scenarios of the suite (issue 7), each measured on the direct path (client → simulator), through the gateway,
+//! and, for 1–3, through LiteLLM, in the same run.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use bytes::Bytes;
+use claude_gateway::account::{AccountKind, Credential, NewAccount};
+use claude_gateway::store::sqlite::SqliteStore;
+use claude_gateway::store::Store;
+
+use crate::client::{Client, ClientKind, Target};
+use crate::load::{self, LoadResult};
+use crate::procs::{self, Gateway, GatewayDir, LiteLlm, Sim, CLIENT_KEY};
+use crate::stream::{self, StreamResult};
+
+pub const MODEL: &str = "claude-sonnet-4-5";
+/// SSE events around the text deltas: message_start, ping, content_block_start/stop, message_delta, message_stop.
+const FRAME_EVENTS: usize = 6;
+const UPSTREAM_KEY: &str = "sk-ant-api03-bench-upstream-key";
+const STAMPEDE_REFRESH_TOKEN: &str = "sk-ant-ort01-bench-stampede-refresh-token";
+
+/// Sizes and durations of a run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub smoke: bool,
+    pub warmup: Duration,
+    pub timeout: Duration,
+    pub max_in_flight: usize,
+    pub client_cmp: Duration,
+    pub body_bytes: usize,
+    pub rates: Vec<f64>,
+    pub latency_duration: Duration,
+    pub concurrency: usize,
+    pub throughput_duration: Duration,
+    pub stream_rate: f64,
+    pub stream_duration: Duration,
+    pub stream_events: usize,
+    pub stream_delay_ms: u64,
+    pub large_bytes: usize,
+    pub large_rate: f64,
+    pub large_duration: Duration,
+    pub idle_wait: Duration,
+    pub accounts: usize,
+    pub accounts_rate: f64,
+    pub open_streams: usize,
+    pub open_stream_delay_ms: u64,
+    pub stampede: usize,
+    pub token_latency_ms: u64,
+}
+
+impl Plan {
+    pub fn full() -> Plan {
+        Plan {
+            smoke: false,
+            warmup: Duration::from_secs(1),
+            timeout: Duration::from_secs(10),
+            max_in_flight: 1000,
+            client_cmp: Duration::from_secs(3),
+            body_bytes: 1024,
+            rates: vec![500.0, 2000.0],
+            latency_duration: Duration::from_secs(10),
+            concurrency: 64,
+            throughput_duration: Duration::from_secs(8),
+            stream_rate: 10.0,
+            stream_duration: Duration::from_secs(10),
+            stream_events: 200,
+            stream_delay_ms: 5,
+            large_bytes: 700 * 1024,
+            large_rate: 50.0,
+            large_duration: Duration::from_secs(10),
+            idle_wait: Duration::from_secs(2),
+            accounts: 10_000,
+            accounts_rate: 500.0,
+            open_streams: 1000,
+            open_stream_delay_ms: 100,
+            stampede: 1000,
+            token_latency_ms: 200,
+        }
+    }
+
+    /// Every scenario for a moment at tiny rates: proves the suite runs and reports, measures nothing.
+    pub fn smoke() -> Plan {
+        Plan {
+            smoke: true,
+            warmup: Duration::from_millis(100),
+            timeout: Duration::from_secs(5),
+            max_in_flight: 100,
+            client_cmp: Duration::from_millis(200),
+            body_bytes: 1024,
+            rates: vec![50.0, 100.0],
+            latency_duration: Duration::from_millis(400),
+            concurrency: 4,
+            throughput_duration: Duration::from_millis(400),
+            stream_rate: 10.0,
+            stream_duration: Duration::from_millis(300),
+            stream_events: 20,
+            stream_delay_ms: 2,
+            large_bytes: 700 * 1024,
+            large_rate: 10.0,
+            large_duration: Duration::from_millis(300),
+            idle_wait: Duration::from_millis(200),
+            accounts: 100,
+            accounts_rate: 50.0,
+            open_streams: 20,
+            open_stream_delay_ms: 100,
+            stampede: 50,
+            token_latency_ms: 200,
+        }
+    }
+}
+
+/// Where the binaries are and how to run.
+pub struct Setup {
+    pub plan: Plan,
+    pub gateway_bin: PathBuf,
+    pub simulator_bin: PathBuf,
+    pub litellm: Option<PathBuf>,
+    pub client: ClientKind,
+}
+
+/// The three paths of scenarios 1–3 for one measurement.
+#[derive(Debug, Clone, Default)]
+pub struct Trio<T> {
+    pub direct: T,
+    pub gateway: T,
+    pub litellm: Option<T>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ClientCmp {
+    pub hyper: LoadResult,
+    pub reqwest: LoadResult,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Large {
+    pub direct: LoadResult,
+    pub gateway: LoadResult,
+    pub rss_before_mb: f64,
+    pub rss_peak_mb: f64,
+    pub rss_after_mb: f64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Memory {
+    pub idle_mb: f64,
+    pub sim_idle_mb: f64,
+    pub accounts: usize,
+    pub seed_secs: f64,
+    pub accounts_mb: f64,
+    pub accounts_latency: Option<(LoadResult, LoadResult)>,
+    pub streams_requested: usize,
+    pub streams_open: usize,
+    pub streams_errors: crate::stats::Errors,
+    pub streams_mb: f64,
+    pub streams_before_mb: f64,
+    pub streams_sim_mb: f64,
+    pub streams_after_close_mb: f64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Stampede {
+    pub n: usize,
+    pub token_calls: u64,
+    pub refresh_attempts_metric: f64,
+    /// One token-endpoint call made directly (the refresh itself).
+    pub token_call_us: u64,
+    pub direct_burst: LoadResult,
+    pub gateway_burst: LoadResult,
+    pub stampede: LoadResult,
+}
+
+/// Everything a run measured.
+#[derive(Debug, Default)]
+pub struct Results {
+    pub client_kind: String,
+    pub client_cmp: Option<ClientCmp>,
+    pub latency: Vec<(f64, Trio<LoadResult>)>,
+    pub throughput: Option<Trio<LoadResult>>,
+    pub streaming: Option<Trio<StreamResult>>,
+    pub large: Option<Large>,
+    pub memory: Option<Memory>,
+    pub stampede: Option<Stampede>,
+    /// LiteLLM's version when it was measured.
+    pub litellm_version: Option<String>,
+    /// Why LiteLLM was not measured.
+    pub litellm_absent: String,
+    pub notes: Vec<String>,
+    /// The callgrind profile's workloads (empty when there is none).
+    pub profile: Vec<crate::profile::Phase>,
+    pub profile_note: Option<String>,
+}
+
+/// A Messages request body of exactly `size` bytes (the user text is padded).
+pub fn body(size: usize, stream: bool, sim: Option<(usize, u64)>) -> Bytes {
+    let sim = sim
+        .map(|(events, delay)| format!(r#","sim":{{"events":{events},"delay_ms":{delay}}}"#))
+        .unwrap_or_default();
+    let make = |text: &str| {
+        format!(
+            r#"{{"model":"{MODEL}","max_tokens":256,"stream":{stream}{sim},"messages":[{{"role":"user","content":"{text}"}}]}}"#
+        )
+    };
+    let overhead = make("").len();
+    let words = "the quick brown fox jumps over the lazy dog ";
+    let text: String = words
+        .chars()
+        .cycle()
+        .take(size.saturating_sub(overhead))
+        .collect();
+    Bytes::from(make(&text))
+}
+
+fn say(msg: impl AsRef<str>) {
+    eprintln!("[bench] {}", msg.as_ref());
+}
+
+/// Runs every scenario and returns what they measured.
+pub async fn run(setup: &Setup) -> anyhow::Result<Results> {
+    let plan = &setup.plan;
+    let mut results = Results {
+        client_kind: format!("{:?}", setup.client).to_lowercase(),
+        litellm_absent: "not requested (run bench/run.sh, or pass --litellm PATH)".into(),
+        ..Results::default()
+    };
+    let text_events = plan.stream_events.saturating_sub(FRAME_EVENTS).max(1);
+    // The simulator's stream defaults equal the streaming scenario's, so a peer that drops the `sim` body field
+    // still gets the same stream.
+    let sim = Sim::start(
+        &setup.simulator_bin,
+        &[
+            "--stream-events".into(),
+            text_events.to_string(),
+            "--event-delay-ms".into(),
+            plan.stream_delay_ms.to_string(),
+        ],
+    )?;
+    say(format!("simulator on {}", sim.base_url));
+    let gdir = GatewayDir::new(None, "main", &sim)?;
+    gdir.cli(
+        &setup.gateway_bin,
+        &["accounts", "add-key", "--name", "bench", UPSTREAM_KEY],
+    )?;
+    let gw = Gateway::start(&setup.gateway_bin, &gdir)?;
+    say(format!("gateway on {}", gw.base_url));
+
+    let direct = Target::new(
+        "direct",
+        &sim.base_url,
+        ("x-api-key", UPSTREAM_KEY),
+        None,
+        sim.proc.pid(),
+    )?;
+    let gateway = Target::new(
+        "gateway",
+        &gw.base_url,
+        ("x-api-key", CLIENT_KEY),
+        Some(gw.proc.pid()),
+        sim.proc.pid(),
+    )?;
+    let small = body(plan.body_bytes, false, None);
+
+    let litellm = match &setup.litellm {
+        Some(exe) => match start_litellm(exe, &sim, &small, plan).await {
+            Ok((ll, target)) => {
+                results.litellm_version = Some(ll.version.clone());
+                Some((ll, target))
+            }
+            Err(e) => {
+                say(format!("LiteLLM unavailable: {e:#}"));
+                results.litellm_absent =
+                    format!("LiteLLM failed to start or to answer: {}", one_line(&e));
+                None
+            }
+        },
+        None => None,
+    };
+    let peer = litellm.as_ref().map(|(_, t)| t.clone());
+
+    // Which load client adds less: the same closed loop on the direct path with each.
+    let hyper = Client::new(ClientKind::Hyper)?;
+    let reqwest = Client::new(ClientKind::Reqwest)?;
+    {
+        let cmp_one = |c: &Client| {
+            let (c, direct, small) = (c.clone(), direct.clone(), small.clone());
+            async move {
+                let _ = load::closed_loop(&c, &direct, &small, plan.concurrency, plan.warmup, plan.timeout).await;
+                load::closed_loop(&c, &direct, &small, plan.concurrency, plan.client_cmp, plan.timeout).await
+            }
+        };
+        let h = cmp_one(&hyper).await;
+        let r = cmp_one(&reqwest).await;
+        say(format!(
+            "client: hyper {:.0} req/s ({:.3} CPU s/1k), reqwest {:.0} req/s ({:.3} CPU s/1k)",
+            h.rps(),
+            per_k(h.cpu_client, h.ok),
+            r.rps(),
+            per_k(r.cpu_client, r.ok)
+        ));
+        results.client_cmp = Some(ClientCmp {
+            hyper: h,
+            reqwest: r,
+        });
+    }
+    let client = match setup.client {
+        ClientKind::Hyper => hyper,
+        ClientKind::Reqwest => reqwest,
+    };
+
+    // 1. Latency at constant rates.
+    for &rate in &plan.rates {
+        let run = |t: Target| {
+            let (client, small) = (client.clone(), small.clone());
+            async move {
+                let _ = load::open_loop(&client, &t, &small, rate, plan.warmup, plan.timeout, plan.max_in_flight).await;
+                let r = load::open_loop(
+                    &client,
+                    &t,
+                    &small,
+                    rate,
+                    plan.latency_duration,
+                    plan.timeout,
+                    plan.max_in_flight,
+                )
+                .await;
+                say(format!(
+                    "latency {rate} req/s {}: p50 {} p99 {} µs, errors {}",
+                    t.label,
+                    r.latency.p50,
+                    r.latency.p99,
+                    r.errors.describe()
+                ));
+                r
+            }
+        };
+        let trio = Trio {
+            direct: run(direct.clone()).await,
+            gateway: run(gateway.clone()).await,
+            litellm: match &peer {
+                Some(t) => Some(run(t.clone()).await),
+                None => None,
+            },
+        };
+        results.latency.push((rate, trio));
+    }
+
+    // 2. Maximum throughput, closed loop.
+    {
+        let run = |t: Target| {
+            let (client, small) = (client.clone(), small.clone());
+            async move {
+                let _ = load::closed_loop(&client, &t, &small, plan.concurrency, plan.warmup, plan.timeout).await;
+                let r = load::closed_loop(
+                    &client,
+                    &t,
+                    &small,
+                    plan.concurrency,
+                    plan.throughput_duration,
+                    plan.timeout,
+                )
+                .await;
+                say(format!(
+                    "throughput {}: {:.0} req/s, errors {}",
+                    t.label,
+                    r.rps(),
+                    r.errors.describe()
+                ));
+                r
+            }
+        };
+        results.throughput = Some(Trio {
+            direct: run(direct.clone()).await,
+            gateway: run(gateway.clone()).await,
+            litellm: match &peer {
+                Some(t) => Some(run(t.clone()).await),
+                None => None,
+            },
+        });
+    }
+
+    // 3. Streaming.
+    {
+        let sbody = body(
+            plan.body_bytes,
+            true,
+            Some((text_events, plan.stream_delay_ms)),
+        );
+        let stream_timeout = plan.timeout + Duration::from_millis(plan.stream_delay_ms * plan.stream_events as u64);
+        let run = |t: Target, strict: bool| {
+            let sbody = sbody.clone();
+            async move {
+                let expected = if strict { plan.stream_events } else { 0 };
+                let _ = stream::stream_load(&t, &sbody, plan.stream_rate, plan.warmup, expected, stream_timeout).await;
+                let r = stream::stream_load(
+                    &t,
+                    &sbody,
+                    plan.stream_rate,
+                    plan.stream_duration,
+                    expected,
+                    stream_timeout,
+                )
+                .await;
+                say(format!(
+                    "streaming {}: {} streams, first event p99 {} µs, gap p99 {} µs, shared reads {}, errors {}",
+                    t.label,
+                    r.streams_ok,
+                    r.ttfe.p99,
+                    r.gap.p99,
+                    r.shared_read,
+                    r.errors.describe()
+                ));
+                r
+            }
+        };
+        results.streaming = Some(Trio {
+            direct: run(direct.clone(), true).await,
+            gateway: run(gateway.clone(), true).await,
+            litellm: match &peer {
+                Some(t) => Some(run(t.clone(), false).await),
+                None => None,
+            },
+        });
+    }
+    drop(litellm);
+
+    // 4. Large bodies.
+    {
+        let big = body(plan.large_bytes, false, None);
+        let run = |t: Target| {
+            let (client, big) = (client.clone(), big.clone());
+            async move {
+                let _ = load::open_loop(&client, &t, &big, plan.large_rate, plan.warmup, plan.timeout, plan.max_in_flight).await;
+                load::open_loop(
+                    &client,
+                    &t,
+                    &big,
+                    plan.large_rate,
+                    plan.large_duration,
+                    plan.timeout,
+                    plan.max_in_flight,
+                )
+                .await
+            }
+        };
+        let d = run(direct.clone()).await;
+        let rss_before_mb = procs::rss_mb(gw.proc.pid())?;
+        let sampler = RssSampler::start(gw.proc.pid());
+        let g = run(gateway.clone()).await;
+        let rss_peak_mb = sampler.stop().await;
+        let rss_after_mb = procs::rss_mb(gw.proc.pid())?;
+        say(format!(
+            "large bodies: direct p99 {} µs, gateway p99 {} µs, gateway RSS peak {rss_peak_mb:.1} MB",
+            d.latency.p99, g.latency.p99
+        ));
+        results.large = Some(Large {
+            direct: d,
+            gateway: g,
+            rss_before_mb,
+            rss_peak_mb,
+            rss_after_mb,
+        });
+    }
+
+    // 5. Memory.
+    results.memory = Some(memory(setup, &client).await?);
+
+    // 6. Refresh stampede.
+    results.stampede = Some(stampede(setup, &client).await?);
+
+    drop(gw);
+    drop(sim);
+    Ok(results)
+}
+
+async fn start_litellm(
+    exe: &Path,
+    sim: &Sim,
+    small: &Bytes,
+    plan: &Plan,
+) -> anyhow::Result<(LiteLlm, Target)> {
+    say("starting LiteLLM (its imports take a while)");
+    let ll = LiteLlm::start(exe, sim, MODEL).await?;
+    let target = Target::new(
+        "litellm",
+        &ll.base_url,
+        ("authorization", "Bearer sk-bench-litellm"),
+        Some(ll.proc.pid()),
+        sim.proc.pid(),
+    )?;
+    // One of each kind of request must work before it is measured.
+    let client = Client::new(ClientKind::Hyper)?;
+    let a = client.messages(&target, small).await?;
+    if a.status != 200 {
+        return Err(anyhow!("POST /v1/messages answered HTTP {}", a.status));
+    }
+    let sbody = body(plan.body_bytes, true, None);
+    let obs = stream::one_stream(target.addr, stream::request_bytes(&target, &sbody), Instant::now()).await?;
+    if obs.status != 200 || !obs.saw_stop {
+        return Err(anyhow!(
+            "streaming POST /v1/messages answered HTTP {} with {} events (message_stop: {})",
+            obs.status,
+            obs.events,
+            obs.saw_stop
+        ));
+    }
+    say(format!("LiteLLM {} on {}", ll.version, ll.base_url));
+    Ok((ll, target))
+}
+
+fn one_line(e: &anyhow::Error) -> String {
+    let s = format!("{e:#}");
+    let s: String = s.lines().next().unwrap_or_default().chars().take(300).collect();
+    s
+}
+
+pub fn per_k(cpu: f64, ok: u64) -> f64 {
+    if ok == 0 {
+        0.0
+    } else {
+        cpu / (ok as f64 / 1000.0)
+    }
+}
+
+/// Samples a process's RSS every 20 ms and keeps the peak.
+struct RssSampler {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+    peak_kib: Arc<AtomicU64>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> RssSampler {
+        let (stop, mut rx) = tokio::sync::oneshot::channel();
+        let peak_kib = Arc::new(AtomicU64::new(0));
+        let peak = peak_kib.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                if let Ok(kb) = procs::status_kb(pid, "VmRSS") {
+                    peak.fetch_max(kb, Ordering::Relaxed);
+                }
+                tokio::select! {
+                    _ = &mut rx => return,
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+            }
+        });
+        RssSampler {
+            stop,
+            task,
+            peak_kib,
+        }
+    }
+
+    async fn stop(self) -> f64 {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+        procs::kib_to_mb(self.peak_kib.load(Ordering::Relaxed))
+    }
+}
+
+/// Where to put a store that is written 10,000 times (tmpfs when there is one: seeding speed only).
+fn fast_tmp() -> Option<PathBuf> {
+    let shm = PathBuf::from("/dev/shm");
+    shm.is_dir().then_some(shm)
+}
+
+fn api_key_account(name: String, key: String) -> NewAccount {
+    NewAccount {
+        name,
+        kind: AccountKind::ApiKey,
+        credential: Credential {
+            secret: key,
+            refresh_token: None,
+            expires_at: None,
+        },
+        email: None,
+        account_uuid: None,
+        organization_uuid: None,
+        organization_name: None,
+        priority: 0,
+        weight: 1,
+        disabled: false,
+    }
+}
+
+async fn memory(setup: &Setup, client: &Client) -> anyhow::Result<Memory> {
+    let plan = &setup.plan;
+    let mut m = Memory {
+        accounts: plan.accounts,
+        streams_requested: plan.open_streams,
+        ..Memory::default()
+    };
+    // A simulator of its own, so its RSS is that of a fresh process too.
+    let sim = Sim::start(&setup.simulator_bin, &[])?;
+
+    // Idle: a fresh gateway with one account.
+    {
+        let dir = GatewayDir::new(None, "idle", &sim)?;
+        dir.cli(&setup.gateway_bin, &["accounts", "add-key", "--name", "bench", UPSTREAM_KEY])?;
+        let gw = Gateway::start(&setup.gateway_bin, &dir)?;
+        tokio::time::sleep(plan.idle_wait).await;
+        m.idle_mb = procs::rss_mb(gw.proc.pid())?;
+        m.sim_idle_mb = procs::rss_mb(sim.proc.pid())?;
+        say(format!("memory idle: gateway {:.1} MB (simulator {:.1} MB)", m.idle_mb, m.sim_idle_mb));
+    }
+
+    // 10,000 accounts, seeded into the store before the gateway starts.
+    {
+        let dir = GatewayDir::new(fast_tmp().as_deref(), "accounts", &sim)?;
+        let t0 = Instant::now();
+        let store = SqliteStore::open(&dir.data_dir())
+            .await
+            .map_err(|e| anyhow!("opening the store: {e}"))?;
+        for i in 0..plan.accounts {
+            store
+                .insert_account(api_key_account(
+                    format!("bench-{i:05}"),
+                    format!("sk-ant-api03-bench-{i:05}-{}", "k".repeat(64)),
+                ))
+                .await
+                .map_err(|e| anyhow!("seeding account {i}: {e}"))?;
+        }
+        drop(store);
+        m.seed_secs = t0.elapsed().as_secs_f64();
+        let gw = Gateway::start(&setup.gateway_bin, &dir)?;
+        gw.wait_accounts(plan.accounts, Duration::from_secs(30)).await?;
+        tokio::time::sleep(plan.idle_wait).await;
+        m.accounts_mb = procs::rss_mb(gw.proc.pid())?;
+        say(format!("memory with {} accounts: {:.1} MB (seeded in {:.1} s)", plan.accounts, m.accounts_mb, m.seed_secs));
+        // What choosing among that many accounts costs per request.
+        let target = Target::new("gateway", &gw.base_url, ("x-api-key", CLIENT_KEY), Some(gw.proc.pid()), sim.proc.pid())?;
+        let direct_here = Target::new("direct", &sim.base_url, ("x-api-key", UPSTREAM_KEY), None, sim.proc.pid())?;
+        let small = body(plan.body_bytes, false, None);
+        let dur = plan.latency_duration / 2;
+        let mut pair = Vec::new();
+        for t in [direct_here, target] {
+            let _ = load::open_loop(client, &t, &small, plan.accounts_rate, plan.warmup, plan.timeout, plan.max_in_flight).await;
+            pair.push(load::open_loop(client, &t, &small, plan.accounts_rate, dur, plan.timeout, plan.max_in_flight).await);
+        }
+        let g = pair.pop().unwrap_or_default();
+        let d = pair.pop().unwrap_or_default();
+        say(format!(
+            "latency with {} accounts at {} req/s: direct p99 {} µs, gateway p99 {} µs",
+            plan.accounts, plan.accounts_rate, d.latency.p99, g.latency.p99
+        ));
+        m.accounts_latency = Some((d, g));
+    }
+
+    // 1,000 open streams, slowly paced, held open.
+    {
+        let dir = GatewayDir::new(None, "streams", &sim)?;
+        dir.cli(&setup.gateway_bin, &["accounts", "add-key", "--name", "bench", UPSTREAM_KEY])?;
+        let gw = Gateway::start(&setup.gateway_bin, &dir)?;
+        let target = Target::new("gateway", &gw.base_url, ("x-api-key", CLIENT_KEY), Some(gw.proc.pid()), sim.proc.pid())?;
+        let slow = body(plan.body_bytes, true, Some((200, plan.open_stream_delay_ms)));
+        let request = stream::request_bytes(&target, &slow);
+        m.streams_before_mb = procs::rss_mb(gw.proc.pid())?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..plan.open_streams {
+            let (request, addr) = (request.clone(), target.addr);
+            tasks.spawn(async move {
+                tokio::time::timeout(Duration::from_secs(30), stream::open_and_hold(addr, request)).await
+            });
+        }
+        let mut held = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            match r {
+                Ok(Ok(Ok(sock))) => held.push(sock),
+                Ok(Ok(Err(e))) => m.streams_errors.add(crate::client::error_kind(&e)),
+                Ok(Err(_)) => m.streams_errors.add("timeout"),
+                Err(e) => m.streams_errors.add(format!("task: {e}")),
+            }
+        }
+        m.streams_open = held.len();
+        tokio::time::sleep(plan.idle_wait / 2).await;
+        m.streams_mb = procs::rss_mb(gw.proc.pid())?;
+        m.streams_sim_mb = procs::rss_mb(sim.proc.pid())?;
+        drop(held);
+        tokio::time::sleep(plan.idle_wait).await;
+        m.streams_after_close_mb = procs::rss_mb(gw.proc.pid())?;
+        say(format!(
+            "memory with {} open streams: {:.1} MB (simulator {:.1} MB), {:.1} MB after they closed",
+            m.streams_open, m.streams_mb, m.streams_sim_mb, m.streams_after_close_mb
+        ));
+    }
+    Ok(m)
+}
+
+async fn stampede(setup: &Setup, client: &Client) -> anyhow::Result<Stampede> {
+    let plan = &setup.plan;
+    let n = plan.stampede;
+    let mut s = Stampede {
+        n,
+        ..Stampede::default()
+    };
+    let sim = Sim::start(
+        &setup.simulator_bin,
+        &[
+            "--token-latency-ms".into(),
+            plan.token_latency_ms.to_string(),
+            "--refresh-token".into(),
+            STAMPEDE_REFRESH_TOKEN.into(),
+        ],
+    )?;
+    let small = body(plan.body_bytes, false, None);
+
+    // The refresh itself: one token-endpoint call (an unknown refresh token: same delay, no rotation).
+    {
+        let http = reqwest::Client::new();
+        let t0 = Instant::now();
+        let _ = http
+            .post(sim.token_url())
+            .json(&serde_json::json!({"grant_type": "refresh_token", "refresh_token": "sk-ant-ort01-unknown", "client_id": "bench"}))
+            .send()
+            .await?
+            .bytes()
+            .await?;
+        s.token_call_us = load::micros(t0.elapsed());
+    }
+
+    // The same burst on the direct path and through a gateway with an API key (no refresh).
+    let direct = Target::new("direct", &sim.base_url, ("x-api-key", UPSTREAM_KEY), None, sim.proc.pid())?;
+    load::prewarm(client, &format!("{}/v1/models", sim.base_url), n).await;
+    s.direct_burst = load::burst(client, &direct, &small, n, plan.timeout).await;
+    {
+        let dir = GatewayDir::new(None, "burst", &sim)?;
+        dir.cli(&setup.gateway_bin, &["accounts", "add-key", "--name", "bench", UPSTREAM_KEY])?;
+        let gw = Gateway::start(&setup.gateway_bin, &dir)?;
+        let target = Target::new("gateway", &gw.base_url, ("x-api-key", CLIENT_KEY), Some(gw.proc.pid()), sim.proc.pid())?;
+        load::prewarm(client, &format!("{}/healthz", gw.base_url), n).await;
+        s.gateway_burst = load::burst(client, &target, &small, n, plan.timeout).await;
+    }
+
+    // The stampede: the account is added to a running gateway (so no start-up scan refreshes it first), with an
+    // access token that expired an hour ago.
+    let dir = GatewayDir::new(None, "stampede", &sim)?;
+    let gw = Gateway::start(&setup.gateway_bin, &dir)?;
+    {
+        let store = SqliteStore::open(&dir.data_dir())
+            .await
+            .map_err(|e| anyhow!("opening the store: {e}"))?;
+        store
+            .insert_account(NewAccount {
+                name: "expired-oauth".into(),
+                kind: AccountKind::Oauth,
+                credential: Credential {
+                    secret: "sk-ant-oat01-bench-expired-access-token".into(),
+                    refresh_token: Some(STAMPEDE_REFRESH_TOKEN.into()),
+                    expires_at: Some(chrono::Utc::now() - chrono::Duration::hours(1)),
+                },
+                email: None,
+                account_uuid: None,
+                organization_uuid: None,
+                organization_name: None,
+                priority: 0,
+                weight: 1,
+                disabled: false,
+            })
+            .await
+            .map_err(|e| anyhow!("seeding the OAuth account: {e}"))?;
+    }
+    gw.wait_accounts(1, Duration::from_secs(10)).await?;
+    let target = Target::new("gateway", &gw.base_url, ("x-api-key", CLIENT_KEY), Some(gw.proc.pid()), sim.proc.pid())?;
+    load::prewarm(client, &format!("{}/healthz", gw.base_url), n).await;
+    let calls_before = sim.token_calls().await?;
+    s.stampede = load::burst(client, &target, &small, n, plan.timeout).await;
+    s.token_calls = sim.token_calls().await? - calls_before;
+    s.refresh_attempts_metric = gw
+        .metric("gateway_refresh_attempts_total")
+        .await
+        .context("reading the gateway's metrics")?;
+    say(format!(
+        "stampede: {} requests, {} token calls, p50 {} µs, p99 {} µs, errors {}",
+        n,
+        s.token_calls,
+        s.stampede.latency.p50,
+        s.stampede.latency.p99,
+        s.stampede.errors.describe()
+    ));
+    Ok(s)
+}

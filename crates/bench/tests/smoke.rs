@@ -1,0 +1,92 @@
+//! The benchmark suite's smoke mode: every scenario for a moment at tiny rates against the workspace's debug binaries.
+//! It asserts only that the suite runs and writes a complete report (no LiteLLM, no network).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `target/<profile>`: this test runs as `target/<profile>/deps/smoke-<hash>`, next to which cargo puts the workspace's
+/// binaries (`cargo test --workspace` builds them all before running any test).
+fn binaries_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable without a target directory")
+        .to_path_buf()
+}
+
+#[test]
+fn smoke_runs_every_scenario_and_reports() {
+    let dir = binaries_dir();
+    let gateway = dir.join("claude-gateway");
+    let simulator = dir.join("anthropic-simulator");
+    for bin in [&gateway, &simulator] {
+        assert!(
+            bin.is_file(),
+            "{} is missing: build the workspace's binaries first (`cargo test --workspace` does, or \
+             `cargo build -p claude-gateway -p claude-gateway-simulator`)",
+            bin.display()
+        );
+    }
+    let tmp = std::env::temp_dir().join(format!("cgw-bench-smoke-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let out = tmp.join("BENCHMARKS.smoke.md");
+
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_claude-gateway-bench"))
+        .arg("--smoke")
+        .arg("--gateway-bin")
+        .arg(&gateway)
+        .arg("--simulator-bin")
+        .arg(&simulator)
+        .arg("--out")
+        .arg(&out)
+        .args(["--build", "debug (smoke test)", "--command", "cargo test -p claude-gateway-bench"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = started + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the smoke run did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        status.success(),
+        "the smoke run failed ({status}); if the simulator rejects --stats-listen its binary is stale, rebuild the \
+         workspace.\n{stderr}"
+    );
+    let elapsed = started.elapsed();
+
+    let report = std::fs::read_to_string(&out).unwrap();
+    let _ = std::fs::remove_dir_all(&tmp);
+    for heading in [
+        "**Smoke run**",
+        "- **Machine:**",
+        "- **Command:** `cargo test -p claude-gateway-bench`",
+        "## Targets",
+        "## 1. Latency",
+        "## 2. Maximum throughput",
+        "## 3. Streaming",
+        "## 4. Large bodies",
+        "## 5. Memory",
+        "## 6. Refresh stampede",
+        "**gateway − direct**",
+        "Token-endpoint calls during the stampede:",
+    ] {
+        assert!(report.contains(heading), "the report lacks {heading:?}:\n{report}");
+    }
+    assert!(
+        elapsed < Duration::from_secs(30),
+        "the smoke run took {elapsed:?}: keep it well under 30 s"
+    );
+}

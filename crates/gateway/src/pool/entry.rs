@@ -1,0 +1,198 @@
+//! One account in the pool: its credential cell, cooldowns (whole account, or one model), half-open probe timing,
+//! latest rate-limit view, and load counters.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::Swrr;
+use crate::account::{Account, AccountId};
+use crate::ratelimit::UnifiedLimits;
+use crate::refresh::CredentialCell;
+
+/// Most model-scoped cooldowns kept per account; the oldest-ending is dropped first.
+pub const MAX_MODEL_COOLDOWNS: usize = 32;
+
+#[derive(Debug, Default)]
+struct Cooldowns {
+    account: Option<(Instant, String)>,
+    models: Vec<(String, Instant)>,
+    strikes: u32,
+    /// When the current cooldown started or the last probe was sent.
+    probe_mark: Option<Instant>,
+    limits: Option<UnifiedLimits>,
+}
+
+#[derive(Debug)]
+pub struct AccountEntry {
+    pub id: AccountId,
+    pub cell: Arc<CredentialCell>,
+    in_flight: AtomicUsize,
+    served: AtomicU64,
+    pub(crate) swrr: Swrr,
+    cooldowns: Mutex<Cooldowns>,
+}
+
+impl AccountEntry {
+    pub(crate) fn new(account: Account) -> Arc<Self> {
+        Arc::new(AccountEntry {
+            id: account.id,
+            cell: CredentialCell::new(account),
+            in_flight: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
+            swrr: Swrr::new(0),
+            cooldowns: Mutex::new(Cooldowns::default()),
+        })
+    }
+
+    fn cd(&self) -> MutexGuard<'_, Cooldowns> {
+        self.cooldowns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn claim(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.served.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn claim_again(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn release(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Requests (attempts) this account was chosen for.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    /// Whether the account is at its `max_concurrency`.
+    pub fn saturated(&self, account: &Account) -> bool {
+        account.max_concurrency.is_some_and(|max| self.in_flight() >= max as usize)
+    }
+
+    /// Until when this account may not serve `model` (account-wide or model cooldown), if it may not now.
+    pub fn cooling_until(&self, model: Option<&str>) -> Option<Instant> {
+        let now = Instant::now();
+        let mut cd = self.cd();
+        cd.models.retain(|(_, t)| *t > now);
+        let account = cd.account.as_ref().map(|(t, _)| *t).filter(|t| *t > now);
+        let model = model.and_then(|m| cd.models.iter().find(|(name, _)| name == m).map(|(_, t)| *t));
+        account.into_iter().chain(model).max()
+    }
+
+    /// Cools the whole account until `until` (a later cooldown is never shortened).
+    pub fn cool_account(&self, until: Instant, reason: String) {
+        let mut cd = self.cd();
+        cd.strikes += 1;
+        cd.probe_mark = Some(Instant::now());
+        if cd.account.as_ref().is_none_or(|(t, _)| *t < until) {
+            cd.account = Some((until, reason));
+        } else if let Some((_, r)) = cd.account.as_mut() {
+            *r = reason;
+        }
+    }
+
+    /// Cools one model of this account until `until`.
+    pub fn cool_model(&self, model: &str, until: Instant) {
+        let now = Instant::now();
+        let mut cd = self.cd();
+        cd.strikes += 1;
+        cd.probe_mark = Some(now);
+        cd.models.retain(|(_, t)| *t > now);
+        match cd.models.iter_mut().find(|(m, _)| m == model) {
+            Some((_, t)) => *t = (*t).max(until),
+            None => {
+                if cd.models.len() >= MAX_MODEL_COOLDOWNS {
+                    // Drop the one ending soonest: the list stays bounded whatever model names clients send.
+                    if let Some(i) = cd.models.iter().enumerate().min_by_key(|(_, (_, t))| *t).map(|(i, _)| i) {
+                        cd.models.swap_remove(i);
+                    }
+                }
+                cd.models.push((model.to_string(), until));
+            }
+        }
+    }
+
+    /// Whether a half-open probe is due: the account is cooling and `interval` passed since the cooldown began or the
+    /// last probe left.
+    pub fn probe_due(&self, now: Instant, interval: Duration) -> bool {
+        let cd = self.cd();
+        let cooling = cd.account.as_ref().is_some_and(|(t, _)| *t > now) || cd.models.iter().any(|(_, t)| *t > now);
+        cooling && cd.probe_mark.is_some_and(|m| m + interval <= now)
+    }
+
+    /// Claims the due probe (one at a time): the next one is due `interval` later.
+    pub(crate) fn take_probe(&self, now: Instant, interval: Duration) -> bool {
+        let mut cd = self.cd();
+        match cd.probe_mark {
+            Some(m) if m + interval <= now => {
+                cd.probe_mark = Some(now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Consecutive failures since the last success (for backoff growth).
+    pub fn strikes(&self) -> u32 {
+        self.cd().strikes
+    }
+
+    /// A request succeeded. After a probe this ends the account's cooldowns: the hint that parked it was wrong or has
+    /// passed.
+    pub fn record_success(&self, probe: bool) {
+        let mut cd = self.cd();
+        cd.strikes = 0;
+        if probe {
+            cd.account = None;
+            cd.models.clear();
+            cd.probe_mark = None;
+        }
+    }
+
+    pub fn clear_cooldowns(&self) {
+        let mut cd = self.cd();
+        cd.account = None;
+        cd.models.clear();
+        cd.strikes = 0;
+        cd.probe_mark = None;
+    }
+
+    pub fn set_limits(&self, limits: UnifiedLimits) {
+        self.cd().limits = Some(limits);
+    }
+
+    pub fn limits(&self) -> Option<UnifiedLimits> {
+        self.cd().limits.clone()
+    }
+
+    /// Highest utilization of the account-wide windows last reported (0..1).
+    pub fn utilization(&self) -> Option<f64> {
+        self.cd().limits.as_ref().and_then(UnifiedLimits::utilization)
+    }
+
+    /// Why the account is cooling, while it is.
+    pub fn cooldown_reason(&self) -> Option<String> {
+        let now = Instant::now();
+        let cd = self.cd();
+        if let Some((_, r)) = cd.account.as_ref().filter(|(t, _)| *t > now) {
+            return Some(r.clone());
+        }
+        let models: Vec<&str> = cd.models.iter().filter(|(_, t)| *t > now).map(|(m, _)| m.as_str()).collect();
+        (!models.is_empty()).then(|| format!("rate limited for {}", models.join(", ")))
+    }
+
+    /// Model-scoped cooldowns in force: (model, until).
+    pub fn model_cooldowns(&self) -> Vec<(String, Instant)> {
+        let now = Instant::now();
+        self.cd().models.iter().filter(|(_, t)| *t > now).cloned().collect()
+    }
+}

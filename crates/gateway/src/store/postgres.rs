@@ -1,0 +1,65 @@
+//! The shared store for several replicas: PostgreSQL (13 or newer). Migrations run at start under sqlx's advisory
+//! lock, so replicas starting together are safe. Every account write also sends `NOTIFY gateway_changes`, so the other
+//! replicas reload within moments; they poll the change counter every second as the fallback.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+
+use super::sql;
+use super::{AccountUpdate, Fence, SharedCooldown, StoreError, StoreFuture};
+use crate::account::{Account, AccountId, AccountKind, Credential, NewAccount};
+use crate::clock::{from_millis, to_millis};
+use crate::store::sqlite::apply_update;
+
+/// The channel replicas listen on.
+pub const CHANNEL: &str = "gateway_changes";
+
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    url: String,
+    description: String,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+fn unavailable(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// The URL without its password, for logs.
+fn redacted(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "postgres (unparseable url)".into(),
+    }
+}
+
+impl PostgresStore {
+    /// Connects and runs pending migrations.
+    pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect(url)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot connect to {}: {e}", redacted(url))))?;
+        MIGRATOR.run(&pool).await.map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+        Ok(PostgresStore { pool, url: url.to_string(), description: format!("postgres {}", redacted(url)) })
+    }
+
+    /// A listener for change notifications (a dedicated connection; reconnects on its own).
+    pub async fn listen(&self) -> Result<PgListener, StoreError> {
+        let mut listener = PgListener::connect(&self.url).await.map_err(unavailable)?;
+        listener.listen(CHANNEL).await.map_err(unavailable)?;
+        Ok(listener)
+    }
+}
+
+super::sql::sql_store!(PostgresStore, sqlx::postgres::PgRow, |s: &str| sql::numbered(s), Some("SELECT pg_notify('gateway_changes', '')"));

@@ -1,0 +1,446 @@
+//! The SQL shared by the SQLite and PostgreSQL stores. Statements are written once with `?` placeholders;
+//! PostgreSQL gets them numbered (`$1`, `$2`, …). The `Store` implementation is generated for both backends by
+//! [`sql_store!`], so the two cannot drift apart.
+
+/// Rewrites `?` placeholders as `$1`, `$2`, … (PostgreSQL). Statements here contain no `?` inside literals.
+pub fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+pub const SELECT_ACCOUNTS: &str = "SELECT * FROM accounts ORDER BY id";
+pub const SELECT_ACCOUNT: &str = "SELECT * FROM accounts WHERE id = ?";
+pub const INSERT_ACCOUNT: &str = "INSERT INTO accounts (name, kind, secret, refresh_token, expires_at_ms, disabled, email, \
+     account_uuid, organization_uuid, organization_name, priority, weight, version, created_at_ms, updated_at_ms) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?) RETURNING id";
+pub const UPDATE_ACCOUNT: &str = "UPDATE accounts SET name = ?, secret = ?, refresh_token = ?, expires_at_ms = ?, \
+     disabled = ?, needs_reauth = ?, last_error = ?, email = ?, account_uuid = ?, organization_uuid = ?, \
+     organization_name = ?, priority = ?, weight = ?, max_concurrency = ?, refresh_blocked_until_ms = ?, \
+     refresh_block_reason = ?, version = version + 1, updated_at_ms = ? WHERE id = ? AND version = ?";
+pub const FENCE_CONDITION: &str =
+    " AND EXISTS (SELECT 1 FROM refresh_leases WHERE account_id = ? AND holder = ? AND fence = ?)";
+pub const DELETE_ACCOUNT: &str = "DELETE FROM accounts WHERE id = ?";
+pub const BUMP_SEQ: &str = "UPDATE store_meta SET value = value + 1 WHERE key = 'change_seq'";
+pub const SELECT_SEQ: &str = "SELECT value FROM store_meta WHERE key = 'change_seq'";
+/// Takes the lease when free or expired; the fence grows with every new holder.
+pub const ACQUIRE_LEASE: &str = "INSERT INTO refresh_leases (account_id, holder, fence, expires_at_ms) VALUES (?, ?, 1, ?) \
+     ON CONFLICT (account_id) DO UPDATE SET holder = excluded.holder, fence = refresh_leases.fence + 1, \
+     expires_at_ms = excluded.expires_at_ms WHERE refresh_leases.expires_at_ms < ? RETURNING fence";
+pub const RELEASE_LEASE: &str =
+    "UPDATE refresh_leases SET expires_at_ms = 0 WHERE account_id = ? AND holder = ? AND fence = ?";
+pub const PUT_COOLDOWN: &str = "INSERT INTO cooldowns (account_id, model, until_ms, reason) VALUES (?, ?, ?, ?) \
+     ON CONFLICT (account_id, model) DO UPDATE SET until_ms = excluded.until_ms, reason = excluded.reason";
+pub const PRUNE_COOLDOWNS: &str = "DELETE FROM cooldowns WHERE until_ms < ?";
+pub const LIST_COOLDOWNS: &str = "SELECT account_id, model, until_ms, reason FROM cooldowns WHERE until_ms > ?";
+pub const CLEAR_COOLDOWNS: &str = "DELETE FROM cooldowns WHERE account_id = ?";
+pub const ADD_USAGE: &str = "INSERT INTO usage (account_id, requests, input_tokens, output_tokens, cache_read_tokens, \
+     cache_creation_tokens) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account_id) DO UPDATE SET \
+     requests = usage.requests + excluded.requests, input_tokens = usage.input_tokens + excluded.input_tokens, \
+     output_tokens = usage.output_tokens + excluded.output_tokens, \
+     cache_read_tokens = usage.cache_read_tokens + excluded.cache_read_tokens, \
+     cache_creation_tokens = usage.cache_creation_tokens + excluded.cache_creation_tokens";
+pub const SELECT_USAGE: &str = "SELECT account_id, requests, input_tokens, output_tokens, cache_read_tokens, \
+     cache_creation_tokens FROM usage ORDER BY account_id";
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+pub fn usage_values(u: &super::Usage) -> [i64; 5] {
+    [
+        to_i64(u.requests),
+        to_i64(u.input_tokens),
+        to_i64(u.output_tokens),
+        to_i64(u.cache_read_tokens),
+        to_i64(u.cache_creation_tokens),
+    ]
+}
+
+/// Generates `impl Store` for a sqlx backend. `$q` turns a statement into the backend's dialect.
+macro_rules! sql_store {
+    ($store:ty, $row:ty, $q:expr, $notify:expr) => {
+        /// Bumps the change counter (and notifies listeners, where the backend can) inside a transaction.
+        async fn bump_seq(
+            conn: &mut <<$row as sqlx::Row>::Database as sqlx::Database>::Connection,
+        ) -> Result<(), StoreError> {
+            sqlx::query(sql::BUMP_SEQ).execute(&mut *conn).await.map_err(unavailable)?;
+            let notify: Option<&str> = $notify;
+            if let Some(n) = notify {
+                sqlx::query(n).execute(&mut *conn).await.map_err(unavailable)?;
+            }
+            Ok(())
+        }
+
+        fn account_from_row(r: &$row) -> Result<Account, StoreError> {
+            use sqlx::Row;
+            let get_err = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+            let kind: String = r.try_get("kind").map_err(get_err)?;
+            let kind =
+                AccountKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("unknown account kind {kind:?}")))?;
+            let millis = |col: &str| -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+                let v: Option<i64> = r.try_get(col).map_err(get_err)?;
+                Ok(v.and_then(from_millis))
+            };
+            let required = |col: &str| -> Result<chrono::DateTime<chrono::Utc>, StoreError> {
+                millis(col)?.ok_or_else(|| StoreError::Corrupt(format!("{col} missing")))
+            };
+            let weight: i64 = r.try_get("weight").map_err(get_err)?;
+            let max_concurrency: Option<i64> = r.try_get("max_concurrency").map_err(get_err)?;
+            Ok(Account {
+                id: r.try_get("id").map_err(get_err)?,
+                name: r.try_get("name").map_err(get_err)?,
+                kind,
+                credential: Credential {
+                    secret: r.try_get("secret").map_err(get_err)?,
+                    refresh_token: r.try_get("refresh_token").map_err(get_err)?,
+                    expires_at: millis("expires_at_ms")?,
+                },
+                disabled: r.try_get::<i64, _>("disabled").map_err(get_err)? != 0,
+                needs_reauth: r.try_get("needs_reauth").map_err(get_err)?,
+                last_error: r.try_get("last_error").map_err(get_err)?,
+                email: r.try_get("email").map_err(get_err)?,
+                account_uuid: r.try_get("account_uuid").map_err(get_err)?,
+                organization_uuid: r.try_get("organization_uuid").map_err(get_err)?,
+                organization_name: r.try_get("organization_name").map_err(get_err)?,
+                priority: i32::try_from(r.try_get::<i64, _>("priority").map_err(get_err)?).unwrap_or(0),
+                weight: u32::try_from(weight).unwrap_or(1),
+                max_concurrency: max_concurrency.and_then(|v| u32::try_from(v).ok()),
+                refresh_blocked_until: millis("refresh_blocked_until_ms")?,
+                refresh_block_reason: r.try_get("refresh_block_reason").map_err(get_err)?,
+                version: r.try_get("version").map_err(get_err)?,
+                created_at: required("created_at_ms")?,
+                updated_at: required("updated_at_ms")?,
+            })
+        }
+
+        impl $store {
+            async fn fetch(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
+                let row = sqlx::query(sqlx::AssertSqlSafe($q(sql::SELECT_ACCOUNT)))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                row.map(|r| account_from_row(&r)).transpose()
+            }
+
+            async fn write_update(
+                &self,
+                id: AccountId,
+                expected_version: i64,
+                fence: Option<&Fence>,
+                update: AccountUpdate,
+            ) -> Result<Account, StoreError> {
+                let mut account = self.fetch(id).await?.ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+                if account.version != expected_version {
+                    return Err(StoreError::Conflict { id, expected: expected_version });
+                }
+                apply_update(&mut account, update);
+                let now = to_millis(chrono::Utc::now());
+                let mut statement = sql::UPDATE_ACCOUNT.to_string();
+                if fence.is_some() {
+                    statement.push_str(sql::FENCE_CONDITION);
+                }
+                let statement = $q(&statement);
+                let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
+                    .bind(&account.name)
+                    .bind(&account.credential.secret)
+                    .bind(&account.credential.refresh_token)
+                    .bind(account.credential.expires_at.map(to_millis))
+                    .bind(i64::from(account.disabled))
+                    .bind(&account.needs_reauth)
+                    .bind(&account.last_error)
+                    .bind(&account.email)
+                    .bind(&account.account_uuid)
+                    .bind(&account.organization_uuid)
+                    .bind(&account.organization_name)
+                    .bind(i64::from(account.priority))
+                    .bind(i64::from(account.weight))
+                    .bind(account.max_concurrency.map(i64::from))
+                    .bind(account.refresh_blocked_until.map(to_millis))
+                    .bind(&account.refresh_block_reason)
+                    .bind(now)
+                    .bind(id)
+                    .bind(expected_version);
+                if let Some(f) = fence {
+                    query = query.bind(id).bind(&f.holder).bind(f.token);
+                }
+                let done = query.execute(&mut *tx).await.map_err(|e| {
+                    if is_unique_violation(&e) {
+                        StoreError::DuplicateName(account.name.clone())
+                    } else {
+                        unavailable(e)
+                    }
+                })?;
+                if done.rows_affected() != 1 {
+                    drop(tx);
+                    let current = self.fetch(id).await?;
+                    return Err(match current {
+                        Some(a) if a.version == expected_version && fence.is_some() => StoreError::Fenced(id),
+                        Some(_) => StoreError::Conflict { id, expected: expected_version },
+                        None => StoreError::NotFound(id.to_string()),
+                    });
+                }
+                bump_seq(&mut *tx).await?;
+                tx.commit().await.map_err(unavailable)?;
+                self.fetch(id).await?.ok_or_else(|| StoreError::NotFound(id.to_string()))
+            }
+        }
+
+        fn is_unique_violation(e: &sqlx::Error) -> bool {
+            matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+        }
+
+        impl super::Store for $store {
+            fn describe(&self) -> String {
+                self.description.clone()
+            }
+
+            fn ping(&self) -> StoreFuture<'_, ()> {
+                Box::pin(async move {
+                    sqlx::query("SELECT 1").execute(&self.pool).await.map_err(unavailable)?;
+                    Ok(())
+                })
+            }
+
+            fn list_accounts(&self) -> StoreFuture<'_, Vec<Account>> {
+                Box::pin(async move {
+                    let rows = sqlx::query(sql::SELECT_ACCOUNTS).fetch_all(&self.pool).await.map_err(unavailable)?;
+                    rows.iter().map(account_from_row).collect()
+                })
+            }
+
+            fn get_account(&self, id: AccountId) -> StoreFuture<'_, Option<Account>> {
+                Box::pin(self.fetch(id))
+            }
+
+            fn insert_account(&self, a: NewAccount) -> StoreFuture<'_, Account> {
+                Box::pin(async move {
+                    use sqlx::Row;
+                    let now = to_millis(chrono::Utc::now());
+                    let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                    let row = sqlx::query(sqlx::AssertSqlSafe($q(sql::INSERT_ACCOUNT)))
+                        .bind(&a.name)
+                        .bind(a.kind.as_str())
+                        .bind(&a.credential.secret)
+                        .bind(&a.credential.refresh_token)
+                        .bind(a.credential.expires_at.map(to_millis))
+                        .bind(i64::from(a.disabled))
+                        .bind(&a.email)
+                        .bind(&a.account_uuid)
+                        .bind(&a.organization_uuid)
+                        .bind(&a.organization_name)
+                        .bind(i64::from(a.priority))
+                        .bind(i64::from(a.weight))
+                        .bind(now)
+                        .bind(now)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(|e| {
+                            if is_unique_violation(&e) {
+                                StoreError::DuplicateName(a.name.clone())
+                            } else {
+                                unavailable(e)
+                            }
+                        })?;
+                    let id: i64 = row.try_get(0).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    bump_seq(&mut *tx).await?;
+                    tx.commit().await.map_err(unavailable)?;
+                    self.fetch(id).await?.ok_or_else(|| StoreError::NotFound(id.to_string()))
+                })
+            }
+
+            fn update_account(
+                &self,
+                id: AccountId,
+                expected_version: i64,
+                update: AccountUpdate,
+            ) -> StoreFuture<'_, Account> {
+                Box::pin(self.write_update(id, expected_version, None, update))
+            }
+
+            fn update_account_fenced(
+                &self,
+                id: AccountId,
+                expected_version: i64,
+                fence: &Fence,
+                update: AccountUpdate,
+            ) -> StoreFuture<'_, Account> {
+                let fence = fence.clone();
+                Box::pin(async move { self.write_update(id, expected_version, Some(&fence), update).await })
+            }
+
+            fn remove_account(&self, id: AccountId) -> StoreFuture<'_, ()> {
+                Box::pin(async move {
+                    let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                    let done =
+                        sqlx::query(sqlx::AssertSqlSafe($q(sql::DELETE_ACCOUNT))).bind(id).execute(&mut *tx).await.map_err(unavailable)?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound(id.to_string()));
+                    }
+                    sqlx::query(sqlx::AssertSqlSafe($q(sql::CLEAR_COOLDOWNS))).bind(id).execute(&mut *tx).await.map_err(unavailable)?;
+                    bump_seq(&mut *tx).await?;
+                    tx.commit().await.map_err(unavailable)
+                })
+            }
+
+            fn change_seq(&self) -> StoreFuture<'_, i64> {
+                Box::pin(async move {
+                    sqlx::query_scalar(sql::SELECT_SEQ).fetch_one(&self.pool).await.map_err(unavailable)
+                })
+            }
+
+            fn acquire_refresh_lease(
+                &self,
+                id: AccountId,
+                holder: &str,
+                ttl: std::time::Duration,
+            ) -> StoreFuture<'_, Option<i64>> {
+                let holder = holder.to_string();
+                Box::pin(async move {
+                    let now = to_millis(chrono::Utc::now());
+                    let until = now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+                    let fence: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe($q(sql::ACQUIRE_LEASE)))
+                        .bind(id)
+                        .bind(&holder)
+                        .bind(until)
+                        .bind(now)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(unavailable)?;
+                    Ok(fence)
+                })
+            }
+
+            fn release_refresh_lease(&self, id: AccountId, fence: &Fence) -> StoreFuture<'_, ()> {
+                let fence = fence.clone();
+                Box::pin(async move {
+                    sqlx::query(sqlx::AssertSqlSafe($q(sql::RELEASE_LEASE)))
+                        .bind(id)
+                        .bind(&fence.holder)
+                        .bind(fence.token)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(unavailable)?;
+                    Ok(())
+                })
+            }
+
+            fn put_cooldown(&self, c: SharedCooldown) -> StoreFuture<'_, ()> {
+                Box::pin(async move {
+                    let now = chrono::Utc::now();
+                    let retention = chrono::Duration::from_std(crate::store::COOLDOWN_RETENTION).unwrap_or_default();
+                    sqlx::query(sqlx::AssertSqlSafe($q(sql::PRUNE_COOLDOWNS)))
+                        .bind(to_millis(now - retention))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(unavailable)?;
+                    sqlx::query(sqlx::AssertSqlSafe($q(sql::PUT_COOLDOWN)))
+                        .bind(c.account_id)
+                        .bind(c.model.clone().unwrap_or_default())
+                        .bind(to_millis(c.until))
+                        .bind(&c.reason)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(unavailable)?;
+                    Ok(())
+                })
+            }
+
+            fn list_cooldowns(&self, now: chrono::DateTime<chrono::Utc>) -> StoreFuture<'_, Vec<SharedCooldown>> {
+                Box::pin(async move {
+                    let rows: Vec<(i64, String, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe($q(sql::LIST_COOLDOWNS)))
+                        .bind(to_millis(now))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(unavailable)?;
+                    Ok(rows
+                        .into_iter()
+                        .filter_map(|(account_id, model, until, reason)| {
+                            Some(SharedCooldown {
+                                account_id,
+                                model: (!model.is_empty()).then_some(model),
+                                until: from_millis(until)?,
+                                reason,
+                            })
+                        })
+                        .collect())
+                })
+            }
+
+            fn clear_cooldowns(&self, id: AccountId) -> StoreFuture<'_, ()> {
+                Box::pin(async move {
+                    sqlx::query(sqlx::AssertSqlSafe($q(sql::CLEAR_COOLDOWNS))).bind(id).execute(&self.pool).await.map_err(unavailable)?;
+                    Ok(())
+                })
+            }
+
+            fn add_usage(&self, batch: Vec<(AccountId, super::Usage)>) -> StoreFuture<'_, ()> {
+                Box::pin(async move {
+                    if batch.is_empty() {
+                        return Ok(());
+                    }
+                    let statement = $q(sql::ADD_USAGE);
+                    let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                    for (id, u) in &batch {
+                        let v = sql::usage_values(u);
+                        sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
+                            .bind(*id)
+                            .bind(v[0])
+                            .bind(v[1])
+                            .bind(v[2])
+                            .bind(v[3])
+                            .bind(v[4])
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(unavailable)?;
+                    }
+                    tx.commit().await.map_err(unavailable)
+                })
+            }
+
+            fn usage_totals(&self) -> StoreFuture<'_, Vec<(AccountId, super::Usage)>> {
+                Box::pin(async move {
+                    let rows: Vec<(i64, i64, i64, i64, i64, i64)> =
+                        sqlx::query_as(sql::SELECT_USAGE).fetch_all(&self.pool).await.map_err(unavailable)?;
+                    let u = |v: i64| u64::try_from(v).unwrap_or(0);
+                    Ok(rows
+                        .into_iter()
+                        .map(|(id, r, i, o, cr, cc)| {
+                            (
+                                id,
+                                super::Usage {
+                                    requests: u(r),
+                                    input_tokens: u(i),
+                                    output_tokens: u(o),
+                                    cache_read_tokens: u(cr),
+                                    cache_creation_tokens: u(cc),
+                                },
+                            )
+                        })
+                        .collect())
+                })
+            }
+        }
+    };
+}
+
+pub(crate) use sql_store;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholders_are_numbered() {
+        assert_eq!(super::numbered("a = ? AND b = ?"), "a = $1 AND b = $2");
+    }
+}
