@@ -48,10 +48,16 @@ impl Target {
 
     /// CPU seconds of the proxy process tree (0 for the direct path) and of the simulator.
     pub fn cpu(&self) -> (f64, f64) {
-        let proxy = self
-            .proxy_pid
-            .map_or(0.0, |p| crate::procs::tree_cpu_secs(p).unwrap_or(0.0));
-        let sim = crate::procs::cpu_secs(self.sim_pid).unwrap_or(0.0);
+        let ((pu, ps), (su, ss)) = self.cpu_times();
+        (pu + ps, su + ss)
+    }
+
+    /// (user, system) CPU seconds of the proxy process tree and of the simulator.
+    pub fn cpu_times(&self) -> ((f64, f64), (f64, f64)) {
+        let proxy = self.proxy_pid.map_or((0.0, 0.0), |p| {
+            crate::procs::tree_cpu_times(p).unwrap_or((0.0, 0.0))
+        });
+        let sim = crate::procs::cpu_times(self.sim_pid).unwrap_or((0.0, 0.0));
         (proxy, sim)
     }
 }
@@ -129,10 +135,7 @@ impl Client {
     pub async fn get(&self, url: &str) -> anyhow::Result<Answer> {
         match self {
             Client::Hyper(c) => {
-                let resp = c
-                    .get(url.parse()?)
-                    .await
-                    .map_err(|e| anyhow!(chain(&e)))?;
+                let resp = c.get(url.parse()?).await.map_err(|e| anyhow!(chain(&e)))?;
                 let status = resp.status().as_u16();
                 resp.into_body().collect().await?;
                 Ok(Answer { status })

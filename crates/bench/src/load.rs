@@ -23,6 +23,9 @@ pub struct LoadResult {
     pub cpu_proxy: f64,
     pub cpu_sim: f64,
     pub cpu_client: f64,
+    /// The system (kernel) part of `cpu_proxy`, `cpu_sim`.
+    pub sys_proxy: f64,
+    pub sys_sim: f64,
 }
 
 impl LoadResult {
@@ -38,7 +41,11 @@ struct Acc {
 }
 
 impl Acc {
-    fn record(&mut self, started: Instant, result: Result<anyhow::Result<crate::client::Answer>, tokio::time::error::Elapsed>) {
+    fn record(
+        &mut self,
+        started: Instant,
+        result: Result<anyhow::Result<crate::client::Answer>, tokio::time::error::Elapsed>,
+    ) {
         match result {
             Ok(Ok(a)) if a.status == 200 => self.lat.push(micros(started.elapsed())),
             Ok(Ok(a)) => self.errors.add(format!("HTTP {}", a.status)),
@@ -53,13 +60,13 @@ pub fn micros(d: Duration) -> u64 {
 }
 
 struct CpuMark {
-    proxy: f64,
-    sim: f64,
+    proxy: (f64, f64),
+    sim: (f64, f64),
     client: f64,
 }
 
 fn cpu_mark(target: &Target) -> CpuMark {
-    let (proxy, sim) = target.cpu();
+    let (proxy, sim) = target.cpu_times();
     CpuMark {
         proxy,
         sim,
@@ -75,9 +82,11 @@ fn finish(target: &Target, before: CpuMark, acc: Acc, elapsed: Duration) -> Load
         ok,
         errors: acc.errors,
         elapsed,
-        cpu_proxy: after.proxy - before.proxy,
-        cpu_sim: after.sim - before.sim,
+        cpu_proxy: (after.proxy.0 + after.proxy.1) - (before.proxy.0 + before.proxy.1),
+        cpu_sim: (after.sim.0 + after.sim.1) - (before.sim.0 + before.sim.1),
         cpu_client: after.client - before.client,
+        sys_proxy: after.proxy.1 - before.proxy.1,
+        sys_sim: after.sim.1 - before.sim.1,
     }
 }
 

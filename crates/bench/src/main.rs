@@ -109,7 +109,8 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let gateway_bin = existing(
-        args.gateway_bin.map_or_else(|| sibling("claude-gateway"), Ok)?,
+        args.gateway_bin
+            .map_or_else(|| sibling("claude-gateway"), Ok)?,
         "claude-gateway",
     )?;
     let simulator_bin = existing(
@@ -148,7 +149,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     });
     match &args.profile {
         Some(dir) => {
-            eprintln!("[bench] profiling under callgrind (dumps in {})", dir.display());
+            eprintln!(
+                "[bench] profiling under callgrind (dumps in {})",
+                dir.display()
+            );
             match profile::run(&setup, dir).await {
                 Ok(phases) => results.profile = phases,
                 Err(e) => {
@@ -166,9 +170,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let ctx = report::Context {
-        date: chrono::Utc::now()
-            .format("%Y-%m-%d %H:%M UTC")
-            .to_string(),
+        date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
         command,
         machine: report::machine(),
         build: args.build.clone(),
@@ -190,8 +192,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 fn shell_quote(s: &str) -> String {
     if !s.is_empty()
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./=:,".contains(c))
     {
         s.to_string()

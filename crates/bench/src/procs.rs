@@ -16,6 +16,12 @@ const TICKS_PER_SEC: f64 = 100.0;
 
 /// User + system CPU time of one process, in seconds.
 pub fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
+    let (user, sys) = cpu_times(pid)?;
+    Ok(user + sys)
+}
+
+/// (user, system) CPU time of one process, in seconds.
+pub fn cpu_times(pid: u32) -> anyhow::Result<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     // The command name (field 2) may hold spaces and parentheses: fields are counted after its last ')'.
@@ -32,7 +38,10 @@ pub fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
             .parse::<u64>()
             .map_err(|e| anyhow!("/proc/{pid}/stat: {e}"))
     };
-    Ok((field(11)? + field(12)?) as f64 / TICKS_PER_SEC)
+    Ok((
+        field(11)? as f64 / TICKS_PER_SEC,
+        field(12)? as f64 / TICKS_PER_SEC,
+    ))
 }
 
 fn parent_of(pid: u32) -> Option<u32> {
@@ -46,7 +55,11 @@ pub fn tree(pid: u32) -> Vec<u32> {
     let mut all: Vec<(u32, u32)> = Vec::new();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for entry in dir.flatten() {
-            if let Some(p) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {
+            if let Some(p) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            {
                 if let Some(pp) = parent_of(p) {
                     all.push((p, pp));
                 }
@@ -63,13 +76,15 @@ pub fn tree(pid: u32) -> Vec<u32> {
     out
 }
 
-/// CPU seconds of a process and its descendants (LiteLLM may fork workers).
-pub fn tree_cpu_secs(pid: u32) -> anyhow::Result<f64> {
-    let mut total = cpu_secs(pid)?;
+/// (user, system) CPU seconds of a process and its descendants (LiteLLM may fork workers).
+pub fn tree_cpu_times(pid: u32) -> anyhow::Result<(f64, f64)> {
+    let (mut user, mut sys) = cpu_times(pid)?;
     for p in tree(pid).into_iter().skip(1) {
-        total += cpu_secs(p).unwrap_or(0.0);
+        let (u, s) = cpu_times(p).unwrap_or((0.0, 0.0));
+        user += u;
+        sys += s;
     }
-    Ok(total)
+    Ok((user, sys))
 }
 
 /// A `/proc/<pid>/status` field in kB (`VmRSS`, `VmHWM`).
@@ -100,7 +115,9 @@ impl TempDir {
     /// A fresh directory under `base` (the system temp dir when `None`).
     pub fn new(base: Option<&Path>, label: &str) -> anyhow::Result<TempDir> {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let base = base.map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
+        let base = base
+            .map(Path::to_path_buf)
+            .unwrap_or_else(std::env::temp_dir);
         let p = base.join(format!(
             "cgw-bench-{}-{}-{label}",
             std::process::id(),
@@ -153,10 +170,7 @@ impl Proc {
         if let Some(err) = child.stderr.take() {
             pump(err, tail.clone(), tx);
         }
-        let mut proc = Proc {
-            child,
-            tail,
-        };
+        let mut proc = Proc { child, tail };
         let mut found: Vec<Option<String>> = vec![None; markers.len()];
         let deadline = Instant::now() + timeout;
         while found.iter().any(Option::is_none) {
@@ -209,7 +223,11 @@ impl Drop for Proc {
 }
 
 /// Reads lines of `from` into `tail` (bounded) and sends them to `tx` while anyone listens.
-fn pump(from: impl Read + Send + 'static, tail: Arc<Mutex<VecDeque<String>>>, tx: mpsc::Sender<String>) {
+fn pump(
+    from: impl Read + Send + 'static,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    tx: mpsc::Sender<String>,
+) {
     std::thread::spawn(move || {
         let mut reader = BufReader::new(from);
         let mut buf = Vec::new();
@@ -402,7 +420,11 @@ impl Gateway {
     }
 
     /// Like [`Gateway::start`], run under `wrapper` when it is not empty.
-    pub fn start_wrapped(wrapper: &[String], bin: &Path, dir: &GatewayDir) -> anyhow::Result<Gateway> {
+    pub fn start_wrapped(
+        wrapper: &[String],
+        bin: &Path,
+        dir: &GatewayDir,
+    ) -> anyhow::Result<Gateway> {
         let mut cmd = wrapped(wrapper, bin);
         cmd.arg("serve")
             .arg("--config")
@@ -426,6 +448,17 @@ impl Gateway {
 
     /// Waits until the admin API lists `n` accounts (the gateway reloads the store every second).
     pub async fn wait_accounts(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
+        self.wait_until(&format!("{n} accounts"), timeout, |a| a.len() == n)
+            .await
+    }
+
+    /// Waits until `GET /admin/accounts` gives an account list for which `ok` holds.
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        ok: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> anyhow::Result<()> {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + timeout;
         loop {
@@ -436,15 +469,19 @@ impl Gateway {
                 .await?
                 .json()
                 .await?;
-            let seen = v
+            let accounts = v
                 .get("accounts")
                 .and_then(serde_json::Value::as_array)
-                .map_or(0, Vec::len);
-            if seen == n {
+                .cloned()
+                .unwrap_or_default();
+            if ok(&accounts) {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("the gateway lists {seen} accounts, not {n}");
+                bail!(
+                    "the gateway never showed {what}; its accounts: {}",
+                    serde_json::Value::Array(accounts)
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -504,7 +541,12 @@ impl LiteLlm {
             .env("PYTHONUNBUFFERED", "1")
             .env_remove("DATABASE_URL")
             .current_dir(dir.path());
-        let (proc, _) = Proc::spawn("litellm", cmd, &["Uvicorn running on"], Duration::from_secs(180))?;
+        let (proc, _) = Proc::spawn(
+            "litellm",
+            cmd,
+            &["Uvicorn running on"],
+            Duration::from_secs(180),
+        )?;
         let base_url = format!("http://127.0.0.1:{port}");
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -518,7 +560,10 @@ impl LiteLlm {
                 break;
             }
             if Instant::now() > deadline {
-                bail!("LiteLLM's liveness probe never answered; its output:\n{}", proc.tail());
+                bail!(
+                    "LiteLLM's liveness probe never answered; its output:\n{}",
+                    proc.tail()
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -527,7 +572,10 @@ impl LiteLlm {
             .map(|bin| bin.join("python"))
             .and_then(|py| {
                 Command::new(py)
-                    .args(["-c", "import importlib.metadata as m; print(m.version('litellm'))"])
+                    .args([
+                        "-c",
+                        "import importlib.metadata as m; print(m.version('litellm'))",
+                    ])
                     .output()
                     .ok()
             })

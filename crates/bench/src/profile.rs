@@ -67,7 +67,10 @@ fn newest_dump(dir: &Path, who: &str, pid: u32) -> anyhow::Result<PathBuf> {
     let mut best: Option<(u64, PathBuf)> = None;
     for e in std::fs::read_dir(dir)?.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
-        if let Some(n) = name.strip_prefix(&prefix).and_then(|n| n.parse::<u64>().ok()) {
+        if let Some(n) = name
+            .strip_prefix(&prefix)
+            .and_then(|n| n.parse::<u64>().ok())
+        {
             if best.as_ref().is_none_or(|(b, _)| n > *b) {
                 best = Some((n, e.path()));
             }
@@ -81,7 +84,8 @@ fn newest_dump(dir: &Path, who: &str, pid: u32) -> anyhow::Result<PathBuf> {
 /// `callgrind_annotate`, which counts the inclusive cost of calls still active at the dump (`calls=0`) as the caller's
 /// own.
 fn annotate(file: &Path) -> anyhow::Result<(u64, Vec<(u64, String, String)>)> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     parse_callgrind(&text).ok_or_else(|| anyhow!("{} holds no callgrind totals", file.display()))
 }
 
@@ -122,11 +126,16 @@ fn parse_callgrind(text: &str) -> Option<(u64, Vec<(u64, String, String)>)> {
                 .nth(1)
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0);
-            *self_cost.entry((function.clone(), object.clone())).or_insert(0) += ir;
+            *self_cost
+                .entry((function.clone(), object.clone()))
+                .or_insert(0) += ir;
             continue;
         }
         let Some((key, value)) = line.split_once('=') else {
-            if let Some(v) = line.strip_prefix("summary:").or_else(|| line.strip_prefix("totals:")) {
+            if let Some(v) = line
+                .strip_prefix("summary:")
+                .or_else(|| line.strip_prefix("totals:"))
+            {
                 total = total.or_else(|| v.trim().parse::<u64>().ok());
             }
             continue;
@@ -157,7 +166,10 @@ fn parse_callgrind(text: &str) -> Option<(u64, Vec<(u64, String, String)>)> {
 }
 
 fn crate_of(function: &str, object: &str) -> String {
-    let f = function.trim_start_matches(['<', '&', '*']).trim_start_matches("dyn ").trim_start_matches("mut ");
+    let f = function
+        .trim_start_matches(['<', '&', '*'])
+        .trim_start_matches("dyn ")
+        .trim_start_matches("mut ");
     match f.split_once("::") {
         Some((head, _)) if !head.is_empty() && !head.contains(' ') => {
             let head = head.split('<').next().unwrap_or(head);
@@ -214,7 +226,13 @@ pub async fn run(setup: &Setup, dir: &Path) -> anyhow::Result<Vec<Phase>> {
     let gdir = GatewayDir::new(None, "profile", &sim)?;
     gdir.cli(
         &setup.gateway_bin,
-        &["accounts", "add-key", "--name", "bench", "sk-ant-api03-bench-profile"],
+        &[
+            "accounts",
+            "add-key",
+            "--name",
+            "bench",
+            "sk-ant-api03-bench-profile",
+        ],
     )?;
     let gw = Gateway::start_wrapped(&callgrind(dir, "gateway"), &setup.gateway_bin, &gdir)?;
     let target = Target::new(
@@ -225,62 +243,140 @@ pub async fn run(setup: &Setup, dir: &Path) -> anyhow::Result<Vec<Phase>> {
         sim.proc.pid(),
     )?;
     let client = Client::new(ClientKind::Hyper)?;
-    let (n_small, n_large, n_streams) = if plan.smoke { (50, 4, 4) } else { (2000, 60, 30) };
+    let (n_small, n_large, n_streams) = if plan.smoke {
+        (50, 4, 4)
+    } else {
+        (2000, 60, 30)
+    };
     let small = body(plan.body_bytes, false, None);
     let large = body(plan.large_bytes, false, None);
-    let sbody = body(plan.body_bytes, true, Some((text_events, plan.stream_delay_ms)));
+    let sbody = body(
+        plan.body_bytes,
+        true,
+        Some((text_events, plan.stream_delay_ms)),
+    );
 
     // Warm up (lazy initialisation, connection pools) before anything is counted.
     run_closed(&client, &target, &small, 50, 4).await?;
 
     let mut phases = Vec::new();
     let specs: [(&'static str, String, u64); 3] = [
-        ("small", format!("non-stream, {} B requests, concurrency 8", plan.body_bytes), n_small),
-        ("stream", format!("streams of {} events, 5 at a time", plan.stream_events), n_streams),
-        ("large", format!("non-stream, {} KB requests, concurrency 2", plan.large_bytes / 1024), n_large),
+        (
+            "small",
+            format!("non-stream, {} B requests, concurrency 8", plan.body_bytes),
+            n_small,
+        ),
+        (
+            "stream",
+            format!("streams of {} events, 5 at a time", plan.stream_events),
+            n_streams,
+        ),
+        (
+            "large",
+            format!(
+                "non-stream, {} KB requests, concurrency 2",
+                plan.large_bytes / 1024
+            ),
+            n_large,
+        ),
     ];
     for (key, name, n) in specs {
-        control(&["--zero"], gw.proc.pid())?;
-        control(&["--zero"], sim.proc.pid())?;
-        let t0 = Instant::now();
-        match key {
-            "small" => run_closed(&client, &target, &small, n, 8).await?,
-            "large" => run_closed(&client, &target, &large, n, 2).await?,
-            _ => run_streams(&target, &sbody, n, 5).await?,
-        }
-        let dump = format!("--dump={key}");
-        control(&[&dump], gw.proc.pid())?;
-        control(&[&dump], sim.proc.pid())?;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let (gateway_ir, rows) = annotate(&newest_dump(dir, "gateway", gw.proc.pid())?)?;
-        let (sim_ir, _) = annotate(&newest_dump(dir, "simulator", sim.proc.pid())?)?;
-        let mut crates: BTreeMap<String, u64> = BTreeMap::new();
-        for (ir, f, o) in &rows {
-            *crates.entry(crate_of(f, o)).or_insert(0) += ir;
-        }
-        let mut crates: Vec<(String, u64)> = crates.into_iter().collect();
-        crates.sort_by(|a, b| b.1.cmp(&a.1));
-        let mut top: Vec<(u64, String)> = rows.into_iter().map(|(ir, f, _)| (ir, f)).collect();
-        top.sort_by(|a, b| b.0.cmp(&a.0));
-        top.truncate(12);
-        eprintln!(
-            "[bench] profile {key}: {} requests in {:.0} s, gateway {} Ir/request, simulator {} Ir/request",
-            n,
-            t0.elapsed().as_secs_f64(),
-            gateway_ir / n.max(1),
-            sim_ir / n.max(1)
-        );
-        phases.push(Phase {
-            key,
-            name,
-            requests: n,
-            gateway_ir,
-            sim_ir,
-            top,
-            crates,
-        });
+        let phase = measure(dir, &gw, &sim, key, name, n, || async {
+            match key {
+                "small" => run_closed(&client, &target, &small, n, 8).await,
+                "large" => run_closed(&client, &target, &large, n, 2).await,
+                _ => run_streams(&target, &sbody, n, 5).await,
+            }
+        })
+        .await?;
+        phases.push(phase);
     }
+    drop(gw);
+
+    // A gateway with the many accounts of the memory scenario: what choosing among them costs.
+    let adir = GatewayDir::new(
+        crate::scenarios::fast_tmp().as_deref(),
+        "profile-accounts",
+        &sim,
+    )?;
+    crate::scenarios::seed_api_keys(&adir.data_dir(), plan.accounts).await?;
+    let agw = Gateway::start_wrapped(&callgrind(dir, "gateway"), &setup.gateway_bin, &adir)?;
+    agw.wait_accounts(plan.accounts, Duration::from_secs(120))
+        .await?;
+    let atarget = Target::new(
+        "gateway",
+        &agw.base_url,
+        ("x-api-key", CLIENT_KEY),
+        Some(agw.proc.pid()),
+        sim.proc.pid(),
+    )?;
+    run_closed(&client, &atarget, &small, 4, 2).await?;
+    let n_accounts = if plan.smoke { 10 } else { 100 };
+    let phase = measure(
+        dir,
+        &agw,
+        &sim,
+        "accounts",
+        format!(
+            "non-stream, {} B requests, {} accounts, concurrency 2",
+            plan.body_bytes, plan.accounts
+        ),
+        n_accounts,
+        || run_closed(&client, &atarget, &small, n_accounts, 2),
+    )
+    .await?;
+    phases.push(phase);
     Ok(phases)
+}
+
+/// Zeroes both processes' counters, runs `work`, dumps them, and reads the dumps.
+async fn measure<F, Fut>(
+    dir: &Path,
+    gw: &Gateway,
+    sim: &Sim,
+    key: &'static str,
+    name: String,
+    n: u64,
+    work: F,
+) -> anyhow::Result<Phase>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    control(&["--zero"], gw.proc.pid())?;
+    control(&["--zero"], sim.proc.pid())?;
+    let t0 = Instant::now();
+    work().await?;
+    let dump = format!("--dump={key}");
+    control(&[&dump], gw.proc.pid())?;
+    control(&[&dump], sim.proc.pid())?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (gateway_ir, rows) = annotate(&newest_dump(dir, "gateway", gw.proc.pid())?)?;
+    let (sim_ir, _) = annotate(&newest_dump(dir, "simulator", sim.proc.pid())?)?;
+    let mut crates: BTreeMap<String, u64> = BTreeMap::new();
+    for (ir, f, o) in &rows {
+        *crates.entry(crate_of(f, o)).or_insert(0) += ir;
+    }
+    let mut crates: Vec<(String, u64)> = crates.into_iter().collect();
+    crates.sort_by(|a, b| b.1.cmp(&a.1));
+    let mut top: Vec<(u64, String)> = rows.into_iter().map(|(ir, f, _)| (ir, f)).collect();
+    top.sort_by(|a, b| b.0.cmp(&a.0));
+    top.truncate(12);
+    eprintln!(
+        "[bench] profile {key}: {n} requests in {:.0} s, gateway {} Ir/request, simulator {} Ir/request",
+        t0.elapsed().as_secs_f64(),
+        gateway_ir / n.max(1),
+        sim_ir / n.max(1)
+    );
+    Ok(Phase {
+        key,
+        name,
+        requests: n,
+        gateway_ir,
+        sim_ir,
+        top,
+        crates,
+    })
 }
 
 async fn run_closed(
@@ -333,7 +429,10 @@ async fn run_streams(target: &Target, body: &[u8], n: u64, concurrency: u64) -> 
 /// `n` split over `workers` as evenly as possible (no empty shares).
 fn shares(n: u64, workers: u64) -> Vec<u64> {
     let w = workers.clamp(1, n.max(1));
-    (0..w).map(|i| n / w + u64::from(i < n % w)).filter(|s| *s > 0).collect()
+    (0..w)
+        .map(|i| n / w + u64::from(i < n % w))
+        .filter(|s| *s > 0)
+        .collect()
 }
 
 fn ir(n: u64) -> String {
@@ -402,13 +501,24 @@ pub fn summary(p: &Phase) -> String {
         .crates
         .iter()
         .take(4)
-        .map(|(c, v)| format!("{c} {:.0} %", *v as f64 * 100.0 / p.gateway_ir.max(1) as f64))
+        .map(|(c, v)| {
+            format!(
+                "{c} {:.0} %",
+                *v as f64 * 100.0 / p.gateway_ir.max(1) as f64
+            )
+        })
         .collect();
     let top: Vec<String> = p
         .top
         .iter()
         .take(3)
-        .map(|(v, f)| format!("`{}` {:.1} %", short(f).replace('`', "'"), *v as f64 * 100.0 / p.gateway_ir.max(1) as f64))
+        .map(|(v, f)| {
+            format!(
+                "`{}` {:.1} %",
+                short(f).replace('`', "'"),
+                *v as f64 * 100.0 / p.gateway_ir.max(1) as f64
+            )
+        })
         .collect();
     format!(
         "under callgrind ({}) the gateway executes {} instructions per request, {:.2}× the simulator's {}; its self \
@@ -440,9 +550,15 @@ mod tests {
                 (10, "x::main".to_string(), "/bin/x".to_string()),
             ]
         );
-        assert_eq!(crate_of("memcpy", "/usr/lib/libc.so.6"), "libc (malloc, memcpy, syscalls)");
+        assert_eq!(
+            crate_of("memcpy", "/usr/lib/libc.so.6"),
+            "libc (malloc, memcpy, syscalls)"
+        );
         assert_eq!(crate_of("<hyper::proto::X as core::Y>::poll", ""), "hyper");
-        assert_eq!(crate_of("core::ptr::drop_in_place<a::B>", ""), "std (core, alloc)");
+        assert_eq!(
+            crate_of("core::ptr::drop_in_place<a::B>", ""),
+            "std (core, alloc)"
+        );
         assert_eq!(shares(10, 4), vec![3, 3, 2, 2]);
         assert_eq!(shares(4, 5), vec![1, 1, 1, 1]);
         assert_eq!(shares(0, 5), Vec::<u64>::new());

@@ -22,12 +22,22 @@ pub fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
-        .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, v)| v.trim().to_string()))
+        .find_map(|l| {
+            l.strip_prefix("model name")?
+                .split_once(':')
+                .map(|(_, v)| v.trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let mem_kib: u64 = meminfo
         .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:")?.split_whitespace().next()?.parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("MemTotal:")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .unwrap_or(0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!(
@@ -35,6 +45,16 @@ pub fn machine() -> String {
         mem_kib as f64 / 1024.0 / 1024.0,
         kernel.trim()
     )
+}
+
+/// A duration in seconds, as short as it can be said.
+fn secs(d: std::time::Duration) -> String {
+    let s = d.as_secs_f64();
+    if s >= 10.0 || s.fract() == 0.0 {
+        format!("{s:.0} s")
+    } else {
+        format!("{s:.1} s")
+    }
 }
 
 /// Microseconds as milliseconds.
@@ -45,7 +65,11 @@ fn ms(us: u64) -> String {
 /// A signed difference in milliseconds.
 fn dms(a: u64, b: u64) -> String {
     let d = a as f64 - b as f64;
-    format!("{}{:.3} ms", if d >= 0.0 { "+" } else { "−" }, d.abs() / 1000.0)
+    format!(
+        "{}{:.3} ms",
+        if d >= 0.0 { "+" } else { "−" },
+        d.abs() / 1000.0
+    )
 }
 
 fn pct(ratio: f64) -> String {
@@ -61,7 +85,11 @@ fn verdict(pass: bool) -> &'static str {
 }
 
 fn dist_cells(d: &Dist) -> String {
-    d.percentiles().iter().map(|v| ms(*v)).collect::<Vec<_>>().join(" | ")
+    d.percentiles()
+        .iter()
+        .map(|v| ms(*v))
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 fn delta_cells(a: &Dist, b: &Dist) -> String {
@@ -76,13 +104,39 @@ fn delta_cells(a: &Dist, b: &Dist) -> String {
 /// Latency table rows: direct, gateway, Δ, then LiteLLM and Δ when present.
 fn latency_rows(out: &mut String, t: &Trio<LoadResult>, extra: impl Fn(&LoadResult) -> String) {
     let d = &t.direct;
-    let _ = writeln!(out, "| direct | {} | {} | {} |", dist_cells(&d.latency), d.errors.describe(), extra(d));
+    let _ = writeln!(
+        out,
+        "| direct | {} | {} | {} |",
+        dist_cells(&d.latency),
+        d.errors.describe(),
+        extra(d)
+    );
     let g = &t.gateway;
-    let _ = writeln!(out, "| gateway | {} | {} | {} |", dist_cells(&g.latency), g.errors.describe(), extra(g));
-    let _ = writeln!(out, "| **gateway − direct** | {} | | |", delta_cells(&g.latency, &d.latency));
+    let _ = writeln!(
+        out,
+        "| gateway | {} | {} | {} |",
+        dist_cells(&g.latency),
+        g.errors.describe(),
+        extra(g)
+    );
+    let _ = writeln!(
+        out,
+        "| **gateway − direct** | {} | | |",
+        delta_cells(&g.latency, &d.latency)
+    );
     if let Some(l) = &t.litellm {
-        let _ = writeln!(out, "| LiteLLM | {} | {} | {} |", dist_cells(&l.latency), l.errors.describe(), extra(l));
-        let _ = writeln!(out, "| LiteLLM − direct | {} | | |", delta_cells(&l.latency, &d.latency));
+        let _ = writeln!(
+            out,
+            "| LiteLLM | {} | {} | {} |",
+            dist_cells(&l.latency),
+            l.errors.describe(),
+            extra(l)
+        );
+        let _ = writeln!(
+            out,
+            "| LiteLLM − direct | {} | | |",
+            delta_cells(&l.latency, &d.latency)
+        );
     }
 }
 
@@ -93,6 +147,8 @@ struct Target {
     miss_by: String,
     /// The profile workload that explains this figure (`small`, `stream`, `large`), if any.
     phase: Option<&'static str>,
+    /// More evidence for a miss.
+    note: String,
 }
 
 fn targets(r: &Results) -> Vec<Target> {
@@ -105,16 +161,28 @@ fn targets(r: &Results) -> Vec<Target> {
             pass: added < 1000 && t.gateway.errors.total() == 0,
             miss_by: format!("{:.3} ms over", (added - 1000) as f64 / 1000.0),
             phase: Some("small"),
+            note: String::new(),
         });
     }
     if let Some(t) = &r.throughput {
         let ratio = t.gateway.rps() / t.direct.rps().max(1e-9);
+        let g = &t.gateway;
+        let us = |cpu: f64| per_k(cpu, g.ok) * 1000.0;
         out.push(Target {
             what: "throughput ≥ 60 % of direct (concurrency 64)".into(),
             measured: format!("{} ({:.0} vs {:.0} req/s)", pct(ratio), t.gateway.rps(), t.direct.rps()),
             pass: ratio >= 0.6 && t.gateway.errors.total() == 0,
             miss_by: format!("{:.0} points short", (0.6 - ratio) * 100.0),
             phase: Some("small"),
+            note: format!(
+                " CPU per request (section 2): gateway {:.0} µs ({:.0} µs in the kernel), simulator {:.0} µs ({:.0} µs), \
+                 client {:.0} µs, all on the same CPUs.",
+                us(g.cpu_proxy),
+                us(g.sys_proxy),
+                us(g.cpu_sim),
+                us(g.sys_sim),
+                us(g.cpu_client)
+            ),
         });
     }
     if let Some(s) = &r.streaming {
@@ -125,19 +193,31 @@ fn targets(r: &Results) -> Vec<Target> {
             pass: added < 1000 && s.gateway.errors.total() == 0,
             miss_by: format!("{:.3} ms over", (added - 1000) as f64 / 1000.0),
             phase: Some("stream"),
+            note: String::new(),
         });
         let extra_shared = s.gateway.shared_read as i64 - s.direct.shared_read as i64;
         let extra_chunk = s.gateway.not_own_chunk as i64 - s.direct.not_own_chunk as i64;
         out.push(Target {
-            what: "streaming: no coalescing (events sharing a read / an HTTP chunk, beyond direct's)".into(),
+            what:
+                "streaming: no coalescing (events sharing a read / an HTTP chunk, beyond direct's)"
+                    .into(),
             measured: format!(
                 "{} / {} of {} events (direct: {} / {} of {})",
-                s.gateway.shared_read, s.gateway.not_own_chunk, s.gateway.events,
-                s.direct.shared_read, s.direct.not_own_chunk, s.direct.events
+                s.gateway.shared_read,
+                s.gateway.not_own_chunk,
+                s.gateway.events,
+                s.direct.shared_read,
+                s.direct.not_own_chunk,
+                s.direct.events
             ),
             pass: extra_shared <= 0 && extra_chunk <= 0,
-            miss_by: format!("{} events in shared reads, {} not in their own chunk", extra_shared.max(0), extra_chunk.max(0)),
+            miss_by: format!(
+                "{} events in shared reads, {} not in their own chunk",
+                extra_shared.max(0),
+                extra_chunk.max(0)
+            ),
             phase: Some("stream"),
+            note: String::new(),
         });
     }
     if let Some(l) = &r.large {
@@ -148,13 +228,22 @@ fn targets(r: &Results) -> Vec<Target> {
             pass: added < 5000 && l.gateway.errors.total() == 0,
             miss_by: format!("{:.3} ms over", (added - 5000) as f64 / 1000.0),
             phase: Some("large"),
+            note: String::new(),
         });
     }
     if let Some(m) = &r.memory {
         for (what, v, limit) in [
             ("RSS idle < 30 MB".to_string(), m.idle_mb, 30.0),
-            (format!("RSS with {} accounts < 100 MB", m.accounts), m.accounts_mb, 100.0),
-            (format!("RSS with {} open streams < 250 MB", m.streams_requested), m.streams_mb, 250.0),
+            (
+                format!("RSS with {} accounts < 100 MB", m.accounts),
+                m.accounts_mb,
+                100.0,
+            ),
+            (
+                format!("RSS with {} open streams < 250 MB", m.streams_requested),
+                m.streams_mb,
+                250.0,
+            ),
         ] {
             out.push(Target {
                 what,
@@ -162,26 +251,68 @@ fn targets(r: &Results) -> Vec<Target> {
                 pass: v < limit,
                 miss_by: format!("{:.1} MB over", v - limit),
                 phase: None,
+                note: String::new(),
             });
         }
         if m.streams_open < m.streams_requested {
             out.push(Target {
                 what: format!("{} streams open at once", m.streams_requested),
-                measured: format!("{} open, errors {}", m.streams_open, m.streams_errors.describe()),
+                measured: format!(
+                    "{} open, errors {}",
+                    m.streams_open,
+                    m.streams_errors.describe()
+                ),
                 pass: false,
                 miss_by: format!("{} streams failed", m.streams_requested - m.streams_open),
                 phase: None,
+                note: String::new(),
             });
         }
     }
     if let Some(s) = &r.stampede {
         out.push(Target {
-            what: format!("refresh stampede: {} concurrent requests cause exactly 1 token call", s.n),
-            measured: format!("{} call(s), {} errors", s.token_calls, s.stampede.errors.total()),
+            what: format!(
+                "refresh stampede: {} concurrent requests cause exactly 1 token call",
+                s.n
+            ),
+            measured: format!(
+                "{} call(s), {} errors",
+                s.token_calls,
+                s.stampede.errors.total()
+            ),
             pass: s.token_calls == 1 && s.stampede.errors.total() == 0,
             miss_by: format!("{} calls", s.token_calls),
             phase: None,
+            note: String::new(),
         });
+    }
+    out
+}
+
+/// Figures outside the issue's targets that still deserve a line: a large added latency with many accounts.
+fn other_findings(r: &Results, plan: &Plan) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some((d, g)) = r.memory.as_ref().and_then(|m| m.accounts_latency.as_ref()) {
+        let added = g.latency.p99 as i64 - d.latency.p99 as i64;
+        if added >= 1000 || g.errors.total() > 0 {
+            let profile = match r.profile.iter().find(|p| p.key == "accounts") {
+                Some(p) => format!(" Profile: {}.", crate::profile::summary(p)),
+                None => String::new(),
+            };
+            out.push(format!(
+                "**With {} accounts loaded the gateway adds {} at p99 ({} at p50) at {:.0} requests/s** (errors {}), \
+                 against {} with one account (section 5).{profile}",
+                r.memory.as_ref().map_or(0, |m| m.accounts),
+                dms(g.latency.p99, d.latency.p99),
+                dms(g.latency.p50, d.latency.p50),
+                plan.accounts_rate,
+                g.errors.describe(),
+                r.latency
+                    .first()
+                    .map(|(_, t)| dms(t.gateway.latency.p99, t.direct.latency.p99))
+                    .unwrap_or_default()
+            ));
+        }
     }
     out
 }
@@ -220,7 +351,11 @@ pub fn render(r: &Results, plan: &Plan, ctx: &Context) -> String {
             let _ = writeln!(o, "- **Peer:** LiteLLM proxy {v} (PyPI, pinned by `bench/run.sh`, one worker), `anthropic/` provider with `api_base` at the same simulator, clients on its `/v1/messages`");
         }
         None => {
-            let _ = writeln!(o, "- **Peer:** LiteLLM was not measured: {}", r.litellm_absent);
+            let _ = writeln!(
+                o,
+                "- **Peer:** LiteLLM was not measured: {}",
+                r.litellm_absent
+            );
         }
     }
     if let Some(c) = &r.client_cmp {
@@ -258,21 +393,40 @@ pub fn render(r: &Results, plan: &Plan, ctx: &Context) -> String {
                     "No profile: {}.",
                     r.profile_note.as_deref().unwrap_or("not requested")
                 ),
-                None => "A memory or correctness figure: the CPU profile below does not explain it.".to_string(),
+                None => {
+                    "A memory or correctness figure: the CPU profile below does not explain it."
+                        .to_string()
+                }
             };
-            let _ = writeln!(o, "- **{}**: measured {}, missed by {}. {}", t.what, t.measured, t.miss_by, why);
+            let _ = writeln!(
+                o,
+                "- **{}**: measured {}, missed by {}.{} {}",
+                t.what, t.measured, t.miss_by, t.note, why
+            );
+        }
+        let _ = writeln!(o);
+    }
+    let findings = other_findings(r, plan);
+    if !findings.is_empty() {
+        let _ = writeln!(o, "### Other findings\n");
+        for f in findings {
+            let _ = writeln!(o, "- {f}");
         }
         let _ = writeln!(o);
     }
 
     let hdr = "| path | p50 | p90 | p99 | p99.9 | errors |";
-    let _ = writeln!(o, "## 1. Latency, non-stream, {} B requests, open loop\n", plan.body_bytes);
+    let _ = writeln!(
+        o,
+        "## 1. Latency, non-stream, {} B requests, open loop\n",
+        plan.body_bytes
+    );
     let _ = writeln!(
         o,
         "Requests are due at fixed intervals whatever happened to earlier ones; latency counts from the due time \
-         (no coordinated omission). {:.0} s per path after {:.0} s of warm-up.\n",
-        plan.latency_duration.as_secs_f64(),
-        plan.warmup.as_secs_f64()
+         (no coordinated omission). {} per path after {} of warm-up.\n",
+        secs(plan.latency_duration),
+        secs(plan.warmup)
     );
     for (rate, t) in &r.latency {
         let _ = writeln!(o, "**{rate:.0} requests/s**\n");
@@ -283,25 +437,34 @@ pub fn render(r: &Results, plan: &Plan, ctx: &Context) -> String {
     }
 
     if let Some(t) = &r.throughput {
-        let _ = writeln!(o, "## 2. Maximum throughput, closed loop, concurrency {}\n", plan.concurrency);
-        let _ = writeln!(o, "| path | requests/s | vs direct | p50 | p99 | errors | proxy CPU s / 1k req | simulator CPU s / 1k req | client CPU s / 1k req |");
+        let _ = writeln!(
+            o,
+            "## 2. Maximum throughput, closed loop, concurrency {}\n",
+            plan.concurrency
+        );
+        let _ = writeln!(o, "| path | requests/s | vs direct | p50 | p99 | errors | proxy CPU s / 1k req (kernel part) | simulator CPU s / 1k req (kernel part) | client CPU s / 1k req |");
         let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|");
         let d = t.direct.rps().max(1e-9);
         let mut row = |name: &str, x: &LoadResult| {
             let proxy = if name == "direct" {
                 "—".to_string()
             } else {
-                format!("{:.3}", per_k(x.cpu_proxy, x.ok))
+                format!(
+                    "{:.3} ({:.3})",
+                    per_k(x.cpu_proxy, x.ok),
+                    per_k(x.sys_proxy, x.ok)
+                )
             };
             let _ = writeln!(
                 o,
-                "| {name} | {:.0} | {} | {} | {} | {} | {proxy} | {:.3} | {:.3} |",
+                "| {name} | {:.0} | {} | {} | {} | {} | {proxy} | {:.3} ({:.3}) | {:.3} |",
                 x.rps(),
                 pct(x.rps() / d),
                 ms(x.latency.p50),
                 ms(x.latency.p99),
                 x.errors.describe(),
                 per_k(x.cpu_sim, x.ok),
+                per_k(x.sys_sim, x.ok),
                 per_k(x.cpu_client, x.ok)
             );
         };
@@ -310,12 +473,26 @@ pub fn render(r: &Results, plan: &Plan, ctx: &Context) -> String {
         if let Some(l) = &t.litellm {
             row("LiteLLM", l);
         }
+        let us = |cpu: f64, ok: u64| per_k(cpu, ok) * 1000.0;
+        let g = &t.gateway;
+        let (gw, gw_sys) = (us(g.cpu_proxy, g.ok), us(g.sys_proxy, g.ok));
+        let (sim, sim_sys) = (us(g.cpu_sim, g.ok), us(g.sys_sim, g.ok));
+        let (cl_g, cl_d) = (us(g.cpu_client, g.ok), us(t.direct.cpu_client, t.direct.ok));
+        let sim_d = us(t.direct.cpu_sim, t.direct.ok);
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+        let ceil_g = cpus * 1e6 / (cl_g + gw + sim).max(1e-9);
+        let ceil_d = cpus * 1e6 / (cl_d + sim_d).max(1e-9);
         let _ = writeln!(
             o,
-            "\nCPU seconds from `/proc/<pid>/stat` (utime + stime) over the measured window. The gateway's CPU per \
-             request relative to the simulator's: **{:.2}×** (the simulator parses the JSON body and builds the answer; \
-             the gateway authenticates, picks an account, and relays both ways).\n",
-            per_k(t.gateway.cpu_proxy, t.gateway.ok) / per_k(t.gateway.cpu_sim, t.gateway.ok).max(1e-9)
+            "\nCPU seconds from `/proc/<pid>/stat` (utime + stime) over the measured window. Per request the gateway \
+             uses {gw:.0} µs of CPU ({gw_sys:.0} µs of it in the kernel), **{:.2}×** the simulator's {sim:.0} µs \
+             ({sim_sys:.0} µs kernel). The client, the gateway and the simulator share {cpus:.0} CPUs, so CPU cost alone \
+             caps the gateway path at about {cpus:.0} s ÷ ({cl_g:.0} + {gw:.0} + {sim:.0}) µs ≈ {ceil_g:.0} req/s and \
+             the direct path at {cpus:.0} s ÷ ({cl_d:.0} + {sim_d:.0}) µs ≈ {ceil_d:.0} req/s: an expected ratio of \
+             {} (measured {}).\n",
+            gw / sim.max(1e-9),
+            pct(ceil_g / ceil_d.max(1e-9)),
+            pct(t.gateway.rps() / d)
         );
     }
 
@@ -327,15 +504,18 @@ pub fn render(r: &Results, plan: &Plan, ctx: &Context) -> String {
         );
         let _ = writeln!(
             o,
-            "A new stream every {:.0} ms for {:.0} s, read by a raw HTTP/1.1 client that timestamps every `read()`: \
+            "A new stream every {:.0} ms for {}, read by a raw HTTP/1.1 client that timestamps every `read()`: \
              time to the first byte and to the end of the first event (from the due time), and the gap between \
              consecutive events. An event *shares a read* when the read that completed it completed another event too, \
              and is *not in its own chunk* when its HTTP chunk held anything else.\n",
             1000.0 / plan.stream_rate,
-            plan.stream_duration.as_secs_f64()
+            secs(plan.stream_duration)
         );
         let _ = writeln!(o, "| path | streams | first byte p50 | first byte p99 | first event p50 | p90 | p99 | p99.9 | gap p50 | gap p99 | gap max | events | in a shared read | not in own chunk | errors |");
-        let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(
+            o,
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        );
         let row = |o: &mut String, name: &str, x: &StreamResult| {
             let _ = writeln!(
                 o,
@@ -401,9 +581,23 @@ pub fn render(r: &Results, plan: &Plan, ctx: &Context) -> String {
         );
         let _ = writeln!(o, "{hdr}");
         let _ = writeln!(o, "|---|---|---|---|---|---|");
-        let _ = writeln!(o, "| direct | {} | {} |", dist_cells(&l.direct.latency), l.direct.errors.describe());
-        let _ = writeln!(o, "| gateway | {} | {} |", dist_cells(&l.gateway.latency), l.gateway.errors.describe());
-        let _ = writeln!(o, "| **gateway − direct** | {} | |", delta_cells(&l.gateway.latency, &l.direct.latency));
+        let _ = writeln!(
+            o,
+            "| direct | {} | {} |",
+            dist_cells(&l.direct.latency),
+            l.direct.errors.describe()
+        );
+        let _ = writeln!(
+            o,
+            "| gateway | {} | {} |",
+            dist_cells(&l.gateway.latency),
+            l.gateway.errors.describe()
+        );
+        let _ = writeln!(
+            o,
+            "| **gateway − direct** | {} | |",
+            delta_cells(&l.gateway.latency, &l.direct.latency)
+        );
         let _ = writeln!(
             o,
             "\nGateway RSS: {:.1} MB before, **{:.1} MB peak** during (sampled every 20 ms), {:.1} MB after.\n",
@@ -412,11 +606,27 @@ pub fn render(r: &Results, plan: &Plan, ctx: &Context) -> String {
     }
 
     if let Some(m) = &r.memory {
-        let _ = writeln!(o, "## 5. Memory (VmRSS from `/proc/<pid>/status`, fresh gateway each)\n");
-        let _ = writeln!(o, "| state | gateway RSS | target | simulator RSS (same moment) |");
+        let _ = writeln!(
+            o,
+            "## 5. Memory (VmRSS from `/proc/<pid>/status`, fresh gateway each)\n"
+        );
+        let _ = writeln!(
+            o,
+            "| state | gateway RSS | target | simulator RSS (same moment) |"
+        );
         let _ = writeln!(o, "|---|---|---|---|");
-        let _ = writeln!(o, "| idle, 1 account, {:.1} s after start | {:.1} MB | < 30 MB | {:.1} MB |", plan.idle_wait.as_secs_f64(), m.idle_mb, m.sim_idle_mb);
-        let _ = writeln!(o, "| {} API-key accounts loaded | {:.1} MB | < 100 MB | |", m.accounts, m.accounts_mb);
+        let _ = writeln!(
+            o,
+            "| idle, 1 account, {} after start | {:.1} MB | < 30 MB | {:.1} MB |",
+            secs(plan.idle_wait),
+            m.idle_mb,
+            m.sim_idle_mb
+        );
+        let _ = writeln!(
+            o,
+            "| {} API-key accounts loaded | {:.1} MB | < 100 MB | |",
+            m.accounts, m.accounts_mb
+        );
         let _ = writeln!(
             o,
             "| {} of {} streams open ({} events {} ms apart, held open) | {:.1} MB | < 250 MB | {:.1} MB |",
@@ -436,9 +646,24 @@ pub fn render(r: &Results, plan: &Plan, ctx: &Context) -> String {
             let _ = writeln!(o, "Latency with {} accounts loaded, {:.0} requests/s, open loop (account selection scans the pool):\n", m.accounts, plan.accounts_rate);
             let _ = writeln!(o, "{hdr}");
             let _ = writeln!(o, "|---|---|---|---|---|---|");
-            let _ = writeln!(o, "| direct | {} | {} |", dist_cells(&d.latency), d.errors.describe());
-            let _ = writeln!(o, "| gateway, {} accounts | {} | {} |", m.accounts, dist_cells(&g.latency), g.errors.describe());
-            let _ = writeln!(o, "| **gateway − direct** | {} | |\n", delta_cells(&g.latency, &d.latency));
+            let _ = writeln!(
+                o,
+                "| direct | {} | {} |",
+                dist_cells(&d.latency),
+                d.errors.describe()
+            );
+            let _ = writeln!(
+                o,
+                "| gateway, {} accounts | {} | {} |",
+                m.accounts,
+                dist_cells(&g.latency),
+                g.errors.describe()
+            );
+            let _ = writeln!(
+                o,
+                "| **gateway − direct** | {} | |\n",
+                delta_cells(&g.latency, &d.latency)
+            );
         }
     }
 
@@ -453,10 +678,20 @@ pub fn render(r: &Results, plan: &Plan, ctx: &Context) -> String {
             s.refresh_attempts_metric,
             ms(s.token_call_us)
         );
-        let _ = writeln!(o, "| burst of {} simultaneous requests | p50 | p90 | p99 | p99.9 | max | errors |", s.n);
+        let _ = writeln!(
+            o,
+            "| burst of {} simultaneous requests | p50 | p90 | p99 | p99.9 | max | errors |",
+            s.n
+        );
         let _ = writeln!(o, "|---|---|---|---|---|---|---|");
         let row = |o: &mut String, name: &str, x: &LoadResult| {
-            let _ = writeln!(o, "| {name} | {} | {} | {} |", dist_cells(&x.latency), ms(x.latency.max), x.errors.describe());
+            let _ = writeln!(
+                o,
+                "| {name} | {} | {} | {} |",
+                dist_cells(&x.latency),
+                ms(x.latency.max),
+                x.errors.describe()
+            );
         };
         row(&mut o, "direct", &s.direct_burst);
         row(&mut o, "gateway, API key (no refresh)", &s.gateway_burst);
@@ -470,15 +705,33 @@ pub fn render(r: &Results, plan: &Plan, ctx: &Context) -> String {
             max: d.max.saturating_sub(by),
         };
         let beyond = minus(&s.stampede.latency, s.token_call_us);
-        let _ = writeln!(o, "| stampede − the refresh itself | {} | {} | |", dist_cells(&beyond), ms(beyond.max));
         let _ = writeln!(
             o,
-            "| **added by waiting** (stampede − refresh − gateway burst) | {} | {} | |",
+            "| **waiters beyond the refresh** (stampede − refresh) | {} | {} | |",
+            dist_cells(&beyond),
+            ms(beyond.max)
+        );
+        let _ = writeln!(
+            o,
+            "| added by waiting (stampede − refresh − gateway burst) | {} | {} | |",
             delta_cells(&beyond, &s.gateway_burst.latency),
             dms(beyond.max, s.gateway_burst.latency.max)
         );
-        let _ = writeln!(o, "| gateway burst − direct burst | {} | {} | |", delta_cells(&s.gateway_burst.latency, &s.direct_burst.latency), dms(s.gateway_burst.latency.max, s.direct_burst.latency.max));
-        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "| gateway burst − direct burst | {} | {} | |",
+            delta_cells(&s.gateway_burst.latency, &s.direct_burst.latency),
+            dms(s.gateway_burst.latency.max, s.direct_burst.latency.max)
+        );
+        let _ = writeln!(
+            o,
+            "\nThe stampede runs on the gateway that served the API-key burst just before (the key is then disabled and \
+             the expired OAuth account added to its store), so both bursts find warm connections on both sides. Beyond \
+             the refresh itself, a waiter needs what any request of a burst of {} needs; the second-to-last row is what \
+             waiting on the refresh added to that (negative where accepting and parsing the burst overlapped the \
+             refresh).\n",
+            s.n
+        );
     }
 
     if !r.notes.is_empty() {

@@ -288,8 +288,24 @@ pub async fn run(setup: &Setup) -> anyhow::Result<Results> {
         let cmp_one = |c: &Client| {
             let (c, direct, small) = (c.clone(), direct.clone(), small.clone());
             async move {
-                let _ = load::closed_loop(&c, &direct, &small, plan.concurrency, plan.warmup, plan.timeout).await;
-                load::closed_loop(&c, &direct, &small, plan.concurrency, plan.client_cmp, plan.timeout).await
+                let _ = load::closed_loop(
+                    &c,
+                    &direct,
+                    &small,
+                    plan.concurrency,
+                    plan.warmup,
+                    plan.timeout,
+                )
+                .await;
+                load::closed_loop(
+                    &c,
+                    &direct,
+                    &small,
+                    plan.concurrency,
+                    plan.client_cmp,
+                    plan.timeout,
+                )
+                .await
             }
         };
         let h = cmp_one(&hyper).await;
@@ -316,7 +332,16 @@ pub async fn run(setup: &Setup) -> anyhow::Result<Results> {
         let run = |t: Target| {
             let (client, small) = (client.clone(), small.clone());
             async move {
-                let _ = load::open_loop(&client, &t, &small, rate, plan.warmup, plan.timeout, plan.max_in_flight).await;
+                let _ = load::open_loop(
+                    &client,
+                    &t,
+                    &small,
+                    rate,
+                    plan.warmup,
+                    plan.timeout,
+                    plan.max_in_flight,
+                )
+                .await;
                 let r = load::open_loop(
                     &client,
                     &t,
@@ -353,7 +378,15 @@ pub async fn run(setup: &Setup) -> anyhow::Result<Results> {
         let run = |t: Target| {
             let (client, small) = (client.clone(), small.clone());
             async move {
-                let _ = load::closed_loop(&client, &t, &small, plan.concurrency, plan.warmup, plan.timeout).await;
+                let _ = load::closed_loop(
+                    &client,
+                    &t,
+                    &small,
+                    plan.concurrency,
+                    plan.warmup,
+                    plan.timeout,
+                )
+                .await;
                 let r = load::closed_loop(
                     &client,
                     &t,
@@ -389,12 +422,21 @@ pub async fn run(setup: &Setup) -> anyhow::Result<Results> {
             true,
             Some((text_events, plan.stream_delay_ms)),
         );
-        let stream_timeout = plan.timeout + Duration::from_millis(plan.stream_delay_ms * plan.stream_events as u64);
+        let stream_timeout =
+            plan.timeout + Duration::from_millis(plan.stream_delay_ms * plan.stream_events as u64);
         let run = |t: Target, strict: bool| {
             let sbody = sbody.clone();
             async move {
                 let expected = if strict { plan.stream_events } else { 0 };
-                let _ = stream::stream_load(&t, &sbody, plan.stream_rate, plan.warmup, expected, stream_timeout).await;
+                let _ = stream::stream_load(
+                    &t,
+                    &sbody,
+                    plan.stream_rate,
+                    plan.warmup,
+                    expected,
+                    stream_timeout,
+                )
+                .await;
                 let r = stream::stream_load(
                     &t,
                     &sbody,
@@ -433,7 +475,16 @@ pub async fn run(setup: &Setup) -> anyhow::Result<Results> {
         let run = |t: Target| {
             let (client, big) = (client.clone(), big.clone());
             async move {
-                let _ = load::open_loop(&client, &t, &big, plan.large_rate, plan.warmup, plan.timeout, plan.max_in_flight).await;
+                let _ = load::open_loop(
+                    &client,
+                    &t,
+                    &big,
+                    plan.large_rate,
+                    plan.warmup,
+                    plan.timeout,
+                    plan.max_in_flight,
+                )
+                .await;
                 load::open_loop(
                     &client,
                     &t,
@@ -498,7 +549,12 @@ async fn start_litellm(
         return Err(anyhow!("POST /v1/messages answered HTTP {}", a.status));
     }
     let sbody = body(plan.body_bytes, true, None);
-    let obs = stream::one_stream(target.addr, stream::request_bytes(&target, &sbody), Instant::now()).await?;
+    let obs = stream::one_stream(
+        target.addr,
+        stream::request_bytes(&target, &sbody),
+        Instant::now(),
+    )
+    .await?;
     if obs.status != 200 || !obs.saw_stop {
         return Err(anyhow!(
             "streaming POST /v1/messages answered HTTP {} with {} events (message_stop: {})",
@@ -513,7 +569,13 @@ async fn start_litellm(
 
 fn one_line(e: &anyhow::Error) -> String {
     let s = format!("{e:#}");
-    let s: String = s.lines().next().unwrap_or_default().chars().take(300).collect();
+    let s: String = s
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(300)
+        .collect();
     s
 }
 
@@ -563,7 +625,7 @@ impl RssSampler {
 }
 
 /// Where to put a store that is written 10,000 times (tmpfs when there is one: seeding speed only).
-fn fast_tmp() -> Option<PathBuf> {
+pub fn fast_tmp() -> Option<PathBuf> {
     let shm = PathBuf::from("/dev/shm");
     shm.is_dir().then_some(shm)
 }
@@ -587,6 +649,24 @@ fn api_key_account(name: String, key: String) -> NewAccount {
     }
 }
 
+/// Writes `n` API-key accounts into the SQLite store in `data_dir`; returns the seconds it took.
+pub async fn seed_api_keys(data_dir: &Path, n: usize) -> anyhow::Result<f64> {
+    let t0 = Instant::now();
+    let store = SqliteStore::open(data_dir)
+        .await
+        .map_err(|e| anyhow!("opening the store: {e}"))?;
+    for i in 0..n {
+        store
+            .insert_account(api_key_account(
+                format!("bench-{i:05}"),
+                format!("sk-ant-api03-bench-{i:05}-{}", "k".repeat(64)),
+            ))
+            .await
+            .map_err(|e| anyhow!("seeding account {i}: {e}"))?;
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
 async fn memory(setup: &Setup, client: &Client) -> anyhow::Result<Memory> {
     let plan = &setup.plan;
     let mut m = Memory {
@@ -600,46 +680,74 @@ async fn memory(setup: &Setup, client: &Client) -> anyhow::Result<Memory> {
     // Idle: a fresh gateway with one account.
     {
         let dir = GatewayDir::new(None, "idle", &sim)?;
-        dir.cli(&setup.gateway_bin, &["accounts", "add-key", "--name", "bench", UPSTREAM_KEY])?;
+        dir.cli(
+            &setup.gateway_bin,
+            &["accounts", "add-key", "--name", "bench", UPSTREAM_KEY],
+        )?;
         let gw = Gateway::start(&setup.gateway_bin, &dir)?;
         tokio::time::sleep(plan.idle_wait).await;
         m.idle_mb = procs::rss_mb(gw.proc.pid())?;
         m.sim_idle_mb = procs::rss_mb(sim.proc.pid())?;
-        say(format!("memory idle: gateway {:.1} MB (simulator {:.1} MB)", m.idle_mb, m.sim_idle_mb));
+        say(format!(
+            "memory idle: gateway {:.1} MB (simulator {:.1} MB)",
+            m.idle_mb, m.sim_idle_mb
+        ));
     }
 
     // 10,000 accounts, seeded into the store before the gateway starts.
     {
         let dir = GatewayDir::new(fast_tmp().as_deref(), "accounts", &sim)?;
-        let t0 = Instant::now();
-        let store = SqliteStore::open(&dir.data_dir())
-            .await
-            .map_err(|e| anyhow!("opening the store: {e}"))?;
-        for i in 0..plan.accounts {
-            store
-                .insert_account(api_key_account(
-                    format!("bench-{i:05}"),
-                    format!("sk-ant-api03-bench-{i:05}-{}", "k".repeat(64)),
-                ))
-                .await
-                .map_err(|e| anyhow!("seeding account {i}: {e}"))?;
-        }
-        drop(store);
-        m.seed_secs = t0.elapsed().as_secs_f64();
+        m.seed_secs = seed_api_keys(&dir.data_dir(), plan.accounts).await?;
         let gw = Gateway::start(&setup.gateway_bin, &dir)?;
-        gw.wait_accounts(plan.accounts, Duration::from_secs(30)).await?;
+        gw.wait_accounts(plan.accounts, Duration::from_secs(30))
+            .await?;
         tokio::time::sleep(plan.idle_wait).await;
         m.accounts_mb = procs::rss_mb(gw.proc.pid())?;
-        say(format!("memory with {} accounts: {:.1} MB (seeded in {:.1} s)", plan.accounts, m.accounts_mb, m.seed_secs));
+        say(format!(
+            "memory with {} accounts: {:.1} MB (seeded in {:.1} s)",
+            plan.accounts, m.accounts_mb, m.seed_secs
+        ));
         // What choosing among that many accounts costs per request.
-        let target = Target::new("gateway", &gw.base_url, ("x-api-key", CLIENT_KEY), Some(gw.proc.pid()), sim.proc.pid())?;
-        let direct_here = Target::new("direct", &sim.base_url, ("x-api-key", UPSTREAM_KEY), None, sim.proc.pid())?;
+        let target = Target::new(
+            "gateway",
+            &gw.base_url,
+            ("x-api-key", CLIENT_KEY),
+            Some(gw.proc.pid()),
+            sim.proc.pid(),
+        )?;
+        let direct_here = Target::new(
+            "direct",
+            &sim.base_url,
+            ("x-api-key", UPSTREAM_KEY),
+            None,
+            sim.proc.pid(),
+        )?;
         let small = body(plan.body_bytes, false, None);
         let dur = plan.latency_duration / 2;
         let mut pair = Vec::new();
         for t in [direct_here, target] {
-            let _ = load::open_loop(client, &t, &small, plan.accounts_rate, plan.warmup, plan.timeout, plan.max_in_flight).await;
-            pair.push(load::open_loop(client, &t, &small, plan.accounts_rate, dur, plan.timeout, plan.max_in_flight).await);
+            let _ = load::open_loop(
+                client,
+                &t,
+                &small,
+                plan.accounts_rate,
+                plan.warmup,
+                plan.timeout,
+                plan.max_in_flight,
+            )
+            .await;
+            pair.push(
+                load::open_loop(
+                    client,
+                    &t,
+                    &small,
+                    plan.accounts_rate,
+                    dur,
+                    plan.timeout,
+                    plan.max_in_flight,
+                )
+                .await,
+            );
         }
         let g = pair.pop().unwrap_or_default();
         let d = pair.pop().unwrap_or_default();
@@ -653,17 +761,34 @@ async fn memory(setup: &Setup, client: &Client) -> anyhow::Result<Memory> {
     // 1,000 open streams, slowly paced, held open.
     {
         let dir = GatewayDir::new(None, "streams", &sim)?;
-        dir.cli(&setup.gateway_bin, &["accounts", "add-key", "--name", "bench", UPSTREAM_KEY])?;
+        dir.cli(
+            &setup.gateway_bin,
+            &["accounts", "add-key", "--name", "bench", UPSTREAM_KEY],
+        )?;
         let gw = Gateway::start(&setup.gateway_bin, &dir)?;
-        let target = Target::new("gateway", &gw.base_url, ("x-api-key", CLIENT_KEY), Some(gw.proc.pid()), sim.proc.pid())?;
-        let slow = body(plan.body_bytes, true, Some((200, plan.open_stream_delay_ms)));
+        let target = Target::new(
+            "gateway",
+            &gw.base_url,
+            ("x-api-key", CLIENT_KEY),
+            Some(gw.proc.pid()),
+            sim.proc.pid(),
+        )?;
+        let slow = body(
+            plan.body_bytes,
+            true,
+            Some((200, plan.open_stream_delay_ms)),
+        );
         let request = stream::request_bytes(&target, &slow);
         m.streams_before_mb = procs::rss_mb(gw.proc.pid())?;
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..plan.open_streams {
             let (request, addr) = (request.clone(), target.addr);
             tasks.spawn(async move {
-                tokio::time::timeout(Duration::from_secs(30), stream::open_and_hold(addr, request)).await
+                tokio::time::timeout(
+                    Duration::from_secs(30),
+                    stream::open_and_hold(addr, request),
+                )
+                .await
             });
         }
         let mut held = Vec::new();
@@ -722,23 +847,39 @@ async fn stampede(setup: &Setup, client: &Client) -> anyhow::Result<Stampede> {
         s.token_call_us = load::micros(t0.elapsed());
     }
 
-    // The same burst on the direct path and through a gateway with an API key (no refresh).
-    let direct = Target::new("direct", &sim.base_url, ("x-api-key", UPSTREAM_KEY), None, sim.proc.pid())?;
+    // The same burst on the direct path (connections opened beforehand).
+    let direct = Target::new(
+        "direct",
+        &sim.base_url,
+        ("x-api-key", UPSTREAM_KEY),
+        None,
+        sim.proc.pid(),
+    )?;
     load::prewarm(client, &format!("{}/v1/models", sim.base_url), n).await;
     s.direct_burst = load::burst(client, &direct, &small, n, plan.timeout).await;
-    {
-        let dir = GatewayDir::new(None, "burst", &sim)?;
-        dir.cli(&setup.gateway_bin, &["accounts", "add-key", "--name", "bench", UPSTREAM_KEY])?;
-        let gw = Gateway::start(&setup.gateway_bin, &dir)?;
-        let target = Target::new("gateway", &gw.base_url, ("x-api-key", CLIENT_KEY), Some(gw.proc.pid()), sim.proc.pid())?;
-        load::prewarm(client, &format!("{}/healthz", gw.base_url), n).await;
-        s.gateway_burst = load::burst(client, &target, &small, n, plan.timeout).await;
-    }
 
-    // The stampede: the account is added to a running gateway (so no start-up scan refreshes it first), with an
-    // access token that expired an hour ago.
+    // Through the gateway, first with an API key (no refresh). One burst opens the connections on both sides, the
+    // next one is measured.
     let dir = GatewayDir::new(None, "stampede", &sim)?;
+    dir.cli(
+        &setup.gateway_bin,
+        &["accounts", "add-key", "--name", "warm-key", UPSTREAM_KEY],
+    )?;
     let gw = Gateway::start(&setup.gateway_bin, &dir)?;
+    let target = Target::new(
+        "gateway",
+        &gw.base_url,
+        ("x-api-key", CLIENT_KEY),
+        Some(gw.proc.pid()),
+        sim.proc.pid(),
+    )?;
+    load::prewarm(client, &format!("{}/healthz", gw.base_url), n).await;
+    let _ = load::burst(client, &target, &small, n, plan.timeout).await;
+    s.gateway_burst = load::burst(client, &target, &small, n, plan.timeout).await;
+
+    // Then the stampede on the same warm gateway: the API key is disabled and an OAuth account whose access token
+    // expired an hour ago is added to the running gateway's store (so no start-up scan refreshes it first).
+    dir.cli(&setup.gateway_bin, &["accounts", "disable", "warm-key"])?;
     {
         let store = SqliteStore::open(&dir.data_dir())
             .await
@@ -763,8 +904,20 @@ async fn stampede(setup: &Setup, client: &Client) -> anyhow::Result<Stampede> {
             .await
             .map_err(|e| anyhow!("seeding the OAuth account: {e}"))?;
     }
-    gw.wait_accounts(1, Duration::from_secs(10)).await?;
-    let target = Target::new("gateway", &gw.base_url, ("x-api-key", CLIENT_KEY), Some(gw.proc.pid()), sim.proc.pid())?;
+    gw.wait_until(
+        "the API key disabled and the OAuth account loaded",
+        Duration::from_secs(10),
+        |accounts| {
+            accounts.len() == 2
+                && accounts
+                    .iter()
+                    .any(|a| a.get("kind").and_then(|k| k.as_str()) == Some("oauth"))
+                && accounts
+                    .iter()
+                    .any(|a| a.get("state").and_then(|k| k.as_str()) == Some("disabled"))
+        },
+    )
+    .await?;
     load::prewarm(client, &format!("{}/healthz", gw.base_url), n).await;
     let calls_before = sim.token_calls().await?;
     s.stampede = load::burst(client, &target, &small, n, plan.timeout).await;

@@ -272,7 +272,11 @@ pub fn request_bytes(target: &Target, body: &[u8]) -> Bytes {
 }
 
 /// Sends one streaming request and reads the whole response; times count from `start` (the due time).
-pub async fn one_stream(addr: SocketAddr, request: Bytes, start: Instant) -> anyhow::Result<StreamObs> {
+pub async fn one_stream(
+    addr: SocketAddr,
+    request: Bytes,
+    start: Instant,
+) -> anyhow::Result<StreamObs> {
     let mut sock = TcpStream::connect(addr).await?;
     sock.set_nodelay(true)?;
     sock.write_all(&request).await?;
@@ -423,7 +427,8 @@ mod tests {
         format!("{:x}\r\n{s}\r\n", s.len()).into_bytes()
     }
 
-    const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+    const HEAD: &[u8] =
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
 
     #[test]
     fn separate_chunks_in_separate_reads() {

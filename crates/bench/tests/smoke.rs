@@ -42,7 +42,12 @@ fn smoke_runs_every_scenario_and_reports() {
         .arg(&simulator)
         .arg("--out")
         .arg(&out)
-        .args(["--build", "debug (smoke test)", "--command", "cargo test -p claude-gateway-bench"])
+        .args([
+            "--build",
+            "debug (smoke test)",
+            "--command",
+            "cargo test -p claude-gateway-bench",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -83,7 +88,10 @@ fn smoke_runs_every_scenario_and_reports() {
         "**gateway − direct**",
         "Token-endpoint calls during the stampede:",
     ] {
-        assert!(report.contains(heading), "the report lacks {heading:?}:\n{report}");
+        assert!(
+            report.contains(heading),
+            "the report lacks {heading:?}:\n{report}"
+        );
     }
     assert!(
         elapsed < Duration::from_secs(30),

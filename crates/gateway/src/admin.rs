@@ -102,14 +102,22 @@ pub fn view(state: &AppState, entry: &AccountEntry) -> AccountView {
             .map(|l| {
                 l.windows
                     .into_iter()
-                    .map(|w| WindowView { name: w.name, status: w.status, utilization: w.utilization, reset: w.reset.map(rfc3339) })
+                    .map(|w| WindowView {
+                        name: w.name,
+                        status: w.status,
+                        utilization: w.utilization,
+                        reset: w.reset.map(rfc3339),
+                    })
                     .collect()
             })
             .unwrap_or_default(),
         model_cooldowns: entry
             .model_cooldowns()
             .into_iter()
-            .map(|(model, t)| ModelCooldownView { model, until: rfc3339(instant_to_wall(clock, t)) })
+            .map(|(model, t)| ModelCooldownView {
+                model,
+                until: rfc3339(instant_to_wall(clock, t)),
+            })
             .collect(),
     }
 }
@@ -137,7 +145,9 @@ fn entry(state: &AppState, id: &str) -> Result<std::sync::Arc<AccountEntry>, Gat
 async fn reset(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     match entry(&state, &id) {
         Ok(e) => {
-            e.clear_cooldowns();
+            if let Err(err) = state.pool().reset(&e).await {
+                tracing::warn!(error = %err, "cooldowns cleared here but not in the store");
+            }
             Json(view(&state, &e)).into_response()
         }
         Err(e) => e.into_response(),

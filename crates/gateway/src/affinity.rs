@@ -32,7 +32,11 @@ struct Generations {
 impl AffinityMap {
     pub fn new(capacity: usize, ttl: Duration) -> Self {
         AffinityMap {
-            inner: Mutex::new(Generations { current: HashMap::new(), previous: HashMap::new(), started: Instant::now() }),
+            inner: Mutex::new(Generations {
+                current: HashMap::new(),
+                previous: HashMap::new(),
+                started: Instant::now(),
+            }),
             half: (capacity / 2).max(1),
             ttl,
         }
@@ -88,7 +92,11 @@ impl AffinityMap {
 
 /// The conversation key of a request: an explicit session id wins, then `metadata.user_id`, then the cacheable prefix
 /// (system prompt, tools and the first message), which is what Anthropic's prompt cache keys on.
-pub fn conversation_key(session: Option<&str>, user_id: Option<&str>, prefix: &[Option<&str>]) -> Option<u64> {
+pub fn conversation_key(
+    session: Option<&str>,
+    user_id: Option<&str>,
+    prefix: &[Option<&str>],
+) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     if let Some(s) = session.filter(|s| !s.is_empty()) {
         ("session", s).hash(&mut h);
@@ -140,9 +148,18 @@ mod tests {
         let a = conversation_key(Some("s1"), Some("u"), &p);
         assert_eq!(a, conversation_key(Some("s1"), None, &[]));
         assert_ne!(a, conversation_key(Some("s2"), Some("u"), &p));
-        assert_eq!(conversation_key(None, Some("u"), &p), conversation_key(None, Some("u"), &[]));
-        assert_eq!(conversation_key(None, None, &p), conversation_key(None, None, &p));
-        assert_ne!(conversation_key(None, None, &p), conversation_key(None, None, &[Some("sys"), None, Some("other")]));
+        assert_eq!(
+            conversation_key(None, Some("u"), &p),
+            conversation_key(None, Some("u"), &[])
+        );
+        assert_eq!(
+            conversation_key(None, None, &p),
+            conversation_key(None, None, &p)
+        );
+        assert_ne!(
+            conversation_key(None, None, &p),
+            conversation_key(None, None, &[Some("sys"), None, Some("other")])
+        );
         assert_eq!(conversation_key(None, None, &[None, None]), None);
     }
 }

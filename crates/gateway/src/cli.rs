@@ -329,7 +329,13 @@ async fn accounts(cmd: AccountsCommand, store: SharedStore) -> anyhow::Result<()
                 .await?;
             println!("Disabled account {} (id {})", a.name, a.id);
         }
-        AccountsCommand::Set { account, name, priority, weight, max_concurrency } => {
+        AccountsCommand::Set {
+            account,
+            name,
+            priority,
+            weight,
+            max_concurrency,
+        } => {
             anyhow::ensure!(weight != Some(0), "--weight must be at least 1");
             let a = store::find_account(store.as_ref(), &account).await?;
             let update = AccountUpdate {
@@ -346,7 +352,9 @@ async fn accounts(cmd: AccountsCommand, store: SharedStore) -> anyhow::Result<()
                 a.id,
                 a.priority,
                 a.weight,
-                a.max_concurrency.map(|n| n.to_string()).unwrap_or_else(|| "unlimited".into())
+                a.max_concurrency
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "unlimited".into())
             );
         }
         AccountsCommand::Enable { account } => {

@@ -28,6 +28,8 @@ pub struct Config {
     pub max_body_bytes: u64,
     /// Log format: "text" or "json".
     pub log_format: LogFormat,
+    /// Usage counters are written to the store in one batch this often (never a write per request).
+    pub usage_flush_secs: f64,
     pub upstream: UpstreamConfig,
     pub oauth: OAuthConfig,
     pub refresh: RefreshConfig,
@@ -89,6 +91,9 @@ pub struct RefreshConfig {
     /// Longest Retry-After honoured as given; longer hints are clamped to this (never shortened below what was asked
     /// unless it exceeds this cap).
     pub max_retry_after_secs: u64,
+    /// Longest a refresh lease is held (replicas sharing a store refresh one at a time; a holder that dies frees the
+    /// lease after this). Must exceed a whole refresh: `max_attempts` × `call_timeout_secs` plus backoffs.
+    pub lease_secs: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -133,6 +138,7 @@ impl Default for Config {
             admin_key: None,
             max_body_bytes: 32 * 1024 * 1024,
             log_format: LogFormat::Text,
+            usage_flush_secs: 5.0,
             upstream: UpstreamConfig::default(),
             oauth: OAuthConfig::default(),
             refresh: RefreshConfig::default(),
@@ -178,6 +184,7 @@ impl Default for RefreshConfig {
             rate_limit_backoff_base_secs: 30,
             backoff_max_secs: 1800,
             max_retry_after_secs: 86_400,
+            lease_secs: 90.0,
         }
     }
 }
@@ -305,6 +312,8 @@ impl Config {
                 "refresh.refresh_timeout_secs",
                 self.refresh.refresh_timeout_secs,
             ),
+            ("refresh.lease_secs", self.refresh.lease_secs),
+            ("usage_flush_secs", self.usage_flush_secs),
             (
                 "pool.overload_cooldown_secs",
                 self.pool.overload_cooldown_secs,
@@ -315,8 +324,14 @@ impl Config {
             ),
             ("pool.max_cooldown_secs", self.pool.max_cooldown_secs),
             ("pool.probe_interval_secs", self.pool.probe_interval_secs),
-            ("pool.failover_deadline_secs", self.pool.failover_deadline_secs),
-            ("pool.attention_cooldown_secs", self.pool.attention_cooldown_secs),
+            (
+                "pool.failover_deadline_secs",
+                self.pool.failover_deadline_secs,
+            ),
+            (
+                "pool.attention_cooldown_secs",
+                self.pool.attention_cooldown_secs,
+            ),
             ("pool.affinity_ttl_secs", self.pool.affinity_ttl_secs),
             ("pool.affinity_load_factor", self.pool.affinity_load_factor),
         ] {
@@ -326,6 +341,12 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&self.refresh.lead_jitter) {
             return Err(bad("refresh.lead_jitter", "must be between 0 and 1"));
+        }
+        if self.refresh.lease_secs < self.refresh.call_timeout_secs * 2.0 {
+            return Err(bad(
+                "refresh.lease_secs",
+                "must be at least twice refresh.call_timeout_secs",
+            ));
         }
         if self.refresh.max_attempts == 0 {
             return Err(bad("refresh.max_attempts", "must be at least 1"));

@@ -23,7 +23,7 @@ use crate::affinity::AffinityMap;
 use crate::config::PoolConfig;
 use crate::error::GatewayError;
 use crate::refresh::{CredentialState, RefreshEngine};
-use crate::store::{SharedStore, StoreError};
+use crate::store::{SharedCooldown, SharedStore, StoreError};
 
 mod entry;
 
@@ -65,13 +65,21 @@ pub struct Lease {
 impl Lease {
     fn new(entry: Arc<AccountEntry>, probe: bool, freed: Arc<Notify>) -> Lease {
         entry.claim();
-        Lease { entry, probe, freed }
+        Lease {
+            entry,
+            probe,
+            freed,
+        }
     }
 
     /// A second claim on the same account (the response body holds one for as long as the client reads).
     pub fn clone_for(other: &Lease) -> Lease {
         other.entry.claim_again();
-        Lease { entry: Arc::clone(&other.entry), probe: false, freed: other.freed.clone() }
+        Lease {
+            entry: Arc::clone(&other.entry),
+            probe: false,
+            freed: other.freed.clone(),
+        }
     }
 }
 
@@ -149,7 +157,10 @@ impl Pool {
     }
 
     pub fn entries(&self) -> Arc<Vec<Arc<AccountEntry>>> {
-        self.entries.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.entries
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn get(&self, id: AccountId) -> Option<Arc<AccountEntry>> {
@@ -158,6 +169,94 @@ impl Pool {
 
     pub fn affinity_len(&self) -> usize {
         self.affinity.len()
+    }
+
+    /// Cools `entry` as a whole until `until`, here and (through the store) on every replica.
+    pub fn cool_account(&self, entry: &Arc<AccountEntry>, until: Instant, reason: String) {
+        entry.cool_account(until, reason.clone());
+        self.share_cooldown(entry.id, None, until, reason);
+    }
+
+    /// Cools one model of `entry` until `until`, here and on every replica.
+    pub fn cool_model(&self, entry: &Arc<AccountEntry>, model: &str, until: Instant) {
+        entry.cool_model(model, until);
+        self.share_cooldown(
+            entry.id,
+            Some(model.to_string()),
+            until,
+            format!("rate limited for {model}"),
+        );
+    }
+
+    fn share_cooldown(
+        &self,
+        account_id: AccountId,
+        model: Option<String>,
+        until: Instant,
+        reason: String,
+    ) {
+        let store = self.store.clone();
+        let until = crate::clock::instant_to_wall(&crate::clock::SystemClock, until);
+        tokio::spawn(async move {
+            if let Err(e) = store
+                .put_cooldown(SharedCooldown {
+                    account_id,
+                    model,
+                    until,
+                    reason,
+                })
+                .await
+            {
+                tracing::debug!(error = %e, "could not share a cooldown through the store");
+            }
+        });
+    }
+
+    /// Clears an account's cooldowns here and in the store.
+    pub async fn reset(&self, entry: &Arc<AccountEntry>) -> Result<(), StoreError> {
+        entry.clear_cooldowns();
+        self.store.clear_cooldowns(entry.id).await
+    }
+
+    /// Adopts cooldowns other replicas recorded.
+    pub async fn sync_cooldowns(&self) -> Result<(), StoreError> {
+        let now = chrono::Utc::now();
+        let shared = self.store.list_cooldowns(now).await?;
+        let entries = self.entries();
+        for c in shared {
+            if let Some(e) = entries.iter().find(|e| e.id == c.account_id) {
+                let left = (c.until - now).to_std().unwrap_or_default();
+                e.apply_shared(c.model.as_deref(), Instant::now() + left, &c.reason);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the usage accumulated since the last flush in one batch.
+    pub async fn flush_usage(&self) -> Result<usize, StoreError> {
+        let entries = self.entries();
+        let batch: Vec<(AccountId, crate::store::Usage)> = entries
+            .iter()
+            .map(|e| (e.id, e.take_usage()))
+            .filter(|(_, u)| !u.is_empty())
+            .collect();
+        let n = batch.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        if let Err(e) = self.store.add_usage(batch.clone()).await {
+            for (id, u) in batch {
+                if let Some(entry) = entries.iter().find(|x| x.id == id) {
+                    entry.return_usage(u);
+                }
+            }
+            return Err(e);
+        }
+        Ok(n)
+    }
+
+    pub fn store(&self) -> &SharedStore {
+        &self.store
     }
 
     /// Reloads accounts from the store if anything changed since the last load. Entries of unchanged accounts keep
@@ -170,16 +269,24 @@ impl Pool {
         }
         let accounts = self.store.list_accounts().await?;
         let current = self.entries();
-        let by_id: HashMap<AccountId, &Arc<AccountEntry>> = current.iter().map(|e| (e.id, e)).collect();
+        let by_id: HashMap<AccountId, &Arc<AccountEntry>> =
+            current.iter().map(|e| (e.id, e)).collect();
         let mut next = Vec::with_capacity(accounts.len());
         for account in accounts {
-            match by_id.get(&account.id) {
+            let block = account
+                .refresh_blocked_until
+                .zip(account.refresh_block_reason.clone());
+            let entry = match by_id.get(&account.id) {
                 Some(entry) => {
                     entry.cell.observe_stored(account);
-                    next.push(Arc::clone(entry));
+                    Arc::clone(entry)
                 }
-                None => next.push(AccountEntry::new(account)),
+                None => AccountEntry::new(account),
+            };
+            if let Some((until, reason)) = block {
+                entry.cell.observe_block(self.engine.now(), until, &reason);
             }
+            next.push(entry);
         }
         *self.entries.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
         self.seen_seq.store(seq, Ordering::Release);
@@ -264,7 +371,11 @@ impl Pool {
                 (false, None) => Choice::None,
             };
         }
-        let top = candidates.iter().map(|c| c.account.priority).min().unwrap_or(0);
+        let top = candidates
+            .iter()
+            .map(|c| c.account.priority)
+            .min()
+            .unwrap_or(0);
         candidates.retain(|c| c.account.priority == top);
 
         if let Some(key) = want.affinity {
@@ -272,10 +383,16 @@ impl Pool {
                 match candidates.iter().find(|c| c.entry.id == id) {
                     Some(c) if !self.overloaded(c, &candidates) => {
                         metrics::counter!("gateway_affinity_total", "result" => "hit").increment(1);
-                        return Choice::Chosen(Lease::new(Arc::clone(c.entry), false, self.freed.clone()));
+                        return Choice::Chosen(Lease::new(
+                            Arc::clone(c.entry),
+                            false,
+                            self.freed.clone(),
+                        ));
                     }
-                    Some(_) => metrics::counter!("gateway_affinity_total", "result" => "yield").increment(1),
-                    None => metrics::counter!("gateway_affinity_total", "result" => "moved").increment(1),
+                    Some(_) => metrics::counter!("gateway_affinity_total", "result" => "yield")
+                        .increment(1),
+                    None => metrics::counter!("gateway_affinity_total", "result" => "moved")
+                        .increment(1),
                 }
             } else {
                 metrics::counter!("gateway_affinity_total", "result" => "miss").increment(1);
@@ -295,7 +412,11 @@ impl Pool {
         if all.len() < 2 {
             return false;
         }
-        let peers: usize = all.iter().filter(|p| p.entry.id != c.entry.id).map(|p| p.entry.in_flight()).sum();
+        let peers: usize = all
+            .iter()
+            .filter(|p| p.entry.id != c.entry.id)
+            .map(|p| p.entry.in_flight())
+            .sum();
         let average = peers as f64 / (all.len() - 1) as f64;
         c.entry.in_flight() as f64 > self.settings.affinity_load_factor * average + 2.0
     }
@@ -317,7 +438,9 @@ impl Pool {
                     "disabled".to_string()
                 } else {
                     match e.cell.state() {
-                        (CredentialState::NeedsReauth, _, r) => format!("needs re-authentication: {}", r.unwrap_or_default()),
+                        (CredentialState::NeedsReauth, _, r) => {
+                            format!("needs re-authentication: {}", r.unwrap_or_default())
+                        }
                         _ => "unusable".to_string(),
                     }
                 };
@@ -333,7 +456,9 @@ impl Pool {
     /// Whether at least one account could serve now (readiness).
     pub fn any_usable(&self) -> bool {
         let now = self.engine.now();
-        self.entries().iter().any(|e| !matches!(usable(e, None, now), Err(Skip::Unusable)))
+        self.entries()
+            .iter()
+            .any(|e| !matches!(usable(e, None, now), Err(Skip::Unusable)))
     }
 }
 
@@ -346,10 +471,19 @@ fn pick<'a>(candidates: &[Candidate<'a>]) -> &'a Arc<AccountEntry> {
     let load = |c: &Candidate<'_>| c.entry.in_flight() as f64 / weight(c);
     let used = |c: &Candidate<'_>| (c.entry.utilization().unwrap_or(0.0) * 10.0).floor() as i64;
     let least = candidates.iter().map(load).fold(f64::INFINITY, f64::min);
-    let light: Vec<&Candidate<'a>> = candidates.iter().filter(|c| load(c) <= 2.0 * least + 1.0).collect();
+    let light: Vec<&Candidate<'a>> = candidates
+        .iter()
+        .filter(|c| load(c) <= 2.0 * least + 1.0)
+        .collect();
     let best_used = light.iter().map(|c| used(c)).min().unwrap_or(0);
-    let eligible: Vec<&Candidate<'a>> = light.into_iter().filter(|c| used(c) <= best_used + 1).collect();
-    let total: i64 = eligible.iter().map(|c| i64::from(c.account.weight.max(1))).sum();
+    let eligible: Vec<&Candidate<'a>> = light
+        .into_iter()
+        .filter(|c| used(c) <= best_used + 1)
+        .collect();
+    let total: i64 = eligible
+        .iter()
+        .map(|c| i64::from(c.account.weight.max(1)))
+        .sum();
     let mut best: Option<(&Candidate<'a>, i64)> = None;
     for c in &eligible {
         let w = i64::from(c.account.weight.max(1));
@@ -367,7 +501,11 @@ fn pick<'a>(candidates: &[Candidate<'a>]) -> &'a Arc<AccountEntry> {
     }
 }
 
-fn usable(entry: &AccountEntry, model: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> Result<Arc<Account>, Skip> {
+fn usable(
+    entry: &AccountEntry,
+    model: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Arc<Account>, Skip> {
     let account = entry.cell.account();
     if account.disabled {
         return Err(Skip::Unusable);
@@ -375,11 +513,16 @@ fn usable(entry: &AccountEntry, model: Option<&str>, now: chrono::DateTime<chron
     match entry.cell.state() {
         (CredentialState::NeedsReauth, _, _) => return Err(Skip::Unusable),
         // A refresh that is backing off only matters once the current token no longer works.
-        (CredentialState::RefreshBackoff, _, _) if crate::refresh::fresh(&account, now, crate::refresh::EXPIRY_SKEW) => {}
+        (CredentialState::RefreshBackoff, _, _)
+            if crate::refresh::fresh(&account, now, crate::refresh::EXPIRY_SKEW) => {}
         (CredentialState::RefreshBackoff | CredentialState::Held, Some(t), _) => {
-            return Err(Skip::Cooling(t.max(Instant::now() + Duration::from_secs(1))))
+            return Err(Skip::Cooling(
+                t.max(Instant::now() + Duration::from_secs(1)),
+            ))
         }
-        (CredentialState::RefreshBackoff | CredentialState::Held, None, _) => return Err(Skip::Unusable),
+        (CredentialState::RefreshBackoff | CredentialState::Held, None, _) => {
+            return Err(Skip::Unusable)
+        }
         (CredentialState::Ready, _, _) => {}
     }
     if let Some(t) = entry.cooling_until(model) {
@@ -393,14 +536,17 @@ fn usable(entry: &AccountEntry, model: Option<&str>, now: chrono::DateTime<chron
 
 fn all_cooling(t: Instant) -> GatewayError {
     GatewayError::RateLimited {
-        message: "every account is cooling down or backing off; retry after the time in retry-after".into(),
+        message:
+            "every account is cooling down or backing off; retry after the time in retry-after"
+                .into(),
         retry_after_secs: crate::clock::retry_after_secs(t),
     }
 }
 
 fn saturated(secs: u64) -> GatewayError {
     GatewayError::RateLimited {
-        message: "every account is at its max_concurrency and the wait queue is full or timed out".into(),
+        message: "every account is at its max_concurrency and the wait queue is full or timed out"
+            .into(),
         retry_after_secs: secs,
     }
 }

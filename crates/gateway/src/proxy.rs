@@ -98,7 +98,11 @@ pub struct Forward {
 
 impl Forward {
     /// Validates a Messages-API body (`model` and non-empty `messages` required) and reads routing fields.
-    pub fn messages(path_and_query: String, headers: HeaderMap, body: Bytes) -> Result<Forward, GatewayError> {
+    pub fn messages(
+        path_and_query: String,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Forward, GatewayError> {
         Self::messages_with_sessions(path_and_query, headers, body, &[])
     }
 
@@ -109,20 +113,35 @@ impl Forward {
         body: Bytes,
         session_headers: &[String],
     ) -> Result<Forward, GatewayError> {
-        let routing: Routing<'_> = serde_json::from_slice(&body)
-            .map_err(|e| GatewayError::InvalidRequest(format!("request body is not valid JSON: {e}")))?;
+        let routing: Routing<'_> = serde_json::from_slice(&body).map_err(|e| {
+            GatewayError::InvalidRequest(format!("request body is not valid JSON: {e}"))
+        })?;
         let model = routing
             .model
             .filter(|m| !m.is_empty())
             .ok_or_else(|| GatewayError::InvalidRequest("model: field required".into()))?;
         let first = match &routing.messages {
             Some(m) if m.len > 0 => m.first,
-            Some(_) => return Err(GatewayError::InvalidRequest("messages: at least one message is required".into())),
-            None => return Err(GatewayError::InvalidRequest("messages: field required".into())),
+            Some(_) => {
+                return Err(GatewayError::InvalidRequest(
+                    "messages: at least one message is required".into(),
+                ))
+            }
+            None => {
+                return Err(GatewayError::InvalidRequest(
+                    "messages: field required".into(),
+                ))
+            }
         };
-        let session = session_headers.iter().find_map(|h| headers.get(h.as_str()).and_then(|v| v.to_str().ok()));
+        let session = session_headers
+            .iter()
+            .find_map(|h| headers.get(h.as_str()).and_then(|v| v.to_str().ok()));
         let user_id = routing.metadata.as_ref().and_then(|m| m.user_id.as_deref());
-        let prefix = [routing.system.map(RawValue::get), routing.tools.map(RawValue::get), first.map(RawValue::get)];
+        let prefix = [
+            routing.system.map(RawValue::get),
+            routing.tools.map(RawValue::get),
+            first.map(RawValue::get),
+        ];
         let affinity = crate::affinity::conversation_key(session, user_id, &prefix);
         Ok(Forward {
             method: Method::POST,
@@ -146,8 +165,18 @@ enum Attempt {
 }
 
 impl Proxy {
-    pub fn new(http: reqwest::Client, base_url: String, pool: Arc<Pool>, settings: PoolConfig) -> Self {
-        Proxy { http, base_url: base_url.trim_end_matches('/').to_string(), pool, settings }
+    pub fn new(
+        http: reqwest::Client,
+        base_url: String,
+        pool: Arc<Pool>,
+        settings: PoolConfig,
+    ) -> Self {
+        Proxy {
+            http,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            pool,
+            settings,
+        }
     }
 
     pub fn pool(&self) -> &Arc<Pool> {
@@ -169,7 +198,11 @@ impl Proxy {
         // When accounts were skipped because their refresh is backing off: the soonest moment one may serve again.
         let mut refresh_retry: Option<Instant> = None;
         loop {
-            let want = Want { model: req.model.as_deref(), affinity: req.affinity, exclude: &tried };
+            let want = Want {
+                model: req.model.as_deref(),
+                affinity: req.affinity,
+                exclude: &tried,
+            };
             let lease = match self.pool.acquire(want).await {
                 Ok(lease) => lease,
                 Err(e) => {
@@ -198,10 +231,24 @@ impl Proxy {
                     Err(e) => break Err(e),
                 };
                 attempts += 1;
-                match self.attempt(&req, &lease, &account.credential.secret, account.kind, replaced).await {
+                match self
+                    .attempt(
+                        &req,
+                        &lease,
+                        &account.credential.secret,
+                        account.kind,
+                        replaced,
+                    )
+                    .await
+                {
                     Attempt::RetrySame if !replaced => {
                         replaced = true;
-                        match self.pool.engine().replace_rejected(&lease.entry.cell, &account.credential.secret).await {
+                        match self
+                            .pool
+                            .engine()
+                            .replace_rejected(&lease.entry.cell, &account.credential.secret)
+                            .await
+                        {
                             Ok(_) => continue,
                             Err(e) => break Err(e),
                         }
@@ -214,7 +261,9 @@ impl Proxy {
                 Ok(Attempt::Failover(response)) => {
                     last_failure = Some(response);
                     if attempts >= self.settings.max_attempts || Instant::now() >= deadline {
-                        return last_failure.unwrap_or_else(|| GatewayError::Internal("no response".into()).into_response());
+                        return last_failure.unwrap_or_else(|| {
+                            GatewayError::Internal("no response".into()).into_response()
+                        });
                     }
                 }
                 // attempt() asks for a retry only once per lease (before the credential was replaced).
@@ -226,13 +275,14 @@ impl Proxy {
                         refresh_retry = Some(refresh_retry.map_or(t, |r| r.min(t)));
                     }
                     if let RefreshError::Store(m) = &refresh {
-                        last_failure.get_or_insert_with(|| {
+                        // The most useful answer when nothing else serves: the store must come back first.
+                        last_failure = Some(
                             GatewayError::Unavailable {
-                                message: format!("the credential store is unreachable and this account needs a token refresh: {m}"),
+                                message: format!("the credential store is unreachable and an account needs a token refresh: {m}"),
                                 retry_after_secs: Some(5),
                             }
-                            .into_response()
-                        });
+                            .into_response(),
+                        );
                     }
                 }
             }
@@ -241,7 +291,14 @@ impl Proxy {
 }
 
 impl Proxy {
-    async fn attempt(&self, req: &Forward, lease: &Lease, secret: &str, kind: AccountKind, replaced: bool) -> Attempt {
+    async fn attempt(
+        &self,
+        req: &Forward,
+        lease: &Lease,
+        secret: &str,
+        kind: AccountKind,
+        replaced: bool,
+    ) -> Attempt {
         let entry = &lease.entry;
         let mut account = entry.cell.account();
         // The cell may have moved on since the credential was handed out; send exactly the secret we were handed.
@@ -260,8 +317,13 @@ impl Proxy {
         let response = match builder.send().await {
             Ok(r) => r,
             Err(e) => {
-                entry.cool_account(now + self.overload_cooldown(), "upstream unreachable".into());
-                metrics::counter!("gateway_upstream_attempts_total", "outcome" => "error").increment(1);
+                self.pool.cool_account(
+                    entry,
+                    now + self.overload_cooldown(),
+                    "upstream unreachable".into(),
+                );
+                metrics::counter!("gateway_upstream_attempts_total", "outcome" => "error")
+                    .increment(1);
                 let err = if e.is_timeout() {
                     GatewayError::UpstreamTimeout
                 } else {
@@ -284,14 +346,20 @@ impl Proxy {
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.starts_with("text/event-stream"));
             if req.stream && is_sse {
-                return match Relay::open(response, Lease::clone_for(lease), account.name.clone()).await {
+                return match Relay::open(response, Lease::clone_for(lease), account.name.clone())
+                    .await
+                {
                     Opened::Started(relay) => {
                         entry.record_success(lease.probe);
                         Attempt::Done(stream_response(status, headers, relay))
                     }
                     Opened::Failed { relay, error } => {
                         tracing::warn!(account = %account.name, error, "stream failed before message_start");
-                        entry.cool_account(Instant::now() + self.overload_cooldown(), format!("stream error {error}"));
+                        self.pool.cool_account(
+                            entry,
+                            Instant::now() + self.overload_cooldown(),
+                            format!("stream error {error}"),
+                        );
                         Attempt::Failover(stream_response(status, headers, relay))
                     }
                 };
@@ -319,7 +387,11 @@ impl Proxy {
                 Attempt::Failover(passthrough)
             }
             500..=599 => {
-                entry.cool_account(now + self.overload_cooldown(), format!("upstream answered {}", status.as_u16()));
+                self.pool.cool_account(
+                    entry,
+                    now + self.overload_cooldown(),
+                    format!("upstream answered {}", status.as_u16()),
+                );
                 Attempt::Failover(passthrough)
             }
             _ => Attempt::Done(passthrough),
@@ -331,29 +403,58 @@ impl Proxy {
     }
 
     /// Decides the scope and length of a 429's cooldown (README: "What happens when upstream says no").
-    fn cool_after_429(&self, lease: &Lease, model: Option<&str>, headers: &HeaderMap, body: &[u8], message: &str) {
+    fn cool_after_429(
+        &self,
+        lease: &Lease,
+        model: Option<&str>,
+        headers: &HeaderMap,
+        body: &[u8],
+        message: &str,
+    ) {
         let entry = &lease.entry;
         let engine = self.pool.engine();
         let now = Instant::now();
         let retry_after = crate::ratelimit::retry_after(headers, engine.now());
         let limits = crate::ratelimit::limits(headers);
-        let until_wall = |t: chrono::DateTime<chrono::Utc>| (t - engine.now()).to_std().unwrap_or_default();
+        let until_wall =
+            |t: chrono::DateTime<chrono::Utc>| (t - engine.now()).to_std().unwrap_or_default();
         if let Some(reset) = limits.as_ref().and_then(|l| l.account_rejected_until()) {
             let wait = until_wall(reset).max(retry_after.unwrap_or_default());
-            tracing::warn!(account = entry.id, wait_secs = wait.as_secs(), "subscription window rejected; account cools");
-            entry.cool_account(now + wait, "rate limited: subscription window exhausted".into());
+            tracing::warn!(
+                account = entry.id,
+                wait_secs = wait.as_secs(),
+                "subscription window rejected; account cools"
+            );
+            self.pool.cool_account(
+                entry,
+                now + wait,
+                "rate limited: subscription window exhausted".into(),
+            );
             return;
         }
         let error_type = serde_json::from_slice::<serde_json::Value>(body)
             .ok()
-            .and_then(|v| v.pointer("/error/type").and_then(|t| t.as_str()).map(str::to_string));
+            .and_then(|v| {
+                v.pointer("/error/type")
+                    .and_then(|t| t.as_str())
+                    .map(str::to_string)
+            });
         if retry_after.is_none() && not_a_rate_limit(error_type.as_deref(), message) {
-            let reason = format!("needs attention: upstream answered 429 that is not a rate limit: {message}");
+            let reason = format!(
+                "needs attention: upstream answered 429 that is not a rate limit: {message}"
+            );
             tracing::error!(account = entry.id, %reason, "account needs attention");
-            entry.cool_account(now + crate::clock::secs(self.settings.attention_cooldown_secs), reason);
+            self.pool.cool_account(
+                entry,
+                now + crate::clock::secs(self.settings.attention_cooldown_secs),
+                reason,
+            );
             return;
         }
-        let model_reset = limits.as_ref().and_then(|l| l.model_rejected_until()).map(until_wall);
+        let model_reset = limits
+            .as_ref()
+            .and_then(|l| l.model_rejected_until())
+            .map(until_wall);
         let wait = match (retry_after, model_reset) {
             (Some(r), Some(m)) => r.max(m),
             (Some(r), None) => r,
@@ -365,8 +466,10 @@ impl Proxy {
             .delay(entry.strikes() + 1),
         };
         match model {
-            Some(m) => entry.cool_model(m, now + wait),
-            None => entry.cool_account(now + wait, "rate limited".into()),
+            Some(m) => self.pool.cool_model(entry, m, now + wait),
+            None => self
+                .pool
+                .cool_account(entry, now + wait, "rate limited".into()),
         }
     }
 }
@@ -374,13 +477,28 @@ impl Proxy {
 /// A 429 that is about money, not rate: spend limits, exhausted credits, billing.
 fn not_a_rate_limit(error_type: Option<&str>, message: &str) -> bool {
     let m = message.to_ascii_lowercase();
-    let about_money = ["credit", "spend", "billing", "balance", "usage limit", "quota"].iter().any(|k| m.contains(k));
+    let about_money = [
+        "credit",
+        "spend",
+        "billing",
+        "balance",
+        "usage limit",
+        "quota",
+    ]
+    .iter()
+    .any(|k| m.contains(k));
     about_money || error_type.is_some_and(|t| t != "rate_limit_error")
 }
 
 fn stream_response(status: reqwest::StatusCode, mut headers: HeaderMap, relay: Relay) -> Response {
-    headers.insert("cache-control", axum::http::HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", axum::http::HeaderValue::from_static("no"));
+    headers.insert(
+        "cache-control",
+        axum::http::HeaderValue::from_static("no-cache"),
+    );
+    headers.insert(
+        "x-accel-buffering",
+        axum::http::HeaderValue::from_static("no"),
+    );
     let mut out = Response::new(Body::from_stream(relay));
     *out.status_mut() = status;
     *out.headers_mut() = headers;
@@ -398,7 +516,11 @@ fn error_response(status: reqwest::StatusCode, headers: &HeaderMap, body: Bytes)
 fn upstream_message(body: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| v.pointer("/error/message").and_then(|m| m.as_str()).map(str::to_string))
+        .and_then(|v| {
+            v.pointer("/error/message")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned())
 }
 
@@ -412,4 +534,3 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     msg
 }
-

@@ -73,11 +73,21 @@ const API_KEY_WINDOWS: [&str; 4] = ["requests", "tokens", "input-tokens", "outpu
 /// answer had none. API-key limits become windows named "requests", "tokens", … with utilization `1 - remaining/limit`.
 pub fn limits(headers: &HeaderMap) -> Option<UnifiedLimits> {
     let mut out = unified(headers);
-    let text = |name: String| headers.get(name.as_str()).and_then(|v| v.to_str().ok()).map(str::trim).map(str::to_string);
+    let text = |name: String| {
+        headers
+            .get(name.as_str())
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .map(str::to_string)
+    };
     for window in API_KEY_WINDOWS {
-        let limit = text(format!("anthropic-ratelimit-{window}-limit")).and_then(|v| v.parse::<f64>().ok());
-        let remaining = text(format!("anthropic-ratelimit-{window}-remaining")).and_then(|v| v.parse::<f64>().ok());
-        let (Some(limit), Some(remaining)) = (limit, remaining) else { continue };
+        let limit =
+            text(format!("anthropic-ratelimit-{window}-limit")).and_then(|v| v.parse::<f64>().ok());
+        let remaining = text(format!("anthropic-ratelimit-{window}-remaining"))
+            .and_then(|v| v.parse::<f64>().ok());
+        let (Some(limit), Some(remaining)) = (limit, remaining) else {
+            continue;
+        };
         if limit <= 0.0 {
             continue;
         }
@@ -85,13 +95,17 @@ pub fn limits(headers: &HeaderMap) -> Option<UnifiedLimits> {
             .and_then(|v| DateTime::parse_from_rfc3339(&v).ok())
             .map(|d| d.with_timezone(&Utc));
         let utilization = (1.0 - remaining / limit).clamp(0.0, 1.0);
-        let status = (remaining <= 0.0).then(|| "rejected".to_string()).or(Some("allowed".to_string()));
-        out.get_or_insert_with(UnifiedLimits::default).windows.push(UnifiedWindow {
-            name: window.to_string(),
-            status,
-            utilization: Some(utilization),
-            reset,
-        });
+        let status = (remaining <= 0.0)
+            .then(|| "rejected".to_string())
+            .or(Some("allowed".to_string()));
+        out.get_or_insert_with(UnifiedLimits::default)
+            .windows
+            .push(UnifiedWindow {
+                name: window.to_string(),
+                status,
+                utilization: Some(utilization),
+                reset,
+            });
     }
     out
 }
@@ -113,6 +127,9 @@ pub fn unified(headers: &HeaderMap) -> Option<UnifiedLimits> {
                 let Some((window, field)) = rest.rsplit_once('-') else {
                     continue;
                 };
+                if !matches!(field, "status" | "utilization" | "reset") {
+                    continue; // e.g. "representative-claim" names no window
+                }
                 if window.starts_with("overage") || window == "fallback" {
                     continue;
                 }

@@ -29,7 +29,10 @@ use crate::backoff::Backoff;
 use crate::clock::SharedClock;
 use crate::config::RefreshConfig;
 use crate::oauth::{TokenEndpoint, TokenError, TokenResponse};
-use crate::store::{AccountUpdate, SharedStore, StoreError};
+use crate::store::{AccountUpdate, Fence, SharedStore, StoreError};
+
+/// How often a process waiting for another's refresh re-reads the store.
+const LEASE_POLL: Duration = Duration::from_millis(200);
 
 /// A token this close to expiry is treated as expired on the request path (a request takes time to reach upstream).
 pub const EXPIRY_SKEW: Duration = Duration::from_secs(30);
@@ -153,6 +156,22 @@ impl CredentialCell {
         st.account = Arc::new(stored);
     }
 
+    /// Adopts a refresh block another process recorded (`until` is wall-clock).
+    pub fn observe_block(&self, now: DateTime<Utc>, until: DateTime<Utc>, reason: &str) {
+        let left = (until - now).to_std().unwrap_or_default();
+        if left.is_zero() {
+            return;
+        }
+        let until_i = Instant::now() + left;
+        let mut st = self.lock();
+        if st.blocked_until.is_none_or(|t| t < until_i) {
+            st.blocked_until = Some(until_i);
+            st.block_rate_limited = reason.contains("429");
+            st.block_reason = reason.to_string();
+            st.last_error = Some(reason.to_string());
+        }
+    }
+
     /// The credential state now, and when a backoff ends.
     pub fn state(&self) -> (CredentialState, Option<Instant>, Option<String>) {
         let st = self.lock();
@@ -194,6 +213,8 @@ pub struct RefreshSettings {
     pub transient_backoff: Backoff,
     pub rate_limit_backoff: Backoff,
     pub max_retry_after: Duration,
+    /// How long a refresh lease is held at most (a holder that dies frees it after this).
+    pub lease_ttl: Duration,
 }
 
 impl From<&RefreshConfig> for RefreshSettings {
@@ -211,6 +232,7 @@ impl From<&RefreshConfig> for RefreshSettings {
                 max,
             ),
             max_retry_after: Duration::from_secs(c.max_retry_after_secs),
+            lease_ttl: Duration::from_secs_f64(c.lease_secs),
         }
     }
 }
@@ -237,6 +259,8 @@ struct Inner {
     clock: SharedClock,
     settings: RefreshSettings,
     tasks: TaskTracker,
+    /// This process's name as a refresh-lease holder.
+    holder: String,
 }
 
 /// Whether the account's token is valid for at least `margin` more.
@@ -256,6 +280,7 @@ impl RefreshEngine {
         clock: SharedClock,
         settings: RefreshSettings,
     ) -> Self {
+        let holder = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
         RefreshEngine {
             inner: Arc::new(Inner {
                 store,
@@ -263,6 +288,7 @@ impl RefreshEngine {
                 clock,
                 settings,
                 tasks: TaskTracker::new(),
+                holder,
             }),
         }
     }
@@ -395,6 +421,34 @@ impl RefreshEngine {
         Ok(Started::Waiting(rx))
     }
 
+    /// Records a refresh block in the store so that no process calls the token endpoint for this account before
+    /// `until`. Compare-and-set with a few retries; a lost race only means another writer recorded its own block.
+    fn spawn_persist_block(
+        &self,
+        id: crate::account::AccountId,
+        until: DateTime<Utc>,
+        reason: String,
+    ) {
+        let store = self.inner.store.clone();
+        self.inner.tasks.spawn(async move {
+            for _ in 0..3 {
+                let Ok(Some(a)) = store.get_account(id).await else { return };
+                if a.refresh_blocked_until.is_some_and(|t| t >= until) {
+                    return;
+                }
+                let update = AccountUpdate { refresh_block: Some(Some((until, reason.clone()))), ..Default::default() };
+                match store.update_account(id, a.version, update).await {
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => {
+                        tracing::warn!(account = id, error = %e, "could not record the refresh block in the store");
+                        return;
+                    }
+                    Ok(_) => return,
+                }
+            }
+        });
+    }
+
     fn spawn_persist_reauth(&self, account: Arc<Account>, reason: String) {
         let store = self.inner.store.clone();
         self.inner.tasks.spawn(async move {
@@ -413,6 +467,8 @@ impl RefreshEngine {
         outcome: Outcome,
     ) -> Result<Arc<Account>, RefreshError> {
         let s = &self.inner.settings;
+        // Blocks read from the store are already shared; blocks we learned ourselves are written back.
+        let shared_block = !matches!(outcome, Outcome::Blocked { .. });
         let mut st = cell.lock();
         st.flight = None;
         let name = st.account.name.clone();
@@ -498,33 +554,174 @@ impl RefreshEngine {
                 st.block_reason = format!("store unavailable: {cause}");
                 Err(RefreshError::Store(cause))
             }
+            Outcome::Blocked { until, reason } => {
+                let left = (until - self.inner.clock.now())
+                    .to_std()
+                    .unwrap_or_default();
+                let until_i = now + left;
+                st.blocked_until = Some(st.blocked_until.map_or(until_i, |t| t.max(until_i)));
+                st.block_rate_limited = reason.contains("429");
+                st.block_reason = reason.clone();
+                Err(RefreshError::Backoff {
+                    until: until_i,
+                    until_wall: until,
+                    rate_limited: st.block_rate_limited,
+                    reason,
+                })
+            }
             Outcome::Removed => Err(RefreshError::Removed),
         };
+        // A 429's wait and a failure backoff bind every process sharing the store.
+        if let (
+            Err(RefreshError::Backoff {
+                until_wall, reason, ..
+            }),
+            true,
+        ) = (&result, shared_block)
+        {
+            self.spawn_persist_block(st.account.id, *until_wall, reason.clone());
+        }
+        if let Err(e @ RefreshError::Transient { next_try, .. }) = &result {
+            let wall = crate::clock::instant_to_wall(self.inner.clock.as_ref(), *next_try);
+            self.spawn_persist_block(st.account.id, wall, e.to_string());
+        }
         result
     }
 
     /// The flight itself. Never cancelled by callers; bounded by `max_attempts` calls of `call_timeout` each.
     async fn fly(&self, started_from: Arc<Account>, pending: Option<TokenResponse>) -> Outcome {
         let inner = &self.inner;
-        // Re-read the stored row: someone may have rotated the token since we loaded it.
-        let stored = match inner.store.get_account(started_from.id).await {
-            Ok(Some(a)) => a,
-            Ok(None) => return Outcome::Removed,
-            Err(e) => return Outcome::StoreDown(e.to_string()),
+        let id = started_from.id;
+        let reread = || async {
+            match inner.store.get_account(id).await {
+                Ok(Some(a)) => Ok(a),
+                Ok(None) => Err(Outcome::Removed),
+                Err(e) => Err(Outcome::StoreDown(e.to_string())),
+            }
         };
-        if let Some(tokens) = pending {
+        // Re-read the stored row: someone (the CLI, another replica) may have rotated the token since we loaded it.
+        let mut stored = match reread().await {
+            Ok(a) => a,
+            Err(o) => return o,
+        };
+        // One holder at a time across every process sharing the store; others wait for its result.
+        let give_up = Instant::now() + inner.settings.lease_ttl.saturating_mul(2);
+        let fence = loop {
+            if pending.is_none() {
+                if let Some(done) = self.settled_elsewhere(&started_from, &stored) {
+                    return done;
+                }
+            }
+            match inner
+                .store
+                .acquire_refresh_lease(id, &inner.holder, inner.settings.lease_ttl)
+                .await
+            {
+                Ok(Some(token)) => {
+                    break Fence {
+                        holder: inner.holder.clone(),
+                        token,
+                    }
+                }
+                Ok(None) if Instant::now() < give_up => {
+                    tokio::time::sleep(LEASE_POLL).await;
+                    stored = match reread().await {
+                        Ok(a) => a,
+                        Err(o) => return o,
+                    };
+                }
+                Ok(None) => {
+                    return Outcome::Transient {
+                        attempts: 0,
+                        cause: "another process held the refresh lease for too long".into(),
+                    }
+                }
+                Err(e) => return Outcome::StoreDown(e.to_string()),
+            }
+        };
+        // The previous holder may have finished just before we took the lease.
+        stored = match reread().await {
+            Ok(a) => a,
+            Err(o) => {
+                let _ = inner.store.release_refresh_lease(id, &fence).await;
+                return o;
+            }
+        };
+        let outcome = match pending {
             // A rotation we could not persist before: persist it now, do not call the endpoint.
-            return self.persist(stored, tokens).await;
+            Some(tokens) => self.persist(stored, tokens, &fence).await,
+            None => match self.settled_elsewhere(&started_from, &stored) {
+                Some(done) => done,
+                None => self.exchange(stored, &fence).await,
+            },
+        };
+        // Record the least wait this failure implies before giving the lease up, so no other process can slip a call
+        // in between (the exact, possibly longer, wait is written when the outcome settles).
+        let floor = match &outcome {
+            Outcome::RateLimited(Some(d)) => Some((
+                (*d).min(inner.settings.max_retry_after),
+                "token endpoint answered 429",
+            )),
+            Outcome::RateLimited(None) => Some((
+                inner.settings.rate_limit_backoff.base / 2,
+                "token endpoint answered 429",
+            )),
+            Outcome::Transient { .. } => Some((
+                inner.settings.transient_backoff.base / 2,
+                "token refresh failed",
+            )),
+            _ => None,
+        };
+        if let Some((wait, reason)) = floor {
+            let until = inner.clock.now() + chrono::Duration::from_std(wait).unwrap_or_default();
+            if let Ok(Some(a)) = inner.store.get_account(id).await {
+                let update = AccountUpdate {
+                    refresh_block: Some(Some((until, reason.to_string()))),
+                    ..Default::default()
+                };
+                if let Err(e) = inner
+                    .store
+                    .update_account_fenced(id, a.version, &fence, update)
+                    .await
+                {
+                    tracing::debug!(error = %e, "could not record the refresh block before releasing the lease");
+                }
+            }
         }
+        if let Err(e) = inner.store.release_refresh_lease(id, &fence).await {
+            tracing::debug!(error = %e, "could not release the refresh lease; it expires on its own");
+        }
+        outcome
+    }
+
+    /// Whether the stored row makes an exchange unnecessary or forbidden: re-auth needed, already rotated by someone
+    /// else, or a refresh block (a 429's Retry-After) recorded by any process.
+    fn settled_elsewhere(&self, started_from: &Account, stored: &Account) -> Option<Outcome> {
+        let now = self.inner.clock.now();
         if stored.needs_reauth.is_some() && stored.version >= started_from.version {
-            return Outcome::NeedsReauth(stored.needs_reauth.clone().unwrap_or_default());
+            return Some(Outcome::NeedsReauth(
+                stored.needs_reauth.clone().unwrap_or_default(),
+            ));
         }
         if stored.credential.secret != started_from.credential.secret
-            && fresh(&stored, inner.clock.now(), EXPIRY_SKEW)
+            && fresh(stored, now, EXPIRY_SKEW)
         {
             tracing::info!(account = %stored.name, "credential already rotated elsewhere; adopting it");
-            return Outcome::Refreshed(Arc::new(stored));
+            return Some(Outcome::Refreshed(Arc::new(stored.clone())));
         }
+        if let Some(until) = stored.refresh_blocked_until.filter(|t| *t > now) {
+            let reason = stored
+                .refresh_block_reason
+                .clone()
+                .unwrap_or_else(|| "refresh blocked".into());
+            return Some(Outcome::Blocked { until, reason });
+        }
+        None
+    }
+
+    /// Calls the token endpoint (bounded attempts) and persists the result under `fence`.
+    async fn exchange(&self, stored: Account, fence: &Fence) -> Outcome {
+        let inner = &self.inner;
         let Some(refresh_token) = stored.credential.refresh_token.clone() else {
             return Outcome::NeedsReauth("no refresh token stored".into());
         };
@@ -548,7 +745,7 @@ impl RefreshEngine {
             metrics::counter!("gateway_refresh_attempts_total", "outcome" => outcome).increment(1);
             tracing::info!(account = %stored.name, attempt = attempts, outcome, "token refresh attempt");
             let err = match result {
-                Ok(tokens) => return self.persist(stored, tokens).await,
+                Ok(tokens) => return self.persist(stored, tokens, fence).await,
                 Err(e) => e,
             };
             match err {
@@ -609,8 +806,9 @@ impl RefreshEngine {
         }
     }
 
-    /// Writes new tokens with compare-and-set on the version read at the start of the flight.
-    async fn persist(&self, stored: Account, tokens: TokenResponse) -> Outcome {
+    /// Writes new tokens with compare-and-set on the version read at the start of the flight, fenced by the refresh
+    /// lease, and lifts any refresh block.
+    async fn persist(&self, stored: Account, tokens: TokenResponse, fence: &Fence) -> Outcome {
         let inner = &self.inner;
         let expires_at = tokens.expires_in.map(|s| {
             inner.clock.now()
@@ -629,6 +827,7 @@ impl RefreshEngine {
             credential: Some(credential),
             needs_reauth: Some(None),
             last_error: Some(None),
+            refresh_block: Some(None),
             ..Default::default()
         };
         if let Some(email) = tokens
@@ -645,7 +844,7 @@ impl RefreshEngine {
         for _ in 0..3 {
             match inner
                 .store
-                .update_account(stored.id, expected, update.clone())
+                .update_account_fenced(stored.id, expected, fence, update.clone())
                 .await
             {
                 Ok(account) => {
@@ -673,6 +872,22 @@ impl RefreshEngine {
                     }
                 }
                 Err(StoreError::NotFound(_)) => return Outcome::Removed,
+                Err(StoreError::Fenced(_)) => {
+                    return match inner.store.get_account(stored.id).await {
+                        // The lease passed to another holder who already stored a newer credential: theirs stands.
+                        Ok(Some(now_stored))
+                            if now_stored.credential.refresh_token
+                                != stored.credential.refresh_token =>
+                        {
+                            Outcome::Refreshed(Arc::new(now_stored))
+                        }
+                        _ => Outcome::Held {
+                            tokens,
+                            cause: "the refresh lease expired before the rotation was written"
+                                .into(),
+                        },
+                    };
+                }
                 Err(e) => {
                     return Outcome::Held {
                         tokens,
@@ -702,6 +917,11 @@ enum Outcome {
         cause: String,
     },
     NeedsReauth(String),
+    /// A refresh block recorded in the store (by this or another process) forbids calling now.
+    Blocked {
+        until: DateTime<Utc>,
+        reason: String,
+    },
     Held {
         tokens: TokenResponse,
         cause: String,

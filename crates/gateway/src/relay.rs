@@ -104,7 +104,7 @@ pub struct Relay {
     held: VecDeque<Bytes>,
     ended: bool,
     account: String,
-    _lease: Lease,
+    lease: Lease,
 }
 
 impl Relay {
@@ -116,7 +116,7 @@ impl Relay {
             held: VecDeque::new(),
             ended: false,
             account,
-            _lease: lease,
+            lease: lease,
         };
         loop {
             match relay.upstream.next().await {
@@ -161,6 +161,12 @@ impl Relay {
             .increment(w.cache_read_tokens);
         metrics::counter!("gateway_tokens_total", "kind" => "cache_creation")
             .increment(w.cache_creation_tokens);
+        self.lease.entry.record_tokens(
+            w.input_tokens,
+            w.output_tokens,
+            w.cache_read_tokens,
+            w.cache_creation_tokens,
+        );
     }
 
     fn failure_event(&mut self, message: &str) -> Bytes {

@@ -300,17 +300,26 @@ async fn metrics(State(state): State<AppState>) -> Response {
 pub async fn background(state: AppState, shutdown: CancellationToken) {
     let mut sync = tokio::time::interval(Duration::from_secs(1));
     sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut scan =
-        tokio::time::interval(Duration::from_secs(state.config.refresh.scan_interval_secs));
+    // The first scan comes one interval after start: requests refresh what they need on their own meanwhile.
+    let scan_every = Duration::from_secs(state.config.refresh.scan_interval_secs);
+    let mut scan = tokio::time::interval_at(tokio::time::Instant::now() + scan_every, scan_every);
     scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut flush = tokio::time::interval(crate::clock::secs(state.config.usage_flush_secs));
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Replicas sharing PostgreSQL hear about changes at once; the 1 s poll stays as the fallback.
+    let changed = Arc::new(tokio::sync::Notify::new());
+    if let Some(url) = &state.config.store_url {
+        tokio::spawn(crate::store::postgres::watch(
+            url.clone(),
+            changed.clone(),
+            shutdown.clone(),
+        ));
+    }
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = sync.tick() => {
-                if let Err(e) = state.pool().sync().await {
-                    tracing::warn!(error = %e, "could not reload accounts from the store");
-                }
-            }
+            _ = shutdown.cancelled() => break,
+            _ = sync.tick() => sync_once(&state).await,
+            _ = changed.notified() => sync_once(&state).await,
             _ = scan.tick() => {
                 let engine = state.pool().engine();
                 for entry in state.pool().entries().iter() {
@@ -320,6 +329,23 @@ pub async fn background(state: AppState, shutdown: CancellationToken) {
                     }
                 }
             }
+            _ = flush.tick() => {
+                if let Err(e) = state.pool().flush_usage().await {
+                    tracing::warn!(error = %e, "could not write usage; kept for the next flush");
+                }
+            }
         }
+    }
+    if let Err(e) = state.pool().flush_usage().await {
+        tracing::warn!(error = %e, "could not write the last usage batch");
+    }
+}
+
+async fn sync_once(state: &AppState) {
+    if let Err(e) = state.pool().sync().await {
+        tracing::warn!(error = %e, "could not reload accounts from the store");
+    }
+    if let Err(e) = state.pool().sync_cooldowns().await {
+        tracing::debug!(error = %e, "could not read shared cooldowns");
     }
 }

@@ -193,7 +193,14 @@ event: content_block_delta\ndata: {\"a\":\ndata:  1}\n\nretry: 5\ndata:no-space\
     #[test]
     fn an_empty_chunk_between_cr_and_lf_is_harmless() {
         let events = decode_chunks(&[b"event: ping\r", b"", b"\ndata: {}\r\n\r\n"]);
-        assert_eq!(events, vec![SseEvent { event: Some("ping".into()), data: "{}".into(), truncated: false }]);
+        assert_eq!(
+            events,
+            vec![SseEvent {
+                event: Some("ping".into()),
+                data: "{}".into(),
+                truncated: false
+            }]
+        );
     }
 
     #[test]

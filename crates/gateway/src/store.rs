@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use crate::account::{Account, AccountId, Credential, NewAccount};
 
 pub mod memory;
-mod sql;
 pub mod postgres;
+mod sql;
 pub mod sqlite;
 
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -122,9 +122,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     // --- coordination between processes (replicas) sharing the store ---
 
-    /// Takes the refresh lease of an account for `ttl` unless another holder has an unexpired one. Returns the fence
+    /// Takes the refresh lease of an account for `ttl` unless another holder has an unexpired one (the same holder may
+    /// take it again). Returns the fence
     /// token (growing with every new holder), or `None` when someone else holds it.
-    fn acquire_refresh_lease(&self, id: AccountId, holder: &str, ttl: Duration) -> StoreFuture<'_, Option<i64>>;
+    fn acquire_refresh_lease(
+        &self,
+        id: AccountId,
+        holder: &str,
+        ttl: Duration,
+    ) -> StoreFuture<'_, Option<i64>>;
     /// Gives the lease back (only if `fence` still holds it).
     fn release_refresh_lease(&self, id: AccountId, fence: &Fence) -> StoreFuture<'_, ()>;
     /// `update_account`, but only while no other holder took the refresh lease after `fence`.

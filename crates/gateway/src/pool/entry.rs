@@ -11,6 +11,7 @@ use super::Swrr;
 use crate::account::{Account, AccountId};
 use crate::ratelimit::UnifiedLimits;
 use crate::refresh::CredentialCell;
+use crate::store::Usage;
 
 /// Most model-scoped cooldowns kept per account; the oldest-ending is dropped first.
 pub const MAX_MODEL_COOLDOWNS: usize = 32;
@@ -33,6 +34,8 @@ pub struct AccountEntry {
     served: AtomicU64,
     pub(crate) swrr: Swrr,
     cooldowns: Mutex<Cooldowns>,
+    /// Usage not yet written to the store (flushed in batches).
+    pending_usage: Mutex<Usage>,
 }
 
 impl AccountEntry {
@@ -44,6 +47,7 @@ impl AccountEntry {
             served: AtomicU64::new(0),
             swrr: Swrr::new(0),
             cooldowns: Mutex::new(Cooldowns::default()),
+            pending_usage: Mutex::new(Usage::default()),
         })
     }
 
@@ -54,6 +58,35 @@ impl AccountEntry {
     pub(crate) fn claim(&self) {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.served.fetch_add(1, Ordering::Relaxed);
+        self.usage().requests += 1;
+    }
+
+    fn usage(&self) -> MutexGuard<'_, Usage> {
+        self.pending_usage.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds token usage seen in a response.
+    pub fn record_tokens(&self, input: u64, output: u64, cache_read: u64, cache_creation: u64) {
+        let mut u = self.usage();
+        u.input_tokens += input;
+        u.output_tokens += output;
+        u.cache_read_tokens += cache_read;
+        u.cache_creation_tokens += cache_creation;
+    }
+
+    /// Takes the usage accumulated since the last flush.
+    pub(crate) fn take_usage(&self) -> Usage {
+        std::mem::take(&mut *self.usage())
+    }
+
+    /// Puts back usage whose flush failed.
+    pub(crate) fn return_usage(&self, back: Usage) {
+        let mut u = self.usage();
+        u.requests += back.requests;
+        u.input_tokens += back.input_tokens;
+        u.output_tokens += back.output_tokens;
+        u.cache_read_tokens += back.cache_read_tokens;
+        u.cache_creation_tokens += back.cache_creation_tokens;
     }
 
     pub(crate) fn claim_again(&self) {
@@ -75,7 +108,9 @@ impl AccountEntry {
 
     /// Whether the account is at its `max_concurrency`.
     pub fn saturated(&self, account: &Account) -> bool {
-        account.max_concurrency.is_some_and(|max| self.in_flight() >= max as usize)
+        account
+            .max_concurrency
+            .is_some_and(|max| self.in_flight() >= max as usize)
     }
 
     /// Until when this account may not serve `model` (account-wide or model cooldown), if it may not now.
@@ -84,7 +119,12 @@ impl AccountEntry {
         let mut cd = self.cd();
         cd.models.retain(|(_, t)| *t > now);
         let account = cd.account.as_ref().map(|(t, _)| *t).filter(|t| *t > now);
-        let model = model.and_then(|m| cd.models.iter().find(|(name, _)| name == m).map(|(_, t)| *t));
+        let model = model.and_then(|m| {
+            cd.models
+                .iter()
+                .find(|(name, _)| name == m)
+                .map(|(_, t)| *t)
+        });
         account.into_iter().chain(model).max()
     }
 
@@ -112,7 +152,13 @@ impl AccountEntry {
             None => {
                 if cd.models.len() >= MAX_MODEL_COOLDOWNS {
                     // Drop the one ending soonest: the list stays bounded whatever model names clients send.
-                    if let Some(i) = cd.models.iter().enumerate().min_by_key(|(_, (_, t))| *t).map(|(i, _)| i) {
+                    if let Some(i) = cd
+                        .models
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, (_, t))| *t)
+                        .map(|(i, _)| i)
+                    {
                         cd.models.swap_remove(i);
                     }
                 }
@@ -121,11 +167,39 @@ impl AccountEntry {
         }
     }
 
+    /// Adopts a cooldown another process learned (no strike: it was not our failure).
+    pub fn apply_shared(&self, model: Option<&str>, until: Instant, reason: &str) {
+        let now = Instant::now();
+        if until <= now {
+            return;
+        }
+        let mut cd = self.cd();
+        if cd.probe_mark.is_none() {
+            cd.probe_mark = Some(now);
+        }
+        match model {
+            None => {
+                if cd.account.as_ref().is_none_or(|(t, _)| *t < until) {
+                    cd.account = Some((until, reason.to_string()));
+                }
+            }
+            Some(m) => {
+                let full = cd.models.len() >= MAX_MODEL_COOLDOWNS;
+                match cd.models.iter_mut().find(|(x, _)| x == m) {
+                    Some((_, t)) => *t = (*t).max(until),
+                    None if !full => cd.models.push((m.to_string(), until)),
+                    None => {}
+                }
+            }
+        }
+    }
+
     /// Whether a half-open probe is due: the account is cooling and `interval` passed since the cooldown began or the
     /// last probe left.
     pub fn probe_due(&self, now: Instant, interval: Duration) -> bool {
         let cd = self.cd();
-        let cooling = cd.account.as_ref().is_some_and(|(t, _)| *t > now) || cd.models.iter().any(|(_, t)| *t > now);
+        let cooling = cd.account.as_ref().is_some_and(|(t, _)| *t > now)
+            || cd.models.iter().any(|(_, t)| *t > now);
         cooling && cd.probe_mark.is_some_and(|m| m + interval <= now)
     }
 
@@ -176,7 +250,10 @@ impl AccountEntry {
 
     /// Highest utilization of the account-wide windows last reported (0..1).
     pub fn utilization(&self) -> Option<f64> {
-        self.cd().limits.as_ref().and_then(UnifiedLimits::utilization)
+        self.cd()
+            .limits
+            .as_ref()
+            .and_then(UnifiedLimits::utilization)
     }
 
     /// Why the account is cooling, while it is.
@@ -186,13 +263,23 @@ impl AccountEntry {
         if let Some((_, r)) = cd.account.as_ref().filter(|(t, _)| *t > now) {
             return Some(r.clone());
         }
-        let models: Vec<&str> = cd.models.iter().filter(|(_, t)| *t > now).map(|(m, _)| m.as_str()).collect();
+        let models: Vec<&str> = cd
+            .models
+            .iter()
+            .filter(|(_, t)| *t > now)
+            .map(|(m, _)| m.as_str())
+            .collect();
         (!models.is_empty()).then(|| format!("rate limited for {}", models.join(", ")))
     }
 
     /// Model-scoped cooldowns in force: (model, until).
     pub fn model_cooldowns(&self) -> Vec<(String, Instant)> {
         let now = Instant::now();
-        self.cd().models.iter().filter(|(_, t)| *t > now).cloned().collect()
+        self.cd()
+            .models
+            .iter()
+            .filter(|(_, t)| *t > now)
+            .cloned()
+            .collect()
     }
 }

@@ -40,7 +40,11 @@ async fn pool(accounts: &[(i32, u32, Option<u32>)]) -> Arc<Pool> {
             .insert_account(NewAccount {
                 name: format!("a{i}"),
                 kind: AccountKind::ApiKey,
-                credential: Credential { secret: format!("k{i}"), refresh_token: None, expires_at: None },
+                credential: Credential {
+                    secret: format!("k{i}"),
+                    refresh_token: None,
+                    expires_at: None,
+                },
                 email: None,
                 account_uuid: None,
                 organization_uuid: None,
@@ -52,11 +56,26 @@ async fn pool(accounts: &[(i32, u32, Option<u32>)]) -> Arc<Pool> {
             .await
             .unwrap();
         if max.is_some() {
-            store.update_account(a.id, a.version, AccountUpdate { max_concurrency: Some(*max), ..Default::default() }).await.unwrap();
+            store
+                .update_account(
+                    a.id,
+                    a.version,
+                    AccountUpdate {
+                        max_concurrency: Some(*max),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
         }
     }
     let clock = Arc::new(crate::clock::TokioClock::starting_at(chrono::Utc::now()));
-    let engine = RefreshEngine::new(store.clone(), Arc::new(NoEndpoint), clock, RefreshSettingsForTest::get());
+    let engine = RefreshEngine::new(
+        store.clone(),
+        Arc::new(NoEndpoint),
+        clock,
+        RefreshSettingsForTest::get(),
+    );
     let pool = Arc::new(Pool::new(store, engine, settings()));
     pool.sync().await.unwrap();
     pool
@@ -78,7 +97,9 @@ async fn sequential_requests_share_exactly_by_weight() {
     let p = pool(&[(0, 1, None), (0, 2, None), (0, 3, None)]).await;
     let mut counts: HashMap<AccountId, usize> = HashMap::new();
     for _ in 0..600 {
-        *counts.entry(pick_id(&p, Want::default()).await).or_default() += 1;
+        *counts
+            .entry(pick_id(&p, Want::default()).await)
+            .or_default() += 1;
     }
     assert_eq!(counts[&1], 100);
     assert_eq!(counts[&2], 200);
@@ -99,7 +120,11 @@ async fn an_account_far_above_the_least_load_is_skipped() {
     busy.release();
     busy.release();
     // Now 1 against 0: within bounds, weights decide again.
-    let picks: std::collections::HashSet<_> = [pick_id(&p, Want::default()).await, pick_id(&p, Want::default()).await].into();
+    let picks: std::collections::HashSet<_> = [
+        pick_id(&p, Want::default()).await,
+        pick_id(&p, Want::default()).await,
+    ]
+    .into();
     assert_eq!(picks.len(), 2);
 }
 
@@ -109,7 +134,9 @@ async fn lower_priority_tier_serves_only_when_the_first_cannot() {
     for _ in 0..10 {
         assert_eq!(pick_id(&p, Want::default()).await, 1);
     }
-    p.get(1).unwrap().cool_account(Instant::now() + Duration::from_secs(5), "test".into());
+    p.get(1)
+        .unwrap()
+        .cool_account(Instant::now() + Duration::from_secs(5), "test".into());
     assert_eq!(pick_id(&p, Want::default()).await, 2);
     tokio::time::advance(Duration::from_secs(5)).await;
     assert_eq!(pick_id(&p, Want::default()).await, 1);
@@ -118,16 +145,44 @@ async fn lower_priority_tier_serves_only_when_the_first_cannot() {
 #[tokio::test(start_paused = true)]
 async fn a_model_cooldown_blocks_only_that_model() {
     let p = pool(&[(0, 1, None)]).await;
-    p.get(1).unwrap().cool_model("opus", Instant::now() + Duration::from_secs(30));
-    let err = p.acquire(Want { model: Some("opus"), ..Default::default() }).await.unwrap_err();
+    p.get(1)
+        .unwrap()
+        .cool_model("opus", Instant::now() + Duration::from_secs(30));
+    let err = p
+        .acquire(Want {
+            model: Some("opus"),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
     match err {
-        GatewayError::RateLimited { retry_after_secs, .. } => assert_eq!(retry_after_secs, 30),
+        GatewayError::RateLimited {
+            retry_after_secs, ..
+        } => assert_eq!(retry_after_secs, 30),
         other => panic!("{other:?}"),
     }
-    assert_eq!(pick_id(&p, Want { model: Some("sonnet"), ..Default::default() }).await, 1);
+    assert_eq!(
+        pick_id(
+            &p,
+            Want {
+                model: Some("sonnet"),
+                ..Default::default()
+            }
+        )
+        .await,
+        1
+    );
     // An account-wide cooldown blocks every model.
-    p.get(1).unwrap().cool_account(Instant::now() + Duration::from_secs(10), "test".into());
-    assert!(p.acquire(Want { model: Some("sonnet"), ..Default::default() }).await.is_err());
+    p.get(1)
+        .unwrap()
+        .cool_account(Instant::now() + Duration::from_secs(10), "test".into());
+    assert!(p
+        .acquire(Want {
+            model: Some("sonnet"),
+            ..Default::default()
+        })
+        .await
+        .is_err());
 }
 
 #[tokio::test(start_paused = true)]
@@ -143,7 +198,10 @@ async fn a_cooling_account_gets_nothing_but_its_half_open_probes() {
                 assert!(lease.probe);
                 probes.push(second);
                 // The probe fails: upstream still says no; the account cools again from its answer.
-                limited.cool_account(Instant::now() + Duration::from_secs(60 - second), "window".into());
+                limited.cool_account(
+                    Instant::now() + Duration::from_secs(60 - second),
+                    "window".into(),
+                );
             }
         }
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -156,15 +214,25 @@ async fn a_successful_probe_ends_a_wrong_cooldown() {
     let p = pool(&[(0, 1, None), (0, 1, None)]).await;
     let limited = p.get(1).unwrap();
     // A reset hint of two days that is wrong.
-    limited.cool_account(Instant::now() + Duration::from_secs(2 * 86_400), "window".into());
+    limited.cool_account(
+        Instant::now() + Duration::from_secs(2 * 86_400),
+        "window".into(),
+    );
     tokio::time::advance(Duration::from_secs(20)).await;
     let lease = p.acquire(Want::default()).await.unwrap();
     assert!(lease.probe && lease.entry.id == 1);
     lease.entry.record_success(lease.probe);
     drop(lease);
     assert_eq!(limited.cooling_until(None), None);
-    let ids: Vec<_> = [pick_id(&p, Want::default()).await, pick_id(&p, Want::default()).await].into();
-    assert!(ids.contains(&1), "back in rotation after one probe: {ids:?}");
+    let ids: Vec<_> = [
+        pick_id(&p, Want::default()).await,
+        pick_id(&p, Want::default()).await,
+    ]
+    .into();
+    assert!(
+        ids.contains(&1),
+        "back in rotation after one probe: {ids:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -182,7 +250,16 @@ async fn max_concurrency_queues_then_answers_429() {
     let _held = p.acquire(Want::default()).await.unwrap();
     let started = Instant::now();
     let err = p.acquire(Want::default()).await.unwrap_err();
-    assert!(matches!(err, GatewayError::RateLimited { retry_after_secs: 1, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            GatewayError::RateLimited {
+                retry_after_secs: 1,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert_eq!(started.elapsed(), Duration::from_secs(2));
     // The queue is bounded: with max_queue = 2 waiting, a third is refused at once.
     let (p3, p4) = (p.clone(), p.clone());
@@ -200,51 +277,118 @@ async fn affinity_keeps_a_conversation_on_its_account_and_moves_it_when_it_cools
     let p = pool(&[(0, 1, None), (0, 1, None), (0, 1, None)]).await;
     let mut homes = HashMap::new();
     for conversation in 0..30u64 {
-        let home = pick_id(&p, Want { affinity: Some(conversation), ..Default::default() }).await;
+        let home = pick_id(
+            &p,
+            Want {
+                affinity: Some(conversation),
+                ..Default::default()
+            },
+        )
+        .await;
         homes.insert(conversation, home);
     }
     for _turn in 0..10 {
         for conversation in 0..30u64 {
-            assert_eq!(pick_id(&p, Want { affinity: Some(conversation), ..Default::default() }).await, homes[&conversation]);
+            assert_eq!(
+                pick_id(
+                    &p,
+                    Want {
+                        affinity: Some(conversation),
+                        ..Default::default()
+                    }
+                )
+                .await,
+                homes[&conversation]
+            );
         }
     }
     // Conversations spread over the accounts in the first place.
-    assert_eq!(homes.values().collect::<std::collections::HashSet<_>>().len(), 3);
+    assert_eq!(
+        homes
+            .values()
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        3
+    );
     // Their account cools: they move, and stay on the new one.
     let (conversation, home) = homes.iter().next().map(|(c, h)| (*c, *h)).unwrap();
-    p.get(home).unwrap().cool_account(Instant::now() + Duration::from_secs(600), "test".into());
-    let moved = pick_id(&p, Want { affinity: Some(conversation), ..Default::default() }).await;
+    p.get(home)
+        .unwrap()
+        .cool_account(Instant::now() + Duration::from_secs(600), "test".into());
+    let moved = pick_id(
+        &p,
+        Want {
+            affinity: Some(conversation),
+            ..Default::default()
+        },
+    )
+    .await;
     assert_ne!(moved, home);
-    assert_eq!(pick_id(&p, Want { affinity: Some(conversation), ..Default::default() }).await, moved);
+    assert_eq!(
+        pick_id(
+            &p,
+            Want {
+                affinity: Some(conversation),
+                ..Default::default()
+            }
+        )
+        .await,
+        moved
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn affinity_yields_to_bounded_load() {
     let p = pool(&[(0, 1, None), (0, 1, None)]).await;
-    let home = pick_id(&p, Want { affinity: Some(7), ..Default::default() }).await;
+    let home = pick_id(
+        &p,
+        Want {
+            affinity: Some(7),
+            ..Default::default()
+        },
+    )
+    .await;
     // Pile requests onto the home account.
     let mut held = Vec::new();
     for _ in 0..6 {
-        let lease = p.acquire(Want { affinity: Some(7), ..Default::default() }).await.unwrap();
+        let lease = p
+            .acquire(Want {
+                affinity: Some(7),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         if lease.entry.id != home {
             break;
         }
         held.push(lease);
     }
-    assert!(held.len() >= 3 && held.len() < 6, "affinity yields once its account is far above average: {}", held.len());
+    assert!(
+        held.len() >= 3 && held.len() < 6,
+        "affinity yields once its account is far above average: {}",
+        held.len()
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn all_cooling_is_429_with_the_soonest_moment_and_none_usable_is_503() {
     let p = pool(&[(0, 1, None), (0, 1, None)]).await;
-    p.get(1).unwrap().cool_account(Instant::now() + Duration::from_secs(90), "x".into());
-    p.get(2).unwrap().cool_account(Instant::now() + Duration::from_secs(30), "x".into());
+    p.get(1)
+        .unwrap()
+        .cool_account(Instant::now() + Duration::from_secs(90), "x".into());
+    p.get(2)
+        .unwrap()
+        .cool_account(Instant::now() + Duration::from_secs(30), "x".into());
     match p.acquire(Want::default()).await.unwrap_err() {
-        GatewayError::RateLimited { retry_after_secs, .. } => assert_eq!(retry_after_secs, 30),
+        GatewayError::RateLimited {
+            retry_after_secs, ..
+        } => assert_eq!(retry_after_secs, 30),
         other => panic!("{other:?}"),
     }
     let empty = pool(&[]).await;
-    assert!(matches!(empty.acquire(Want::default()).await.unwrap_err(), GatewayError::NoAccount(m) if m.contains("add-key")));
+    assert!(
+        matches!(empty.acquire(Want::default()).await.unwrap_err(), GatewayError::NoAccount(m) if m.contains("add-key"))
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -252,7 +396,10 @@ async fn model_cooldowns_stay_bounded_whatever_models_clients_name() {
     let p = pool(&[(0, 1, None)]).await;
     let e = p.get(1).unwrap();
     for i in 0..10_000 {
-        e.cool_model(&format!("model-{i}"), Instant::now() + Duration::from_secs(60));
+        e.cool_model(
+            &format!("model-{i}"),
+            Instant::now() + Duration::from_secs(60),
+        );
     }
     assert!(e.model_cooldowns().len() <= MAX_MODEL_COOLDOWNS);
 }

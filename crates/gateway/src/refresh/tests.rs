@@ -516,9 +516,16 @@ async fn a_transient_failure_then_success_within_one_flight() {
 #[tokio::test(start_paused = true)]
 async fn a_rotation_that_cannot_be_persisted_holds_the_account_and_is_persisted_later_without_a_new_exchange(
 ) {
-    let r = rig(vec![], expired()).await;
+    let r = rig(vec![Answer::Gate], expired()).await;
+    let waiter = {
+        let (engine, cell) = (r.engine.clone(), r.cell.clone());
+        tokio::spawn(async move { engine.credential(&cell).await })
+    };
+    // The store becomes unwritable after the endpoint rotated the token, before the rotation is written.
+    r.endpoint.entered.notified().await;
     r.store.fail_writes.store(true, Ordering::SeqCst);
-    let err = r.engine.credential(&r.cell).await.unwrap_err();
+    r.endpoint.release.notify_one();
+    let err = waiter.await.unwrap().unwrap_err();
     assert!(matches!(err, RefreshError::Held(_)), "{err:?}");
     assert_eq!(r.cell.state().0, CredentialState::Held);
     assert_eq!(
@@ -632,7 +639,11 @@ async fn churning_ten_thousand_accounts_leaves_no_state_behind() {
     let clock = Arc::new(TokioClock::starting_at(Utc::now()));
     let endpoint = FakeEndpoint::with(vec![]);
     let engine = RefreshEngine::new(store.clone(), endpoint.clone(), clock.clone(), settings());
-    let pool = crate::pool::Pool::new(store.clone(), engine.clone(), (&crate::config::PoolConfig::default()).into());
+    let pool = crate::pool::Pool::new(
+        store.clone(),
+        engine.clone(),
+        (&crate::config::PoolConfig::default()).into(),
+    );
     let mut weak = Vec::new();
     for round in 0..10 {
         for i in 0..1000 {
@@ -669,4 +680,132 @@ async fn churning_ten_thousand_accounts_leaves_no_state_behind() {
         weak.iter().all(|w| w.upgrade().is_none()),
         "every account's refresh state was dropped with it"
     );
+}
+
+// === Coordination through the store (several processes) ===
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_waits_for_another_holder_of_the_lease_and_adopts_its_result() {
+    let r = rig(vec![], expired()).await;
+    let id = stored(&r.store).await.id;
+    // Another process holds the lease.
+    let other = r
+        .store
+        .acquire_refresh_lease(id, "other-replica", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    let waiter = {
+        let (engine, cell) = (r.engine.clone(), r.cell.clone());
+        tokio::spawn(async move { engine.credential(&cell).await })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        r.endpoint.calls().is_empty(),
+        "no exchange while another process holds the lease"
+    );
+    // The other process stores its rotation.
+    let s = stored(&r.store).await;
+    let fence = crate::store::Fence {
+        holder: "other-replica".into(),
+        token: other,
+    };
+    let cred = Credential {
+        secret: "at-other".into(),
+        refresh_token: Some("rt-other".into()),
+        expires_at: Some(Utc::now() + chrono::Duration::hours(8)),
+    };
+    r.store
+        .update_account_fenced(
+            id,
+            s.version,
+            &fence,
+            crate::store::AccountUpdate {
+                credential: Some(cred),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let a = waiter.await.unwrap().unwrap();
+    assert_eq!(a.credential.secret, "at-other");
+    assert!(r.endpoint.calls().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_lease_is_taken_over_and_the_stale_holder_cannot_write() {
+    let r = rig(vec![], expired()).await;
+    let id = stored(&r.store).await.id;
+    let dead = r
+        .store
+        .acquire_refresh_lease(id, "dead-replica", Duration::from_millis(1))
+        .await
+        .unwrap()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(5)); // the lease clock is wall time
+    let a = r.engine.credential(&r.cell).await.unwrap();
+    assert_eq!(a.credential.secret, "at-1");
+    assert_eq!(
+        r.endpoint.calls(),
+        vec!["rt-0"],
+        "the taker re-read the stored token"
+    );
+    // The dead holder wakes up and tries to write its (stale) result: fenced out.
+    let s = stored(&r.store).await;
+    let fence = crate::store::Fence {
+        holder: "dead-replica".into(),
+        token: dead,
+    };
+    let stale = Credential {
+        secret: "at-stale".into(),
+        refresh_token: Some("rt-stale".into()),
+        expires_at: None,
+    };
+    let err = r
+        .store
+        .update_account_fenced(
+            id,
+            s.version,
+            &fence,
+            crate::store::AccountUpdate {
+                credential: Some(stale),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, crate::store::StoreError::Fenced(_)),
+        "{err:?}"
+    );
+    assert_eq!(
+        stored(&r.store).await.credential.refresh_token.as_deref(),
+        Some("rt-1")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_is_recorded_in_the_store_and_binds_a_process_that_never_saw_it() {
+    let r = rig(
+        vec![Answer::Fail(TokenError::RateLimited {
+            retry_after: Some(Duration::from_secs(300)),
+        })],
+        expired(),
+    )
+    .await;
+    assert!(r.engine.credential(&r.cell).await.is_err());
+    r.engine.tasks().close();
+    r.engine.tasks().wait().await;
+    let s = stored(&r.store).await;
+    assert!(
+        s.refresh_blocked_until.is_some(),
+        "block written to the store"
+    );
+    // A second process (its own engine and cell, same store and endpoint) does not call the endpoint.
+    let clock = Arc::new(TokioClock::starting_at(Utc::now()));
+    let other = RefreshEngine::new(r.store.clone(), r.endpoint.clone(), clock, settings());
+    let cell = CredentialCell::new(s);
+    let err = other.credential(&cell).await.unwrap_err();
+    assert!(matches!(err, RefreshError::Backoff { .. }), "{err:?}");
+    assert_eq!(r.endpoint.calls().len(), 1);
 }

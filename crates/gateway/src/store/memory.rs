@@ -148,18 +148,30 @@ impl super::Store for MemoryStore {
         })
     }
 
-    fn acquire_refresh_lease(&self, id: AccountId, holder: &str, ttl: std::time::Duration) -> StoreFuture<'_, Option<i64>> {
+    fn acquire_refresh_lease(
+        &self,
+        id: AccountId,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> StoreFuture<'_, Option<i64>> {
         let holder = holder.to_string();
         Box::pin(async move {
             self.check(true)?;
             let now = chrono::Utc::now();
             let mut leases = lock(&self.leases);
             let fence = match leases.get(&id) {
-                Some((_, _, expires)) if *expires >= now => return Ok(None),
+                Some((h, _, expires)) if *expires >= now && *h != holder => return Ok(None),
                 Some((_, fence, _)) => fence + 1,
                 None => 1,
             };
-            leases.insert(id, (holder, fence, now + chrono::Duration::from_std(ttl).unwrap_or_default()));
+            leases.insert(
+                id,
+                (
+                    holder,
+                    fence,
+                    now + chrono::Duration::from_std(ttl).unwrap_or_default(),
+                ),
+            );
             Ok(Some(fence))
         })
     }
@@ -177,10 +189,18 @@ impl super::Store for MemoryStore {
         })
     }
 
-    fn update_account_fenced(&self, id: AccountId, expected_version: i64, fence: &Fence, update: AccountUpdate) -> StoreFuture<'_, Account> {
+    fn update_account_fenced(
+        &self,
+        id: AccountId,
+        expected_version: i64,
+        fence: &Fence,
+        update: AccountUpdate,
+    ) -> StoreFuture<'_, Account> {
         let fence = fence.clone();
         Box::pin(async move {
-            let held = lock(&self.leases).get(&id).is_some_and(|l| l.0 == fence.holder && l.1 == fence.token);
+            let held = lock(&self.leases)
+                .get(&id)
+                .is_some_and(|l| l.0 == fence.holder && l.1 == fence.token);
             if !held {
                 self.check(true)?;
                 return Err(StoreError::Fenced(id));
@@ -199,10 +219,17 @@ impl super::Store for MemoryStore {
         })
     }
 
-    fn list_cooldowns(&self, now: chrono::DateTime<chrono::Utc>) -> StoreFuture<'_, Vec<SharedCooldown>> {
+    fn list_cooldowns(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> StoreFuture<'_, Vec<SharedCooldown>> {
         Box::pin(async move {
             self.check(false)?;
-            Ok(lock(&self.cooldowns).iter().filter(|c| c.until > now).cloned().collect())
+            Ok(lock(&self.cooldowns)
+                .iter()
+                .filter(|c| c.until > now)
+                .cloned()
+                .collect())
         })
     }
 
@@ -234,7 +261,10 @@ impl super::Store for MemoryStore {
     fn usage_totals(&self) -> StoreFuture<'_, Vec<(AccountId, Usage)>> {
         Box::pin(async move {
             self.check(false)?;
-            Ok(lock(&self.usage).iter().map(|(k, v)| (*k, v.clone())).collect())
+            Ok(lock(&self.usage)
+                .iter()
+                .map(|(k, v)| (*k, v.clone()))
+                .collect())
         })
     }
 }

@@ -49,9 +49,18 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(3))
             .connect(url)
             .await
-            .map_err(|e| StoreError::Unavailable(format!("cannot connect to {}: {e}", redacted(url))))?;
-        MIGRATOR.run(&pool).await.map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
-        Ok(PostgresStore { pool, url: url.to_string(), description: format!("postgres {}", redacted(url)) })
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot connect to {}: {e}", redacted(url)))
+            })?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+        Ok(PostgresStore {
+            pool,
+            url: url.to_string(),
+            description: format!("postgres {}", redacted(url)),
+        })
     }
 
     /// A listener for change notifications (a dedicated connection; reconnects on its own).
@@ -62,4 +71,41 @@ impl PostgresStore {
     }
 }
 
-super::sql::sql_store!(PostgresStore, sqlx::postgres::PgRow, |s: &str| sql::numbered(s), Some("SELECT pg_notify('gateway_changes', '')"));
+/// Listens for change notifications and wakes `changed` for each, reconnecting after failures, until `shutdown`.
+pub async fn watch(
+    url: String,
+    changed: std::sync::Arc<tokio::sync::Notify>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let attempt = async {
+            let mut listener = PgListener::connect(&url).await?;
+            listener.listen(CHANNEL).await?;
+            loop {
+                listener.recv().await?;
+                changed.notify_one();
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sqlx::Error>(())
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            result = attempt => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "change listener lost its connection; reconnecting");
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+super::sql::sql_store!(
+    PostgresStore,
+    sqlx::postgres::PgRow,
+    |s: &str| sql::numbered(s),
+    Some("SELECT pg_notify('gateway_changes', '')")
+);

@@ -32,16 +32,19 @@ pub const FENCE_CONDITION: &str =
 pub const DELETE_ACCOUNT: &str = "DELETE FROM accounts WHERE id = ?";
 pub const BUMP_SEQ: &str = "UPDATE store_meta SET value = value + 1 WHERE key = 'change_seq'";
 pub const SELECT_SEQ: &str = "SELECT value FROM store_meta WHERE key = 'change_seq'";
-/// Takes the lease when free or expired; the fence grows with every new holder.
+/// Takes the lease when free, expired, or already ours (a process runs one flight per account at a time, so taking
+/// its own lease again is safe); the fence grows with every taking.
 pub const ACQUIRE_LEASE: &str = "INSERT INTO refresh_leases (account_id, holder, fence, expires_at_ms) VALUES (?, ?, 1, ?) \
      ON CONFLICT (account_id) DO UPDATE SET holder = excluded.holder, fence = refresh_leases.fence + 1, \
-     expires_at_ms = excluded.expires_at_ms WHERE refresh_leases.expires_at_ms < ? RETURNING fence";
+     expires_at_ms = excluded.expires_at_ms WHERE refresh_leases.expires_at_ms < ? OR refresh_leases.holder = excluded.holder \
+     RETURNING fence";
 pub const RELEASE_LEASE: &str =
     "UPDATE refresh_leases SET expires_at_ms = 0 WHERE account_id = ? AND holder = ? AND fence = ?";
 pub const PUT_COOLDOWN: &str = "INSERT INTO cooldowns (account_id, model, until_ms, reason) VALUES (?, ?, ?, ?) \
      ON CONFLICT (account_id, model) DO UPDATE SET until_ms = excluded.until_ms, reason = excluded.reason";
 pub const PRUNE_COOLDOWNS: &str = "DELETE FROM cooldowns WHERE until_ms < ?";
-pub const LIST_COOLDOWNS: &str = "SELECT account_id, model, until_ms, reason FROM cooldowns WHERE until_ms > ?";
+pub const LIST_COOLDOWNS: &str =
+    "SELECT account_id, model, until_ms, reason FROM cooldowns WHERE until_ms > ?";
 pub const CLEAR_COOLDOWNS: &str = "DELETE FROM cooldowns WHERE account_id = ?";
 pub const ADD_USAGE: &str = "INSERT INTO usage (account_id, requests, input_tokens, output_tokens, cache_read_tokens, \
      cache_creation_tokens) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account_id) DO UPDATE SET \
@@ -49,7 +52,8 @@ pub const ADD_USAGE: &str = "INSERT INTO usage (account_id, requests, input_toke
      output_tokens = usage.output_tokens + excluded.output_tokens, \
      cache_read_tokens = usage.cache_read_tokens + excluded.cache_read_tokens, \
      cache_creation_tokens = usage.cache_creation_tokens + excluded.cache_creation_tokens";
-pub const SELECT_USAGE: &str = "SELECT account_id, requests, input_tokens, output_tokens, cache_read_tokens, \
+pub const SELECT_USAGE: &str =
+    "SELECT account_id, requests, input_tokens, output_tokens, cache_read_tokens, \
      cache_creation_tokens FROM usage ORDER BY account_id";
 
 fn to_i64(v: u64) -> i64 {

@@ -3,7 +3,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 use super::sql;
 use super::{AccountUpdate, Fence, SharedCooldown, StoreError, StoreFuture};
@@ -43,9 +45,11 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
-        Ok(SqliteStore { pool, description: format!("sqlite {}", path.display()) })
+        Ok(SqliteStore {
+            pool,
+            description: format!("sqlite {}", path.display()),
+        })
     }
-
 }
 
 #[cfg(unix)]
@@ -133,7 +137,12 @@ pub(crate) fn apply_update(account: &mut Account, u: AccountUpdate) {
     }
 }
 
-super::sql::sql_store!(SqliteStore, sqlx::sqlite::SqliteRow, |s: &str| s.to_string(), None);
+super::sql::sql_store!(
+    SqliteStore,
+    sqlx::sqlite::SqliteRow,
+    |s: &str| s.to_string(),
+    None
+);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]

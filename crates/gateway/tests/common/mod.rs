@@ -15,6 +15,8 @@ use claude_gateway::store::sqlite::SqliteStore;
 use claude_gateway::store::Store;
 use simulator::Simulator;
 
+pub mod postgres;
+
 pub const CLIENT_KEY: &str = "sk-gw-test-client";
 pub const ADMIN_KEY: &str = "test-admin-key";
 
