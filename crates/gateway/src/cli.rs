@@ -36,11 +36,28 @@ pub enum Command {
     /// Manage upstream accounts.
     #[command(subcommand)]
     Accounts(AccountsCommand),
+    /// Store maintenance.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Add an OAuth account by signing in (authorization code + PKCE).
     Login {
         /// Account name (default: the account's email).
         #[arg(long)]
         name: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy every account (credentials, flags, settings) from one store to another, e.g. from the embedded store into
+    /// PostgreSQL before running several replicas. Accounts whose name already exists in the target are skipped.
+    Migrate {
+        /// Source: a data directory (embedded SQLite store) or a postgres:// URL. Default: the configured store.
+        #[arg(long)]
+        from: Option<String>,
+        /// Target: a postgres:// URL or a data directory.
+        #[arg(long)]
+        to: String,
     },
 }
 
@@ -133,12 +150,40 @@ fn init_tracing(format: LogFormat) {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let (config, origin) = Config::load(cli.config.as_deref())?;
     init_tracing(config.log_format);
+    if let Command::Store(StoreCommand::Migrate {
+        from: Some(from),
+        to,
+    }) = &cli.command
+    {
+        let (source, target) = (open_location(from).await?, open_location(to).await?);
+        let (copied, skipped) = migrate(source.as_ref(), target.as_ref()).await?;
+        println!(
+            "Copied {copied} account(s) from {} to {}; skipped {skipped} already present",
+            source.describe(),
+            target.describe()
+        );
+        return Ok(());
+    }
     let store = store::open(&config)
         .await
         .with_context(|| format!("opening the store ({origin})"))?;
     match cli.command {
         Command::Serve => serve(config, origin, store).await,
         Command::Accounts(cmd) => accounts(cmd, store).await,
+        Command::Store(StoreCommand::Migrate { from, to }) => {
+            let source = match from {
+                Some(from) => open_location(&from).await?,
+                None => store,
+            };
+            let target = open_location(&to).await?;
+            let (copied, skipped) = migrate(source.as_ref(), target.as_ref()).await?;
+            println!(
+                "Copied {copied} account(s) from {} to {}; skipped {skipped} already present",
+                source.describe(),
+                target.describe()
+            );
+            Ok(())
+        }
         Command::Login { name } => {
             let http = crate::server::http_client(&config)?;
             let client =
@@ -412,4 +457,62 @@ async fn accounts(cmd: AccountsCommand, store: SharedStore) -> anyhow::Result<()
         }
     }
     Ok(())
+}
+
+/// Opens a store named by a postgres:// URL or a data directory.
+async fn open_location(location: &str) -> anyhow::Result<SharedStore> {
+    if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+        Ok(Arc::new(
+            crate::store::postgres::PostgresStore::connect(location).await?,
+        ))
+    } else {
+        Ok(Arc::new(
+            crate::store::sqlite::SqliteStore::open(std::path::Path::new(location)).await?,
+        ))
+    }
+}
+
+/// Copies accounts, preserving credentials and state; returns (copied, skipped).
+pub async fn migrate(
+    source: &dyn store::Store,
+    target: &dyn store::Store,
+) -> anyhow::Result<(usize, usize)> {
+    let existing: std::collections::HashSet<String> = target
+        .list_accounts()
+        .await?
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    let (mut copied, mut skipped) = (0, 0);
+    for a in source.list_accounts().await? {
+        if existing.contains(&a.name) {
+            skipped += 1;
+            continue;
+        }
+        let created = target
+            .insert_account(NewAccount {
+                name: a.name.clone(),
+                kind: a.kind,
+                credential: a.credential.clone(),
+                email: a.email.clone(),
+                account_uuid: a.account_uuid.clone(),
+                organization_uuid: a.organization_uuid.clone(),
+                organization_name: a.organization_name.clone(),
+                priority: a.priority,
+                weight: a.weight,
+                disabled: a.disabled,
+            })
+            .await?;
+        let update = AccountUpdate {
+            needs_reauth: Some(a.needs_reauth.clone()),
+            last_error: Some(a.last_error.clone()),
+            max_concurrency: Some(a.max_concurrency),
+            ..Default::default()
+        };
+        target
+            .update_account(created.id, created.version, update)
+            .await?;
+        copied += 1;
+    }
+    Ok((copied, skipped))
 }

@@ -441,3 +441,70 @@ async fn usage_is_written_in_batches() {
         .unwrap();
     assert!(writes < 15, "{writes} row writes for 60 requests");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_together_migrate_safely_and_the_embedded_store_migrates_in() {
+    let pg = Postgres::start();
+    let url = pg.database("fresh");
+    // Three replicas' migrations at once on an empty database.
+    let (a, b, c) = tokio::join!(
+        PostgresStore::connect(&url),
+        PostgresStore::connect(&url),
+        PostgresStore::connect(&url)
+    );
+    let (a, _b, _c) = (a.unwrap(), b.unwrap(), c.unwrap());
+    assert!(a.list_accounts().await.unwrap().is_empty());
+
+    // `store migrate` copies an embedded store's accounts, state included.
+    let dir = TempDir::new();
+    let mut disabled = api_key_account("old-key", "sk-ant-api03-old");
+    disabled.disabled = true;
+    seed(
+        &dir,
+        vec![
+            api_key_account("key", "sk-ant-api03-x"),
+            oauth_account("oauth", "at", "rt", chrono::Duration::hours(1)),
+            disabled,
+        ],
+    )
+    .await;
+    let out = std::process::Command::new(bin())
+        .args(["store", "migrate", "--from"])
+        .arg(dir.0.join("data"))
+        .args(["--to", &url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Copied 3 account(s)"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let accounts = a.list_accounts().await.unwrap();
+    assert_eq!(accounts.len(), 3);
+    let oauth = accounts.iter().find(|x| x.name == "oauth").unwrap();
+    assert_eq!(oauth.credential.refresh_token.as_deref(), Some("rt"));
+    assert!(
+        accounts
+            .iter()
+            .find(|x| x.name == "old-key")
+            .unwrap()
+            .disabled
+    );
+    // Running it again copies nothing twice.
+    let out = std::process::Command::new(bin())
+        .args(["store", "migrate", "--from"])
+        .arg(dir.0.join("data"))
+        .args(["--to", &url])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("skipped 3"));
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("sk-ant"),
+        "no secrets printed"
+    );
+}
