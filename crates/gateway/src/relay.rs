@@ -116,7 +116,7 @@ impl Relay {
             held: VecDeque::new(),
             ended: false,
             account,
-            lease: lease,
+            lease,
         };
         loop {
             match relay.upstream.next().await {

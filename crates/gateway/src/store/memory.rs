@@ -8,11 +8,13 @@ use super::sqlite::apply_update;
 use super::{AccountUpdate, Fence, SharedCooldown, StoreError, StoreFuture, Usage};
 use crate::account::{Account, AccountId, NewAccount};
 
+/// (holder, fence, expires)
+type LeaseRow = (String, i64, chrono::DateTime<chrono::Utc>);
+
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     accounts: Mutex<BTreeMap<AccountId, Account>>,
-    /// account → (holder, fence, expires)
-    leases: Mutex<BTreeMap<AccountId, (String, i64, chrono::DateTime<chrono::Utc>)>>,
+    leases: Mutex<BTreeMap<AccountId, LeaseRow>>,
     cooldowns: Mutex<Vec<SharedCooldown>>,
     usage: Mutex<BTreeMap<AccountId, Usage>>,
     next_id: AtomicUsize,
