@@ -96,7 +96,8 @@ pub fn router(state: AppState) -> Router {
             "/v1/chat/completions",
             post(crate::openai::chat_completions),
         )
-        .route_layer(middleware::from_fn_with_state(state.clone(), client_auth));
+        .route_layer(middleware::from_fn_with_state(state.clone(), client_auth))
+        .route_layer(middleware::from_fn(count_requests));
     let admin = crate::admin::router()
         .route_layer(middleware::from_fn_with_state(state.clone(), admin_auth));
     Router::new()
@@ -115,6 +116,24 @@ pub fn router(state: AppState) -> Router {
             },
         )
         .with_state(state)
+}
+
+/// Counts API requests by route (the matched pattern, so the label set stays bounded) and status, and records the
+/// time to the response head (for streams: until the upstream's `message_start`).
+async fn count_requests(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("gateway_requests_total", "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("gateway_response_head_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
 }
 
 /// Compares secrets in time independent of where they differ.

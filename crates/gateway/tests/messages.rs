@@ -111,7 +111,8 @@ async fn stream_passes_through_event_by_event() {
     assert!(text.trim_end().ends_with(r#"{"type":"message_stop"}"#));
     let m = gw.metrics().await;
     assert!(
-        m.contains(r#"gateway_streams_total{outcome="complete"} 1"#),
+        m.contains(r#"gateway_streams_total{outcome="complete"} 1"#)
+            && m.contains(r#"gateway_requests_total{route="/v1/messages",status="200"} 1"#),
         "{m}"
     );
 }

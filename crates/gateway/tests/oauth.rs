@@ -571,3 +571,43 @@ async fn login_with_pkce_through_the_browser_callback() {
     assert_eq!(calls[0].grant_type, "authorization_code");
     assert_eq!(calls[0].outcome, "ok");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_that_triggered_a_refresh_leaving_does_not_cancel_it() {
+    let sim = Simulator::start_with(SimConfig {
+        token_latency: Duration::from_millis(800),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (gw, old) = oauth_gateway(&sim, chrono::Duration::seconds(-60), vec![]).await;
+    // The first client starts the refresh, then goes away long before the token endpoint answers.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(150))
+        .build()
+        .unwrap();
+    let err = impatient
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", CLIENT_KEY)
+        .body(message_body("first", false))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout());
+    // A second client arrives while the refresh is still running and gets its result.
+    let r = post_messages(&client(), &gw, message_body("second", false)).await;
+    assert_eq!(r.status(), 200);
+    let calls = sim.token_calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(
+        calls[0].outcome, "ok",
+        "the refresh completed although its client left"
+    );
+    let rotated = sim.current_refresh_token(&old.refresh_token).unwrap();
+    use claude_gateway::store::Store;
+    let stored = gw.store().await.list_accounts().await.unwrap();
+    assert_eq!(
+        stored[0].credential.refresh_token.as_deref(),
+        Some(rotated.as_str())
+    );
+}
