@@ -105,7 +105,7 @@ pub struct Pool {
     engine: RefreshEngine,
     settings: PoolSettings,
     seen_seq: AtomicU64,
-    /// Serializes the choice (smooth weighted round-robin state lives in the entries).
+    /// Serializes choices: the load checks, the claim and the smooth weighted round-robin state must not interleave.
     choose: Mutex<()>,
     affinity: AffinityMap,
     freed: Arc<Notify>,
@@ -329,6 +329,8 @@ impl Pool {
     }
 
     fn choose(&self, want: Want<'_>) -> Choice {
+        // One choice at a time: the load and concurrency checks and the claim must not interleave.
+        let _guard = self.choose.lock().unwrap_or_else(|e| e.into_inner());
         let entries = self.entries();
         let now = self.engine.now();
         let now_i = Instant::now();
@@ -356,7 +358,6 @@ impl Pool {
                 Err(Skip::Unusable) => {}
             }
         }
-        let _guard = self.choose.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(entry) = probe {
             if entry.take_probe(now_i, self.settings.probe_interval) {
                 tracing::info!(account = entry.id, "half-open probe of a cooling account");

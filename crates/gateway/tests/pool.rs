@@ -513,3 +513,81 @@ async fn rate_limit_headers_are_kept_per_account_and_shown() {
         "{a}"
     );
 }
+
+#[tokio::test]
+async fn no_failover_starts_after_the_deadline() {
+    let sim = Simulator::start_with(SimConfig {
+        latency: Duration::from_millis(1200),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (gw, keys) = gateway(
+        &sim,
+        &[(0, 1), (1, 1)],
+        "[pool]\nfailover_deadline_secs = 1\n",
+    )
+    .await;
+    sim.push_fault(Fault::for_credential(FaultKind::Overloaded, &keys.0[0], 1));
+    let r = post_messages(&client(), &gw, body("claude-sonnet-4-5", None, false)).await;
+    assert_eq!(
+        r.status(),
+        529,
+        "the deadline passed during the first attempt: its answer is returned"
+    );
+    assert_eq!(served_by(&sim).len(), 1);
+}
+
+#[tokio::test]
+async fn max_concurrency_holds_extra_requests_in_a_bounded_queue() {
+    // Each answer takes 1.5 s; a queued request waits at most 0.3 s: the second and third cannot get the slot.
+    let sim = Simulator::start_with(SimConfig {
+        latency: Duration::from_millis(1500),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (gw, _) = gateway(&sim, &[(0, 1)], "[pool]\nqueue_wait_ms = 300\n").await;
+    let out = gw.cli(&["accounts", "set", "acct-0", "--max-concurrency", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await; // the running gateway picks the change up
+    let c = client();
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let (c, url) = (c.clone(), gw.url("/v1/messages"));
+        tasks.push(tokio::spawn(async move {
+            let r = c
+                .post(url)
+                .header("x-api-key", CLIENT_KEY)
+                .body(body("claude-sonnet-4-5", None, false))
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.headers().get("retry-after").is_some(),
+            )
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    results.sort();
+    assert_eq!(
+        results.iter().filter(|(s, _)| *s == 200).count(),
+        1,
+        "{results:?}"
+    );
+    assert!(
+        results.iter().filter(|(s, _)| *s == 429).all(|(_, ra)| *ra),
+        "{results:?}"
+    );
+    assert_eq!(sim.in_flight(), 0);
+    let max_seen = served_by(&sim).len();
+    assert_eq!(max_seen, 1, "the account never carried more than its limit");
+}
