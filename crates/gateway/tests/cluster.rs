@@ -507,20 +507,33 @@ async fn replicas_starting_together_migrate_safely_and_the_embedded_store_migrat
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_account_added_or_disabled_through_one_replica_is_used_correctly_by_the_others_within_a_second() {
+async fn an_account_added_or_disabled_through_one_replica_is_used_correctly_by_the_others_within_a_second(
+) {
     let pg = Postgres::start();
     let url = pg.database("propagate");
     let sim = Simulator::start().await.unwrap();
     let gws = replicas(&sim, &url, 2, "");
     let c = client();
-    assert_eq!(post_messages(&c, &gws[1], message_body("x", false)).await.status(), 503);
+    assert_eq!(
+        post_messages(&c, &gws[1], message_body("x", false))
+            .await
+            .status(),
+        503
+    );
     // Add through the CLI of replica 1's config (same store).
     let key = sim.new_api_key();
     let out = gws[0].cli(&["accounts", "add-key", "--name", "k", &key]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let started = std::time::Instant::now();
     eventually(1, "replica 2 serves with the new account", || async {
-        post_messages(&c, &gws[1], message_body("x", false)).await.status() == 200
+        post_messages(&c, &gws[1], message_body("x", false))
+            .await
+            .status()
+            == 200
     })
     .await;
     assert!(started.elapsed() < Duration::from_secs(1));
@@ -528,7 +541,10 @@ async fn an_account_added_or_disabled_through_one_replica_is_used_correctly_by_t
     assert!(out.status.success());
     let started = std::time::Instant::now();
     eventually(1, "replica 2 stops using the disabled account", || async {
-        post_messages(&c, &gws[1], message_body("x", false)).await.status() == 503
+        post_messages(&c, &gws[1], message_body("x", false))
+            .await
+            .status()
+            == 503
     })
     .await;
     assert!(started.elapsed() < Duration::from_secs(1));

@@ -7,6 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::python::run;
 use common::*;
 use serde_json::{json, Value};
 use simulator::{Fault, FaultKind, SimConfig, Simulator};
@@ -595,74 +596,10 @@ async fn models_answer_in_the_clients_dialect() {
     openai_error(&r.json().await.unwrap());
 }
 
-/// Runs a command to completion, failing the test loudly with its output if it does not succeed.
-async fn run(cmd: &mut tokio::process::Command, what: &str) -> String {
-    let out = cmd
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("{what}: could not start: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-/// A virtual environment with the pinned `openai` package under `target/openai-venv`, created once and reused.
-///
-/// Concurrent test processes are safe: each builds in its own temporary directory and publishes it with an atomic
-/// rename; a loser discards its copy and uses the winner's. The directory holds `openai-version` only once complete.
+/// A virtual environment with the pinned `openai` package under `target/openai-venv`, created once and reused (see
+/// [`common::python::venv`]).
 async fn openai_venv() -> PathBuf {
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap();
-    let venv = target.join("openai-venv");
-    let marker = |dir: &Path| std::fs::read_to_string(dir.join("openai-version")).ok();
-    if marker(&venv).as_deref() == Some(OPENAI_SDK_VERSION) {
-        return venv.join("bin").join("python");
-    }
-    let nonce = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    let tmp = target.join(format!("openai-venv.tmp-{nonce}"));
-    run(
-        tokio::process::Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&tmp),
-        "python3 -m venv (install python3 and python3-venv)",
-    )
-    .await;
-    run(
-        tokio::process::Command::new(tmp.join("bin").join("python"))
-            .args(["-m", "pip", "install", "--disable-pip-version-check", "-q"])
-            .arg(format!("openai=={OPENAI_SDK_VERSION}")),
-        "pip install openai",
-    )
-    .await;
-    std::fs::write(tmp.join("openai-version"), OPENAI_SDK_VERSION).unwrap();
-    if venv.exists() && marker(&venv).as_deref() != Some(OPENAI_SDK_VERSION) {
-        // Another version (or an unfinished copy): move it aside, then remove it.
-        let old = target.join(format!("openai-venv.old-{nonce}"));
-        if std::fs::rename(&venv, &old).is_ok() {
-            let _ = std::fs::remove_dir_all(&old);
-        }
-    }
-    if std::fs::rename(&tmp, &venv).is_err() {
-        let _ = std::fs::remove_dir_all(&tmp); // another process published first
-    }
-    assert_eq!(
-        marker(&venv).as_deref(),
-        Some(OPENAI_SDK_VERSION),
-        "no usable venv at {}",
-        venv.display()
-    );
-    venv.join("bin").join("python")
+    common::python::venv("openai-venv", &[("openai", OPENAI_SDK_VERSION)]).await
 }
 
 #[tokio::test]

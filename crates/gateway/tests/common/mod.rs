@@ -16,6 +16,7 @@ use claude_gateway::store::Store;
 use simulator::Simulator;
 
 pub mod postgres;
+pub mod python;
 
 pub const CLIENT_KEY: &str = "sk-gw-test-client";
 pub const ADMIN_KEY: &str = "test-admin-key";
@@ -93,6 +94,25 @@ impl Gateway {
             addr,
             child,
             log,
+        }
+    }
+
+    /// The process id of the running gateway (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own; `None` if it is still running then.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
