@@ -47,6 +47,8 @@ pub struct AccountView {
     pub windows: Vec<WindowView>,
     /// Models this account is cooling for, with when each ends.
     pub model_cooldowns: Vec<ModelCooldownView>,
+    /// Usage totals from the store (all replicas), as of their last batch.
+    pub usage: Option<crate::store::Usage>,
 }
 
 #[derive(Debug, Serialize)]
@@ -119,6 +121,7 @@ pub fn view(state: &AppState, entry: &AccountEntry) -> AccountView {
                 until: rfc3339(instant_to_wall(clock, t)),
             })
             .collect(),
+        usage: None,
     }
 }
 
@@ -126,11 +129,21 @@ async fn list(State(state): State<AppState>) -> Response {
     if let Err(e) = state.pool().sync().await {
         tracing::warn!(error = %e, "admin: store sync failed; showing the last known accounts");
     }
+    let usage: std::collections::HashMap<AccountId, crate::store::Usage> = state
+        .store
+        .usage_totals()
+        .await
+        .map(|u| u.into_iter().collect())
+        .unwrap_or_default();
     let accounts: Vec<AccountView> = state
         .pool()
         .entries()
         .iter()
-        .map(|e| view(&state, e))
+        .map(|e| {
+            let mut v = view(&state, e);
+            v.usage = usage.get(&e.id).cloned();
+            v
+        })
         .collect();
     Json(serde_json::json!({ "accounts": accounts })).into_response()
 }

@@ -365,14 +365,15 @@ impl Proxy {
                 };
             }
             entry.record_success(lease.probe);
-            let mut out = Response::new(Body::from_stream(response.bytes_stream()));
+            let tap = crate::relay::UsageTap::new(response, Lease::clone_for(lease));
+            let mut out = Response::new(Body::from_stream(tap));
             *out.status_mut() = status;
             *out.headers_mut() = headers;
             return Attempt::Done(out);
         }
         // An error answer: small, so read it whole to classify it and to replay it if no other account can serve.
         let headers = response.headers().clone();
-        let body = response.bytes().await.unwrap_or_default();
+        let body = read_capped(response, MAX_ERROR_BODY).await;
         let passthrough = error_response(status, &headers, body.clone());
         let message = upstream_message(&body);
         match status.as_u16() {
@@ -488,6 +489,21 @@ fn not_a_rate_limit(error_type: Option<&str>, message: &str) -> bool {
     .iter()
     .any(|k| m.contains(k));
     about_money || error_type.is_some_and(|t| t != "rate_limit_error")
+}
+
+/// Largest upstream error body kept (error bodies are small; a huge one is cut, not buffered whole).
+const MAX_ERROR_BODY: usize = 256 * 1024;
+
+async fn read_capped(mut response: reqwest::Response, cap: usize) -> Bytes {
+    let mut out = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = cap.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= cap {
+            break;
+        }
+    }
+    Bytes::from(out)
 }
 
 fn stream_response(status: reqwest::StatusCode, mut headers: HeaderMap, relay: Relay) -> Response {

@@ -17,6 +17,65 @@ use crate::sse::{SseDecoder, SseEvent};
 
 type Upstream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
+/// Most bytes held back while waiting for `message_start`.
+const MAX_HELD: usize = 1024 * 1024;
+
+/// Most bytes of a non-stream answer kept to read its usage; a larger answer passes through unread.
+const MAX_USAGE_TAP: usize = 4 * 1024 * 1024;
+
+/// A non-stream answer passed through untouched while a copy (bounded) is kept to count its token usage at the end.
+pub struct UsageTap {
+    upstream: Upstream,
+    copy: Option<Vec<u8>>,
+    lease: Lease,
+}
+
+impl UsageTap {
+    pub fn new(response: reqwest::Response, lease: Lease) -> Self {
+        UsageTap {
+            upstream: Box::pin(response.bytes_stream()),
+            copy: Some(Vec::new()),
+            lease,
+        }
+    }
+}
+
+impl Stream for UsageTap {
+    type Item = reqwest::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let next = this.upstream.poll_next_unpin(cx);
+        match &next {
+            Poll::Ready(Some(Ok(chunk))) => {
+                if let Some(copy) = &mut this.copy {
+                    if copy.len() + chunk.len() > MAX_USAGE_TAP {
+                        this.copy = None;
+                    } else {
+                        copy.extend_from_slice(chunk);
+                    }
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(copy) = this.copy.take() {
+                    let mut watch = StreamWatch::default();
+                    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&copy) {
+                        watch.usage(v.get("usage"));
+                    }
+                    this.lease.entry.record_tokens(
+                        watch.input_tokens,
+                        watch.output_tokens,
+                        watch.cache_read_tokens,
+                        watch.cache_creation_tokens,
+                    );
+                }
+            }
+            _ => {}
+        }
+        next
+    }
+}
+
 /// What the events seen so far say.
 #[derive(Debug, Default)]
 pub struct StreamWatch {
@@ -125,6 +184,13 @@ impl Relay {
                     relay.held.push_back(chunk);
                     if let Some(error) = relay.watch.error.clone() {
                         return Opened::Failed { relay, error };
+                    }
+                    if relay.held.iter().map(Bytes::len).sum::<usize>() > MAX_HELD {
+                        // `message_start` is the first event; an upstream that sends this much without it is broken.
+                        return Opened::Failed {
+                            relay,
+                            error: "api_error".into(),
+                        };
                     }
                     if relay.watch.saw_start {
                         return Opened::Started(relay);

@@ -86,7 +86,7 @@ pub struct SharedCooldown {
 }
 
 /// Usage to add to an account's totals.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Usage {
     pub requests: u64,
     pub input_tokens: u64,

@@ -533,3 +533,41 @@ async fn store_files_are_private() {
         assert_eq!(mode(&p) & 0o077, 0, "{} is readable by others", p.display());
     }
 }
+
+#[tokio::test]
+async fn token_usage_of_both_kinds_of_answers_is_counted_in_batches() {
+    let sim = Simulator::start().await.unwrap();
+    let (gw, _) = one_key_gateway(&sim, "usage_flush_secs = 0.2").await;
+    let c = client();
+    let mut expected_input = 0;
+    for stream in [false, false, true] {
+        let r = post_messages(&c, &gw, message_body("count my tokens", stream)).await;
+        assert_eq!(r.status(), 200);
+        let text = r.text().await.unwrap();
+        if !stream {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            expected_input += v["usage"]["input_tokens"].as_u64().unwrap();
+        }
+    }
+    use claude_gateway::store::Store;
+    let store = gw.store().await;
+    let mut totals = Default::default();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let all = store.usage_totals().await.unwrap();
+        if let Some((_, u)) = all.into_iter().next() {
+            if u.requests == 3 && u.output_tokens > 0 {
+                totals = u;
+                break;
+            }
+        }
+    }
+    let totals: claude_gateway::store::Usage = totals;
+    assert_eq!(totals.requests, 3, "{totals:?}");
+    assert!(
+        totals.input_tokens > expected_input,
+        "non-stream and stream input counted: {totals:?} vs {expected_input}"
+    );
+    let admin = gw.admin_accounts().await;
+    assert_eq!(admin["accounts"][0]["usage"]["requests"], 3, "{admin}");
+}
