@@ -236,6 +236,7 @@ async fn serve(config: Config, origin: String, store: SharedStore) -> anyhow::Re
         );
     }
     let shutdown = CancellationToken::new();
+    #[allow(clippy::disallowed_methods)] // awaited below at shutdown
     let background = tokio::spawn(crate::server::background(state.clone(), shutdown.clone()));
     let engine = state.pool().engine().clone();
     let app = crate::server::router(state);

@@ -61,6 +61,7 @@ pub async fn login(
                     }
                 }),
             );
+            #[allow(clippy::disallowed_methods)] // aborted when login ends
             Some(tokio::spawn(async move {
                 let _ = axum::serve(listener, app).await;
             }))
@@ -76,6 +77,7 @@ pub async fn login(
     out("Waiting for the browser callback, or paste the code shown (CODE#STATE) and press Enter:");
 
     let stdin_tx = tx.clone();
+    #[allow(clippy::disallowed_methods)] // aborted when login ends
     let stdin = tokio::spawn(async move {
         let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
         while let Ok(Some(line)) = lines.next_line().await {

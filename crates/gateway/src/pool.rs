@@ -197,7 +197,7 @@ impl Pool {
     ) {
         let store = self.store.clone();
         let until = crate::clock::instant_to_wall(&crate::clock::SystemClock, until);
-        tokio::spawn(async move {
+        self.engine.tasks().spawn(async move {
             if let Err(e) = store
                 .put_cooldown(SharedCooldown {
                     account_id,

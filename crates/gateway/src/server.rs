@@ -126,7 +126,7 @@ async fn count_requests(req: Request, next: Next) -> Response {
         .get::<axum::extract::MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
     metrics::counter!("gateway_requests_total", "route" => route.clone(), "status" => status)
@@ -328,6 +328,7 @@ pub async fn background(state: AppState, shutdown: CancellationToken) {
     // Replicas sharing PostgreSQL hear about changes at once; the 1 s poll stays as the fallback.
     let changed = Arc::new(tokio::sync::Notify::new());
     if let Some(url) = &state.config.store_url {
+        #[allow(clippy::disallowed_methods)] // ends when `shutdown` is cancelled
         tokio::spawn(crate::store::postgres::watch(
             url.clone(),
             changed.clone(),

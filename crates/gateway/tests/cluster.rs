@@ -1,5 +1,10 @@
 //! Issue 5: several replicas (real gateway processes) sharing one PostgreSQL, against the simulator.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 mod common;
 

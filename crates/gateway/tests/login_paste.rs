@@ -1,6 +1,11 @@
 //! `claude-gateway login` when the browser callback cannot reach it: the local listener's port is taken, and the user
 //! pastes `CODE#STATE` (or the whole callback URL) on standard input instead.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 mod common;
 

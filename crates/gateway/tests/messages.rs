@@ -1,6 +1,11 @@
 //! Issue 2: the Messages API passthrough, header policy, errors, streaming, disconnects, CLI and config, against the
 //! real binary and the simulator.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 mod common;
 

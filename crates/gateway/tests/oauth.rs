@@ -1,5 +1,10 @@
 //! Issue 3: OAuth accounts and the refresh engine, against the real binary and the simulator's rotating token endpoint.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 mod common;
 

@@ -1,6 +1,11 @@
 //! Issue 6: the OpenAI-compatible API (`/v1/chat/completions`, `/v1/models` in OpenAI shape) against the real binary
 //! and the simulator, and end to end with the official `openai` Python SDK.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 mod common;
 

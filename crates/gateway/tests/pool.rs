@@ -1,5 +1,10 @@
 //! Issue 4: scheduling, scoped cooldowns, failover and affinity, against the real binary and the simulator.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 mod common;
 

@@ -289,6 +289,8 @@ pub fn translate(response: Response, labels: Labels) -> Response {
                 // The client's stream ends here; the rest of the upstream body (normally nothing after message_stop)
                 // is drained in the background so the relay sees its end and counts the stream correctly.
                 let mut rest = st.body;
+                #[allow(clippy::disallowed_methods)]
+                // bounded: ends with the upstream body, which has a read timeout
                 tokio::spawn(async move { while rest.next().await.is_some() {} });
                 return None;
             }

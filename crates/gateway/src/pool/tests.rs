@@ -1,6 +1,11 @@
 //! Scheduling rules on tokio's paused clock: weights, tiers, cooldown scopes, half-open probes, concurrency limits,
 //! affinity.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,6 +1,11 @@
 //! Refresh-engine behaviour against a scripted token endpoint and an in-memory store. Backoff and Retry-After tests run
 //! on tokio's paused clock; stampede tests run with real concurrency on a multi-threaded runtime.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,6 +1,12 @@
 //! A throwaway PostgreSQL for tests, from the system's binaries (`initdb`, `postgres`), in a temp dir on a free port.
 //! When running as root it runs as the `postgres` OS user. It fails loudly when PostgreSQL cannot start.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
