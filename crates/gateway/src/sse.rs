@@ -21,7 +21,7 @@ pub struct SseDecoder {
     line_overflow: bool,
     after_cr: bool,
     event: Option<String>,
-    data: String,
+    data: Vec<u8>,
     has_data: bool,
     truncated: bool,
     max_line: usize,
@@ -43,7 +43,7 @@ impl SseDecoder {
             line_overflow: false,
             after_cr: false,
             event: None,
-            data: String::new(),
+            data: Vec::new(),
             has_data: false,
             truncated: false,
             max_line,
@@ -106,35 +106,33 @@ impl SseDecoder {
             self.truncated = true;
             return;
         }
-        let line = std::mem::take(&mut self.line);
-        if line.is_empty() {
+        if self.line.is_empty() {
             self.dispatch(on_event);
             return;
         }
-        if line[0] == b':' {
-            return; // comment
-        }
-        let (field, value) = match line.iter().position(|b| *b == b':') {
-            Some(i) => {
-                let v = &line[i + 1..];
-                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
-            }
-            None => (&line[..], &[][..]),
-        };
-        let value = String::from_utf8_lossy(value);
-        match field {
-            b"event" => self.event = Some(value.into_owned()),
-            b"data" => {
-                if self.has_data {
-                    self.data.push('\n');
+        if self.line[0] != b':' {
+            // (a line starting with ':' is a comment)
+            let line = &self.line;
+            let (field, value) = match line.iter().position(|b| *b == b':') {
+                Some(i) => {
+                    let v = &line[i + 1..];
+                    (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
                 }
-                self.data.push_str(&value);
-                self.has_data = true;
+                None => (&line[..], &[][..]),
+            };
+            match field {
+                b"event" => self.event = Some(String::from_utf8_lossy(value).into_owned()),
+                b"data" => {
+                    if self.has_data {
+                        self.data.push(b'\n');
+                    }
+                    self.data.extend_from_slice(value);
+                    self.has_data = true;
+                }
+                _ => {} // id, retry and unknown fields do not matter to the gateway
             }
-            _ => {} // id, retry and unknown fields do not matter to the gateway
         }
-        self.line = line; // keep the allocation
-        self.line.clear();
+        self.line.clear(); // keeps the allocation
     }
 
     fn dispatch(&mut self, on_event: &mut impl FnMut(SseEvent)) {
@@ -144,9 +142,12 @@ impl SseDecoder {
             self.data.clear();
             return;
         }
+        // Validate UTF-8 once per event (fast path), not per line.
+        let data = String::from_utf8(std::mem::take(&mut self.data))
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         on_event(SseEvent {
             event,
-            data: std::mem::take(&mut self.data),
+            data,
             truncated,
         });
     }
