@@ -123,6 +123,8 @@ enum Skip {
 struct Candidate<'a> {
     entry: &'a Arc<AccountEntry>,
     account: Arc<Account>,
+    /// Window utilization in 10 % steps, read once per choice.
+    used: i64,
 }
 
 enum Choice {
@@ -343,7 +345,14 @@ impl Pool {
                 continue;
             }
             match usable(entry, want.model, now) {
-                Ok(account) => candidates.push(Candidate { entry, account }),
+                Ok(account) => {
+                    let used = (entry.utilization().unwrap_or(0.0) * 10.0).floor() as i64;
+                    candidates.push(Candidate {
+                        entry,
+                        account,
+                        used,
+                    });
+                }
                 Err(Skip::Cooling(t)) => {
                     if probe.is_none()
                         && entry.probe_due(now_i, self.settings.probe_interval)
@@ -470,7 +479,7 @@ impl Pool {
 fn pick<'a>(candidates: &[Candidate<'a>]) -> &'a Arc<AccountEntry> {
     let weight = |c: &Candidate<'_>| f64::from(c.account.weight.max(1));
     let load = |c: &Candidate<'_>| c.entry.in_flight() as f64 / weight(c);
-    let used = |c: &Candidate<'_>| (c.entry.utilization().unwrap_or(0.0) * 10.0).floor() as i64;
+    let used = |c: &Candidate<'_>| c.used;
     let least = candidates.iter().map(load).fold(f64::INFINITY, f64::min);
     let light: Vec<&Candidate<'a>> = candidates
         .iter()
@@ -507,24 +516,24 @@ fn usable(
     model: Option<&str>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Arc<Account>, Skip> {
-    let account = entry.cell.account();
+    let (account, state, until) = entry.cell.gate();
     if account.disabled {
         return Err(Skip::Unusable);
     }
-    match entry.cell.state() {
-        (CredentialState::NeedsReauth, _, _) => return Err(Skip::Unusable),
+    match (state, until) {
+        (CredentialState::NeedsReauth, _) => return Err(Skip::Unusable),
         // A refresh that is backing off only matters once the current token no longer works.
-        (CredentialState::RefreshBackoff, _, _)
+        (CredentialState::RefreshBackoff, _)
             if crate::refresh::fresh(&account, now, crate::refresh::EXPIRY_SKEW) => {}
-        (CredentialState::RefreshBackoff | CredentialState::Held, Some(t), _) => {
+        (CredentialState::RefreshBackoff | CredentialState::Held, Some(t)) => {
             return Err(Skip::Cooling(
                 t.max(Instant::now() + Duration::from_secs(1)),
             ))
         }
-        (CredentialState::RefreshBackoff | CredentialState::Held, None, _) => {
+        (CredentialState::RefreshBackoff | CredentialState::Held, None) => {
             return Err(Skip::Unusable)
         }
-        (CredentialState::Ready, _, _) => {}
+        (CredentialState::Ready, _) => {}
     }
     if let Some(t) = entry.cooling_until(model) {
         return Err(Skip::Cooling(t));

@@ -173,6 +173,22 @@ impl CredentialCell {
     }
 
     /// The credential state now, and when a backoff ends.
+    /// The account and whether its credential may be used now: one lock, no allocation (the scheduler's hot path).
+    pub fn gate(&self) -> (Arc<Account>, CredentialState, Option<Instant>) {
+        let st = self.lock();
+        let (state, until) = if st.needs_reauth.is_some() {
+            (CredentialState::NeedsReauth, None)
+        } else if st.pending.is_some() {
+            (CredentialState::Held, st.blocked_until)
+        } else {
+            match st.blocked_until {
+                Some(t) if t > Instant::now() => (CredentialState::RefreshBackoff, Some(t)),
+                _ => (CredentialState::Ready, None),
+            }
+        };
+        (st.account.clone(), state, until)
+    }
+
     pub fn state(&self) -> (CredentialState, Option<Instant>, Option<String>) {
         let st = self.lock();
         let now = Instant::now();
