@@ -12,8 +12,6 @@ use hyper_util::rt::TokioExecutor;
 /// One path under test: where requests go, how they authenticate, and which processes serve them.
 #[derive(Clone, Debug)]
 pub struct Target {
-    /// `direct`, `gateway`, `litellm`.
-    pub label: String,
     pub addr: SocketAddr,
     pub auth: (HeaderName, HeaderValue),
     /// The proxy process (gateway or LiteLLM); `None` for the direct path.
@@ -24,7 +22,6 @@ pub struct Target {
 
 impl Target {
     pub fn new(
-        label: &str,
         base_url: &str,
         auth: (&'static str, &str),
         proxy_pid: Option<u32>,
@@ -34,7 +31,6 @@ impl Target {
             .parse()
             .context("messages URL")?;
         Ok(Target {
-            label: label.to_string(),
             addr: crate::procs::host_port(base_url)?,
             auth: (
                 HeaderName::from_static(auth.0),
@@ -70,7 +66,7 @@ pub enum ClientKind {
 
 #[derive(Clone, Debug)]
 pub enum Client {
-    Hyper(hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>),
+    Hyper(Box<hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>>),
     Reqwest(reqwest::Client),
 }
 
@@ -85,11 +81,11 @@ impl Client {
             ClientKind::Hyper => {
                 let mut http = HttpConnector::new();
                 http.set_nodelay(true);
-                Client::Hyper(
+                Client::Hyper(Box::new(
                     hyper_util::client::legacy::Client::builder(TokioExecutor::new())
                         .pool_max_idle_per_host(usize::MAX)
                         .build(http),
-                )
+                ))
             }
             ClientKind::Reqwest => Client::Reqwest(
                 reqwest::Client::builder()

@@ -16,6 +16,8 @@ use crate::stats::{Dist, Errors};
 pub struct LoadResult {
     /// Latency of the successful requests, µs.
     pub latency: Dist,
+    /// The samples behind `latency` (to merge rounds).
+    pub samples: Vec<u64>,
     pub ok: u64,
     pub errors: Errors,
     pub elapsed: Duration,
@@ -31,6 +33,21 @@ pub struct LoadResult {
 impl LoadResult {
     pub fn rps(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Two runs of the same load as one (rounds interleaved with other paths).
+    pub fn merge(mut self, other: LoadResult) -> LoadResult {
+        self.samples.extend(other.samples);
+        self.latency = Dist::of(self.samples.clone());
+        self.ok += other.ok;
+        self.errors.merge(&other.errors);
+        self.elapsed += other.elapsed;
+        self.cpu_proxy += other.cpu_proxy;
+        self.cpu_sim += other.cpu_sim;
+        self.cpu_client += other.cpu_client;
+        self.sys_proxy += other.sys_proxy;
+        self.sys_sim += other.sys_sim;
+        self
     }
 }
 
@@ -78,7 +95,8 @@ fn finish(target: &Target, before: CpuMark, acc: Acc, elapsed: Duration) -> Load
     let after = cpu_mark(target);
     let ok = acc.lat.len() as u64;
     LoadResult {
-        latency: Dist::of(acc.lat),
+        latency: Dist::of(acc.lat.clone()),
+        samples: acc.lat,
         ok,
         errors: acc.errors,
         elapsed,

@@ -75,9 +75,10 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     Ok(dir.join(name))
 }
 
+/// The absolute path of an existing file (children run in other directories).
 fn existing(p: PathBuf, what: &str) -> anyhow::Result<PathBuf> {
     if p.is_file() {
-        Ok(p)
+        Ok(std::fs::canonicalize(&p).unwrap_or(p))
     } else {
         Err(anyhow!(
             "{what} not found at {} (build the workspace, or pass its path)",
@@ -127,7 +128,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         plan: plan.clone(),
         gateway_bin,
         simulator_bin,
-        litellm: args.litellm.clone(),
+        litellm: match &args.litellm {
+            Some(p) => Some(existing(p.clone(), "litellm")?),
+            None => None,
+        },
         client: args.client,
     };
     let started = std::time::Instant::now();
@@ -154,7 +158,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 dir.display()
             );
             match profile::run(&setup, dir).await {
-                Ok(phases) => results.profile = phases,
+                Ok((phases, sim)) => {
+                    results.profile = phases;
+                    match profile::heap(&setup, dir, &sim).await {
+                        Ok(h) => results.heap = Some(h),
+                        Err(e) => eprintln!("[bench] heap profile failed: {e:#}"),
+                    }
+                }
                 Err(e) => {
                     eprintln!("[bench] profile failed: {e:#}");
                     results.profile_note = Some(format!("the callgrind profile failed: {e:#}"));
@@ -177,7 +187,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let text = report::render(&results, &plan, &ctx);
     std::fs::write(&args.out, &text).with_context(|| format!("writing {}", args.out.display()))?;
-    let misses = report::misses(&results);
+    let misses = report::misses(&results, &plan);
     println!(
         "wrote {} in {:.0} s: {} target(s) missed",
         args.out.display(),

@@ -208,6 +208,11 @@ impl Proc {
         self.child.id()
     }
 
+    /// Has it exited (and been reaped)?
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// The last lines it printed.
     pub fn tail(&self) -> String {
         let t = self.tail.lock().unwrap_or_else(|e| e.into_inner());

@@ -14,6 +14,89 @@ use crate::procs::{Gateway, GatewayDir, Sim, CLIENT_KEY};
 use crate::scenarios::{body, Setup};
 use crate::stream;
 
+/// The heap of a gateway loading many accounts, from valgrind's massif.
+#[derive(Debug, Clone, Default)]
+pub struct Heap {
+    pub accounts: usize,
+    /// Largest heap (useful + allocator overhead) seen, bytes.
+    pub peak: u64,
+    /// Heap at the last snapshot (idle, accounts loaded), bytes.
+    pub last: u64,
+}
+
+/// `(peak, last)` heap bytes (useful + allocator overhead) of a massif output.
+fn parse_massif(text: &str) -> Option<(u64, u64)> {
+    let (mut peak, mut last, mut cur) = (0u64, None, 0u64);
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("mem_heap_B=") {
+            cur = v.trim().parse().ok()?;
+        } else if let Some(v) = line.strip_prefix("mem_heap_extra_B=") {
+            let total = cur + v.trim().parse::<u64>().ok()?;
+            peak = peak.max(total);
+            last = Some(total);
+        }
+    }
+    last.map(|l| (peak, l))
+}
+
+/// Starts a gateway with `accounts` API keys under massif, lets it load them and idle, stops it gracefully, and reads
+/// its heap profile.
+pub async fn heap(setup: &Setup, dir: &Path, sim: &Sim) -> anyhow::Result<Heap> {
+    let accounts = setup.plan.accounts;
+    let gdir = GatewayDir::new(crate::scenarios::fast_tmp().as_deref(), "massif", sim)?;
+    crate::scenarios::seed_api_keys(&gdir.data_dir(), accounts).await?;
+    let out = dir.join("massif.out");
+    let _ = std::fs::remove_file(&out);
+    let wrapper = vec![
+        "valgrind".to_string(),
+        "--tool=massif".to_string(),
+        "-q".to_string(),
+        format!("--massif-out-file={}", out.display()),
+    ];
+    let mut gw = Gateway::start_wrapped(&wrapper, &setup.gateway_bin, &gdir)?;
+    gw.wait_accounts(accounts, Duration::from_secs(120)).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The idle heap, accounts loaded: a snapshot asked through valgrind's gdbserver.
+    let snap = dir.join("massif.idle");
+    let _ = std::fs::remove_file(&snap);
+    let status = Command::new("vgdb")
+        .arg(format!("--pid={}", gw.proc.pid()))
+        .arg("snapshot")
+        .arg(&snap)
+        .output()
+        .context("running vgdb")?;
+    if !status.status.success() {
+        bail!(
+            "vgdb snapshot failed: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+    }
+    // SIGINT: the gateway shuts down gracefully and massif writes its file (for the peak).
+    let _ = Command::new("kill")
+        .args(["-INT", &gw.proc.pid().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !gw.proc.exited() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let read =
+        |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let (peak, _) =
+        parse_massif(&read(&out)?).ok_or_else(|| anyhow!("no snapshots in {}", out.display()))?;
+    let (_, last) =
+        parse_massif(&read(&snap)?).ok_or_else(|| anyhow!("no snapshot in {}", snap.display()))?;
+    eprintln!(
+        "[bench] heap with {accounts} accounts: peak {:.1} MB while loading, {:.1} MB after",
+        peak as f64 / 1e6,
+        last as f64 / 1e6
+    );
+    Ok(Heap {
+        accounts,
+        peak,
+        last,
+    })
+}
+
 /// One workload measured under callgrind.
 #[derive(Debug, Clone)]
 pub struct Phase {
@@ -83,11 +166,14 @@ fn newest_dump(dir: &Path, who: &str, pid: u32) -> anyhow::Result<PathBuf> {
 /// `(total Ir, self costs (Ir, function, object))` of a callgrind dump. Parsed here rather than with
 /// `callgrind_annotate`, which counts the inclusive cost of calls still active at the dump (`calls=0`) as the caller's
 /// own.
-fn annotate(file: &Path) -> anyhow::Result<(u64, Vec<(u64, String, String)>)> {
+fn annotate(file: &Path) -> anyhow::Result<(u64, Vec<SelfCost>)> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     parse_callgrind(&text).ok_or_else(|| anyhow!("{} holds no callgrind totals", file.display()))
 }
+
+/// (Ir, function, object).
+type SelfCost = (u64, String, String);
 
 /// `(id) name` defines a compressed name, `(id)` refers to one.
 fn name_of(spec: &str, table: &mut BTreeMap<String, String>) -> String {
@@ -106,7 +192,7 @@ fn name_of(spec: &str, table: &mut BTreeMap<String, String>) -> String {
     }
 }
 
-fn parse_callgrind(text: &str) -> Option<(u64, Vec<(u64, String, String)>)> {
+fn parse_callgrind(text: &str) -> Option<(u64, Vec<SelfCost>)> {
     let mut fns: BTreeMap<String, String> = BTreeMap::new();
     let mut objs: BTreeMap<String, String> = BTreeMap::new();
     let mut self_cost: BTreeMap<(String, String), u64> = BTreeMap::new();
@@ -146,22 +232,20 @@ fn parse_callgrind(text: &str) -> Option<(u64, Vec<(u64, String, String)>)> {
                 name_of(value, &mut objs);
             }
             "fn" => function = name_of(value, &mut fns),
-            "cfn" | "cfl" => {
-                if key == "cfn" {
-                    name_of(value, &mut fns);
-                }
+            "cfn" => {
+                name_of(value, &mut fns);
             }
             "calls" => after_call = true,
             _ => {}
         }
     }
     let total = total?;
-    let mut rows: Vec<(u64, String, String)> = self_cost
+    let mut rows: Vec<SelfCost> = self_cost
         .into_iter()
         .filter(|(_, ir)| *ir > 0)
         .map(|((f, o), ir)| (ir, f, o))
         .collect();
-    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.0));
     Some((total, rows))
 }
 
@@ -201,8 +285,8 @@ fn short(function: &str) -> String {
     }
 }
 
-/// Runs the profile; returns the phases.
-pub async fn run(setup: &Setup, dir: &Path) -> anyhow::Result<Vec<Phase>> {
+/// Runs the callgrind profile; returns the phases and the simulator (still running, under callgrind).
+pub async fn run(setup: &Setup, dir: &Path) -> anyhow::Result<(Vec<Phase>, Sim)> {
     std::fs::create_dir_all(dir)?;
     for e in std::fs::read_dir(dir)?.flatten() {
         if e.file_name().to_string_lossy().contains(".out") {
@@ -236,7 +320,6 @@ pub async fn run(setup: &Setup, dir: &Path) -> anyhow::Result<Vec<Phase>> {
     )?;
     let gw = Gateway::start_wrapped(&callgrind(dir, "gateway"), &setup.gateway_bin, &gdir)?;
     let target = Target::new(
-        "gateway",
         &gw.base_url,
         ("x-api-key", CLIENT_KEY),
         Some(gw.proc.pid()),
@@ -304,7 +387,6 @@ pub async fn run(setup: &Setup, dir: &Path) -> anyhow::Result<Vec<Phase>> {
     agw.wait_accounts(plan.accounts, Duration::from_secs(120))
         .await?;
     let atarget = Target::new(
-        "gateway",
         &agw.base_url,
         ("x-api-key", CLIENT_KEY),
         Some(agw.proc.pid()),
@@ -326,7 +408,8 @@ pub async fn run(setup: &Setup, dir: &Path) -> anyhow::Result<Vec<Phase>> {
     )
     .await?;
     phases.push(phase);
-    Ok(phases)
+    drop(agw);
+    Ok((phases, sim))
 }
 
 /// Zeroes both processes' counters, runs `work`, dumps them, and reads the dumps.
@@ -358,9 +441,9 @@ where
         *crates.entry(crate_of(f, o)).or_insert(0) += ir;
     }
     let mut crates: Vec<(String, u64)> = crates.into_iter().collect();
-    crates.sort_by(|a, b| b.1.cmp(&a.1));
+    crates.sort_by_key(|c| std::cmp::Reverse(c.1));
     let mut top: Vec<(u64, String)> = rows.into_iter().map(|(ir, f, _)| (ir, f)).collect();
-    top.sort_by(|a, b| b.0.cmp(&a.0));
+    top.sort_by_key(|t| std::cmp::Reverse(t.0));
     top.truncate(12);
     eprintln!(
         "[bench] profile {key}: {n} requests in {:.0} s, gateway {} Ir/request, simulator {} Ir/request",
@@ -535,6 +618,15 @@ pub fn summary(p: &Phase) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn massif_peak_and_last() {
+        let text = "snapshot=0\ntime=0\nmem_heap_B=0\nmem_heap_extra_B=0\nsnapshot=1\ntime=10\nmem_heap_B=100\n\
+                    mem_heap_extra_B=20\nsnapshot=2\ntime=20\nmem_heap_B=50\nmem_heap_extra_B=5\nsnapshot=3\ntime=30\n\
+                    mem_heap_B=1\nmem_heap_extra_B=0\n";
+        assert_eq!(parse_massif(text), Some((120, 1)));
+        assert_eq!(parse_massif(""), None);
+    }
 
     #[test]
     fn self_costs_skip_call_costs() {

@@ -27,6 +27,8 @@ const STAMPEDE_REFRESH_TOKEN: &str = "sk-ant-ort01-bench-stampede-refresh-token"
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub smoke: bool,
+    /// Direct and gateway runs alternate this many times (each for duration ÷ rounds).
+    pub rounds: usize,
     pub warmup: Duration,
     pub timeout: Duration,
     pub max_in_flight: usize,
@@ -56,16 +58,17 @@ impl Plan {
     pub fn full() -> Plan {
         Plan {
             smoke: false,
+            rounds: 2,
             warmup: Duration::from_secs(1),
             timeout: Duration::from_secs(10),
             max_in_flight: 1000,
             client_cmp: Duration::from_secs(3),
             body_bytes: 1024,
-            rates: vec![500.0, 2000.0],
+            rates: vec![100.0, 500.0, 2000.0],
             latency_duration: Duration::from_secs(10),
             concurrency: 64,
             throughput_duration: Duration::from_secs(8),
-            stream_rate: 10.0,
+            stream_rate: 40.0,
             stream_duration: Duration::from_secs(10),
             stream_events: 200,
             stream_delay_ms: 5,
@@ -86,6 +89,7 @@ impl Plan {
     pub fn smoke() -> Plan {
         Plan {
             smoke: true,
+            rounds: 1,
             warmup: Duration::from_millis(100),
             timeout: Duration::from_secs(5),
             max_in_flight: 100,
@@ -193,6 +197,8 @@ pub struct Results {
     /// The callgrind profile's workloads (empty when there is none).
     pub profile: Vec<crate::profile::Phase>,
     pub profile_note: Option<String>,
+    /// The heap of a gateway loading the memory scenario's accounts (massif), when profiled.
+    pub heap: Option<crate::profile::Heap>,
 }
 
 /// A Messages request body of exactly `size` bytes (the user text is padded).
@@ -249,14 +255,12 @@ pub async fn run(setup: &Setup) -> anyhow::Result<Results> {
     say(format!("gateway on {}", gw.base_url));
 
     let direct = Target::new(
-        "direct",
         &sim.base_url,
         ("x-api-key", UPSTREAM_KEY),
         None,
         sim.proc.pid(),
     )?;
     let gateway = Target::new(
-        "gateway",
         &gw.base_url,
         ("x-api-key", CLIENT_KEY),
         Some(gw.proc.pid()),
@@ -327,92 +331,133 @@ pub async fn run(setup: &Setup) -> anyhow::Result<Results> {
         ClientKind::Reqwest => reqwest,
     };
 
+    // Direct and gateway alternate in `rounds` rounds (samples merged), so that a burst of noise from elsewhere on
+    // the machine lands on both; the peer runs once, for the whole duration, after them.
+    let rounds = plan.rounds.max(1);
+    let pair = [direct.clone(), gateway.clone()];
+
     // 1. Latency at constant rates.
     for &rate in &plan.rates {
-        let run = |t: Target| {
+        let run = |t: Target, dur: Duration, warm: bool| {
             let (client, small) = (client.clone(), small.clone());
             async move {
-                let _ = load::open_loop(
+                if warm {
+                    let _ = load::open_loop(
+                        &client,
+                        &t,
+                        &small,
+                        rate,
+                        plan.warmup,
+                        plan.timeout,
+                        plan.max_in_flight,
+                    )
+                    .await;
+                }
+                load::open_loop(
                     &client,
                     &t,
                     &small,
                     rate,
-                    plan.warmup,
+                    dur,
                     plan.timeout,
                     plan.max_in_flight,
                 )
-                .await;
-                let r = load::open_loop(
-                    &client,
-                    &t,
-                    &small,
-                    rate,
-                    plan.latency_duration,
-                    plan.timeout,
-                    plan.max_in_flight,
-                )
-                .await;
+                .await
+            }
+        };
+        let mut acc: [Option<LoadResult>; 2] = [None, None];
+        for round in 0..rounds {
+            for (i, t) in pair.iter().enumerate() {
+                let r = run(t.clone(), plan.latency_duration / rounds as u32, round == 0).await;
+                acc[i] = Some(match acc[i].take() {
+                    Some(a) => a.merge(r),
+                    None => r,
+                });
+            }
+        }
+        let [d, g] = acc;
+        let trio = Trio {
+            direct: d.unwrap_or_default(),
+            gateway: g.unwrap_or_default(),
+            litellm: match &peer {
+                Some(t) => Some(run(t.clone(), plan.latency_duration, true).await),
+                None => None,
+            },
+        };
+        for (name, r) in [
+            ("direct", Some(&trio.direct)),
+            ("gateway", Some(&trio.gateway)),
+            ("litellm", trio.litellm.as_ref()),
+        ] {
+            if let Some(r) = r {
                 say(format!(
-                    "latency {rate} req/s {}: p50 {} p99 {} µs, errors {}",
-                    t.label,
+                    "latency {rate} req/s {name}: p50 {} p99 {} µs, errors {}",
                     r.latency.p50,
                     r.latency.p99,
                     r.errors.describe()
                 ));
-                r
             }
-        };
-        let trio = Trio {
-            direct: run(direct.clone()).await,
-            gateway: run(gateway.clone()).await,
-            litellm: match &peer {
-                Some(t) => Some(run(t.clone()).await),
-                None => None,
-            },
-        };
+        }
         results.latency.push((rate, trio));
     }
 
     // 2. Maximum throughput, closed loop.
     {
-        let run = |t: Target| {
+        let run = |t: Target, dur: Duration, warm: bool| {
             let (client, small) = (client.clone(), small.clone());
             async move {
-                let _ = load::closed_loop(
-                    &client,
-                    &t,
-                    &small,
-                    plan.concurrency,
-                    plan.warmup,
-                    plan.timeout,
+                if warm {
+                    let _ = load::closed_loop(
+                        &client,
+                        &t,
+                        &small,
+                        plan.concurrency,
+                        plan.warmup,
+                        plan.timeout,
+                    )
+                    .await;
+                }
+                load::closed_loop(&client, &t, &small, plan.concurrency, dur, plan.timeout).await
+            }
+        };
+        let mut acc: [Option<LoadResult>; 2] = [None, None];
+        for round in 0..rounds {
+            for (i, t) in pair.iter().enumerate() {
+                let r = run(
+                    t.clone(),
+                    plan.throughput_duration / rounds as u32,
+                    round == 0,
                 )
                 .await;
-                let r = load::closed_loop(
-                    &client,
-                    &t,
-                    &small,
-                    plan.concurrency,
-                    plan.throughput_duration,
-                    plan.timeout,
-                )
-                .await;
+                acc[i] = Some(match acc[i].take() {
+                    Some(a) => a.merge(r),
+                    None => r,
+                });
+            }
+        }
+        let [d, g] = acc;
+        let trio = Trio {
+            direct: d.unwrap_or_default(),
+            gateway: g.unwrap_or_default(),
+            litellm: match &peer {
+                Some(t) => Some(run(t.clone(), plan.throughput_duration, true).await),
+                None => None,
+            },
+        };
+        for (name, r) in [
+            ("direct", Some(&trio.direct)),
+            ("gateway", Some(&trio.gateway)),
+            ("litellm", trio.litellm.as_ref()),
+        ] {
+            if let Some(r) = r {
                 say(format!(
-                    "throughput {}: {:.0} req/s, errors {}",
-                    t.label,
+                    "throughput {name}: {:.0} req/s, errors {}",
                     r.rps(),
                     r.errors.describe()
                 ));
-                r
             }
-        };
-        results.throughput = Some(Trio {
-            direct: run(direct.clone()).await,
-            gateway: run(gateway.clone()).await,
-            litellm: match &peer {
-                Some(t) => Some(run(t.clone()).await),
-                None => None,
-            },
-        });
+        }
+        results.throughput = Some(trio);
     }
 
     // 3. Streaming.
@@ -424,84 +469,118 @@ pub async fn run(setup: &Setup) -> anyhow::Result<Results> {
         );
         let stream_timeout =
             plan.timeout + Duration::from_millis(plan.stream_delay_ms * plan.stream_events as u64);
-        let run = |t: Target, strict: bool| {
+        let run = |t: Target, dur: Duration, warm: bool, strict: bool| {
             let sbody = sbody.clone();
             async move {
-                let expected = if strict { plan.stream_events } else { 0 };
-                let _ = stream::stream_load(
-                    &t,
-                    &sbody,
-                    plan.stream_rate,
-                    plan.warmup,
-                    expected,
-                    stream_timeout,
+                let expected = strict.then_some(plan.stream_events);
+                if warm {
+                    let _ = stream::stream_load(
+                        &t,
+                        &sbody,
+                        plan.stream_rate,
+                        plan.warmup,
+                        expected,
+                        stream_timeout,
+                    )
+                    .await;
+                }
+                stream::stream_load(&t, &sbody, plan.stream_rate, dur, expected, stream_timeout)
+                    .await
+            }
+        };
+        let mut acc: [Option<StreamResult>; 2] = [None, None];
+        for round in 0..rounds {
+            for (i, t) in pair.iter().enumerate() {
+                let r = run(
+                    t.clone(),
+                    plan.stream_duration / rounds as u32,
+                    round == 0,
+                    true,
                 )
                 .await;
-                let r = stream::stream_load(
-                    &t,
-                    &sbody,
-                    plan.stream_rate,
-                    plan.stream_duration,
-                    expected,
-                    stream_timeout,
-                )
-                .await;
+                acc[i] = Some(match acc[i].take() {
+                    Some(a) => a.merge(r),
+                    None => r,
+                });
+            }
+        }
+        let [d, g] = acc;
+        let trio = Trio {
+            direct: d.unwrap_or_default(),
+            gateway: g.unwrap_or_default(),
+            litellm: match &peer {
+                Some(t) => Some(run(t.clone(), plan.stream_duration, true, false).await),
+                None => None,
+            },
+        };
+        for (name, r) in [
+            ("direct", Some(&trio.direct)),
+            ("gateway", Some(&trio.gateway)),
+            ("litellm", trio.litellm.as_ref()),
+        ] {
+            if let Some(r) = r {
                 say(format!(
-                    "streaming {}: {} streams, first event p99 {} µs, gap p99 {} µs, shared reads {}, errors {}",
-                    t.label,
+                    "streaming {name}: {} streams, first event p99 {} µs, gap p99 {} µs, shared reads {}, errors {}",
                     r.streams_ok,
                     r.ttfe.p99,
                     r.gap.p99,
                     r.shared_read,
                     r.errors.describe()
                 ));
-                r
             }
-        };
-        results.streaming = Some(Trio {
-            direct: run(direct.clone(), true).await,
-            gateway: run(gateway.clone(), true).await,
-            litellm: match &peer {
-                Some(t) => Some(run(t.clone(), false).await),
-                None => None,
-            },
-        });
+        }
+        results.streaming = Some(trio);
     }
     drop(litellm);
 
     // 4. Large bodies.
     {
         let big = body(plan.large_bytes, false, None);
-        let run = |t: Target| {
+        let run = |t: Target, dur: Duration, warm: bool| {
             let (client, big) = (client.clone(), big.clone());
             async move {
-                let _ = load::open_loop(
-                    &client,
-                    &t,
-                    &big,
-                    plan.large_rate,
-                    plan.warmup,
-                    plan.timeout,
-                    plan.max_in_flight,
-                )
-                .await;
+                if warm {
+                    let _ = load::open_loop(
+                        &client,
+                        &t,
+                        &big,
+                        plan.large_rate,
+                        plan.warmup,
+                        plan.timeout,
+                        plan.max_in_flight,
+                    )
+                    .await;
+                }
                 load::open_loop(
                     &client,
                     &t,
                     &big,
                     plan.large_rate,
-                    plan.large_duration,
+                    dur,
                     plan.timeout,
                     plan.max_in_flight,
                 )
                 .await
             }
         };
-        let d = run(direct.clone()).await;
         let rss_before_mb = procs::rss_mb(gw.proc.pid())?;
-        let sampler = RssSampler::start(gw.proc.pid());
-        let g = run(gateway.clone()).await;
-        let rss_peak_mb = sampler.stop().await;
+        let mut rss_peak_mb: f64 = 0.0;
+        let mut acc: [Option<LoadResult>; 2] = [None, None];
+        for round in 0..rounds {
+            for (i, t) in pair.iter().enumerate() {
+                let sampler = (i == 1).then(|| RssSampler::start(gw.proc.pid()));
+                let r = run(t.clone(), plan.large_duration / rounds as u32, round == 0).await;
+                if let Some(sampler) = sampler {
+                    rss_peak_mb = rss_peak_mb.max(sampler.stop().await);
+                }
+                acc[i] = Some(match acc[i].take() {
+                    Some(a) => a.merge(r),
+                    None => r,
+                });
+            }
+        }
+        let [d, g] = acc;
+        let (d, g) = (d.unwrap_or_default(), g.unwrap_or_default());
         let rss_after_mb = procs::rss_mb(gw.proc.pid())?;
         say(format!(
             "large bodies: direct p99 {} µs, gateway p99 {} µs, gateway RSS peak {rss_peak_mb:.1} MB",
@@ -536,7 +615,6 @@ async fn start_litellm(
     say("starting LiteLLM (its imports take a while)");
     let ll = LiteLlm::start(exe, sim, MODEL).await?;
     let target = Target::new(
-        "litellm",
         &ll.base_url,
         ("authorization", "Bearer sk-bench-litellm"),
         Some(ll.proc.pid()),
@@ -709,14 +787,12 @@ async fn memory(setup: &Setup, client: &Client) -> anyhow::Result<Memory> {
         ));
         // What choosing among that many accounts costs per request.
         let target = Target::new(
-            "gateway",
             &gw.base_url,
             ("x-api-key", CLIENT_KEY),
             Some(gw.proc.pid()),
             sim.proc.pid(),
         )?;
         let direct_here = Target::new(
-            "direct",
             &sim.base_url,
             ("x-api-key", UPSTREAM_KEY),
             None,
@@ -767,7 +843,6 @@ async fn memory(setup: &Setup, client: &Client) -> anyhow::Result<Memory> {
         )?;
         let gw = Gateway::start(&setup.gateway_bin, &dir)?;
         let target = Target::new(
-            "gateway",
             &gw.base_url,
             ("x-api-key", CLIENT_KEY),
             Some(gw.proc.pid()),
@@ -849,7 +924,6 @@ async fn stampede(setup: &Setup, client: &Client) -> anyhow::Result<Stampede> {
 
     // The same burst on the direct path (connections opened beforehand).
     let direct = Target::new(
-        "direct",
         &sim.base_url,
         ("x-api-key", UPSTREAM_KEY),
         None,
@@ -867,7 +941,6 @@ async fn stampede(setup: &Setup, client: &Client) -> anyhow::Result<Stampede> {
     )?;
     let gw = Gateway::start(&setup.gateway_bin, &dir)?;
     let target = Target::new(
-        "gateway",
         &gw.base_url,
         ("x-api-key", CLIENT_KEY),
         Some(gw.proc.pid()),

@@ -323,6 +323,8 @@ pub struct StreamResult {
     pub ttfb: Dist,
     pub ttfe: Dist,
     pub gap: Dist,
+    /// The samples behind the distributions (to merge rounds).
+    pub samples: [Vec<u64>; 3],
     pub events: u64,
     pub shared_read: u64,
     pub not_own_chunk: u64,
@@ -330,13 +332,14 @@ pub struct StreamResult {
     pub cpu_sim: f64,
 }
 
-/// Open-loop streams: one started every `1/rate` seconds for `duration`; each must deliver `expected_events`.
+/// Open-loop streams: one started every `1/rate` seconds for `duration`; each must end with `message_stop` and, when
+/// `expected_events` is given, deliver exactly that many events.
 pub async fn stream_load(
     target: &Target,
     body: &[u8],
     rate: f64,
     duration: Duration,
-    expected_events: usize,
+    expected_events: Option<usize>,
     timeout: Duration,
 ) -> StreamResult {
     let request = request_bytes(target, body);
@@ -383,11 +386,13 @@ pub async fn stream_load(
     for r in all {
         match r {
             Ok(o) if o.status != 200 => out.errors.add(format!("HTTP {}", o.status)),
-            Ok(o) if o.events != expected_events || !o.saw_stop => out.errors.add(format!(
-                "{} events{}",
-                o.events,
-                if o.saw_stop { "" } else { ", no message_stop" }
-            )),
+            Ok(o) if expected_events.is_some_and(|n| n != o.events) || !o.saw_stop => {
+                out.errors.add(format!(
+                    "{} events{}",
+                    o.events,
+                    if o.saw_stop { "" } else { ", no message_stop" }
+                ))
+            }
             Ok(o) => {
                 out.streams_ok += 1;
                 out.events += o.events as u64;
@@ -400,10 +405,34 @@ pub async fn stream_load(
             Err(e) => out.errors.add(crate::client::error_kind(&e)),
         }
     }
-    out.ttfb = Dist::of(ttfb);
-    out.ttfe = Dist::of(ttfe);
-    out.gap = Dist::of(gaps);
+    out.samples = [ttfb, ttfe, gaps];
+    out.summarize();
     out
+}
+
+impl StreamResult {
+    fn summarize(&mut self) {
+        self.ttfb = Dist::of(self.samples[0].clone());
+        self.ttfe = Dist::of(self.samples[1].clone());
+        self.gap = Dist::of(self.samples[2].clone());
+    }
+
+    /// Two runs of the same load as one (rounds interleaved with other paths).
+    pub fn merge(mut self, other: StreamResult) -> StreamResult {
+        let [a, b, c] = other.samples;
+        self.samples[0].extend(a);
+        self.samples[1].extend(b);
+        self.samples[2].extend(c);
+        self.summarize();
+        self.streams_ok += other.streams_ok;
+        self.errors.merge(&other.errors);
+        self.events += other.events;
+        self.shared_read += other.shared_read;
+        self.not_own_chunk += other.not_own_chunk;
+        self.cpu_proxy += other.cpu_proxy;
+        self.cpu_sim += other.cpu_sim;
+        self
+    }
 }
 
 #[cfg(test)]
