@@ -90,6 +90,8 @@ impl AffinityMap {
     }
 }
 
+const AFFINITY_SAMPLE: usize = 4096;
+
 /// The conversation key of a request: an explicit session id wins, then `metadata.user_id`, then the cacheable prefix
 /// (system prompt, tools and the first message), which is what Anthropic's prompt cache keys on.
 pub fn conversation_key(
@@ -103,7 +105,21 @@ pub fn conversation_key(
     } else if let Some(u) = user_id.filter(|u| !u.is_empty()) {
         ("user", u).hash(&mut h);
     } else if prefix.iter().any(Option::is_some) {
-        ("prefix", prefix).hash(&mut h);
+        "prefix".hash(&mut h);
+        for part in prefix {
+            match part {
+                // Each part's length and its first and last 4 KiB: request bodies reach megabytes and the whole
+                // prefix need not be hashed on every request; two conversations that differ only in the middle of a
+                // huge first message merely share an account.
+                Some(p) => {
+                    let b = p.as_bytes();
+                    (1u8, b.len()).hash(&mut h);
+                    b[..b.len().min(AFFINITY_SAMPLE)].hash(&mut h);
+                    b[b.len().saturating_sub(AFFINITY_SAMPLE)..].hash(&mut h);
+                }
+                None => 0u8.hash(&mut h),
+            }
+        }
     } else {
         return None;
     }
@@ -161,5 +177,16 @@ mod tests {
             conversation_key(None, None, &[Some("sys"), None, Some("other")])
         );
         assert_eq!(conversation_key(None, None, &[None, None]), None);
+        // Long prefixes: the head, the tail and the length decide.
+        let long_a = format!("{}{}", "a".repeat(10_000), "end-1");
+        let long_b = format!("{}{}", "a".repeat(10_000), "end-2");
+        assert_ne!(
+            conversation_key(None, None, &[Some(&long_a)]),
+            conversation_key(None, None, &[Some(&long_b)])
+        );
+        assert_eq!(
+            conversation_key(None, None, &[Some(&long_a)]),
+            conversation_key(None, None, &[Some(&long_a.clone())])
+        );
     }
 }

@@ -337,7 +337,7 @@ impl Proxy {
         if let Some(limits) = crate::ratelimit::limits(response.headers()) {
             entry.set_limits(limits);
         }
-        metrics::counter!("gateway_upstream_attempts_total", "outcome" => status.as_u16().to_string()).increment(1);
+        metrics::counter!("gateway_upstream_attempts_total", "outcome" => status_label(status.as_u16())).increment(1);
         if status.is_success() {
             let headers = crate::headers::client_response(response.headers());
             let is_sse = response
@@ -365,8 +365,33 @@ impl Proxy {
                 };
             }
             entry.record_success(lease.probe);
-            let tap = crate::relay::UsageTap::new(response, Lease::clone_for(lease));
-            let mut out = Response::new(Body::from_stream(tap));
+            let known_small = response
+                .content_length()
+                .is_some_and(|n| n <= MAX_BUFFERED_ANSWER);
+            let body = if known_small {
+                // A non-stream answer arrives whole anyway: read it, count its usage, and send it with its length
+                // (one write, no chunked re-encoding).
+                match response.bytes().await {
+                    Ok(bytes) => {
+                        crate::relay::record_usage_of(&entry, &bytes);
+                        Body::from(bytes)
+                    }
+                    Err(e) => {
+                        let err = if e.is_timeout() {
+                            GatewayError::UpstreamTimeout
+                        } else {
+                            GatewayError::UpstreamUnreachable(error_chain(&e))
+                        };
+                        return Attempt::Failover(err.into_response());
+                    }
+                }
+            } else {
+                Body::from_stream(crate::relay::UsageTap::new(
+                    response,
+                    Lease::clone_for(lease),
+                ))
+            };
+            let mut out = Response::new(body);
             *out.status_mut() = status;
             *out.headers_mut() = headers;
             return Attempt::Done(out);
@@ -491,6 +516,9 @@ fn not_a_rate_limit(error_type: Option<&str>, message: &str) -> bool {
     about_money || error_type.is_some_and(|t| t != "rate_limit_error")
 }
 
+/// Largest non-stream answer read whole before relaying (larger or unsized ones are streamed through).
+const MAX_BUFFERED_ANSWER: u64 = 4 * 1024 * 1024;
+
 /// Largest upstream error body kept (error bodies are small; a huge one is cut, not buffered whole).
 const MAX_ERROR_BODY: usize = 256 * 1024;
 
@@ -549,4 +577,23 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = s.source();
     }
     msg
+}
+
+/// A static label for common statuses (no allocation per request), the number otherwise.
+pub(crate) fn status_label(status: u16) -> std::borrow::Cow<'static, str> {
+    match status {
+        200 => "200".into(),
+        400 => "400".into(),
+        401 => "401".into(),
+        403 => "403".into(),
+        404 => "404".into(),
+        413 => "413".into(),
+        429 => "429".into(),
+        500 => "500".into(),
+        502 => "502".into(),
+        503 => "503".into(),
+        504 => "504".into(),
+        529 => "529".into(),
+        other => other.to_string().into(),
+    }
 }

@@ -23,6 +23,24 @@ const MAX_HELD: usize = 1024 * 1024;
 /// Most bytes of a non-stream answer kept to read its usage; a larger answer passes through unread.
 const MAX_USAGE_TAP: usize = 4 * 1024 * 1024;
 
+/// Counts the token usage of a whole non-stream answer.
+pub fn record_usage_of(entry: &crate::pool::AccountEntry, body: &[u8]) {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        usage: Option<serde_json::Value>,
+    }
+    let mut watch = StreamWatch::default();
+    if let Ok(a) = serde_json::from_slice::<Answer>(body) {
+        watch.usage(a.usage.as_ref());
+    }
+    entry.record_tokens(
+        watch.input_tokens,
+        watch.output_tokens,
+        watch.cache_read_tokens,
+        watch.cache_creation_tokens,
+    );
+}
+
 /// A non-stream answer passed through untouched while a copy (bounded) is kept to count its token usage at the end.
 pub struct UsageTap {
     upstream: Upstream,

@@ -121,14 +121,20 @@ pub fn router(state: AppState) -> Router {
 /// Counts API requests by route (the matched pattern, so the label set stays bounded) and status, and records the
 /// time to the response head (for streams: until the upstream's `message_start`).
 async fn count_requests(req: Request, next: Next) -> Response {
-    let route = req
+    let route: std::borrow::Cow<'static, str> = match req
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
+        .map(|p| p.as_str())
+    {
+        Some("/v1/messages") => "/v1/messages".into(),
+        Some("/v1/chat/completions") => "/v1/chat/completions".into(),
+        Some("/v1/messages/count_tokens") => "/v1/messages/count_tokens".into(),
+        Some(other) => other.to_string().into(),
+        None => "unmatched".into(),
+    };
     let started = tokio::time::Instant::now();
     let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
+    let status = crate::proxy::status_label(response.status().as_u16());
     metrics::counter!("gateway_requests_total", "route" => route.clone(), "status" => status)
         .increment(1);
     metrics::histogram!("gateway_response_head_seconds", "route" => route)
