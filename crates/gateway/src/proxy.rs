@@ -373,7 +373,7 @@ impl Proxy {
                 // (one write, no chunked re-encoding).
                 match response.bytes().await {
                     Ok(bytes) => {
-                        crate::relay::record_usage_of(&entry, &bytes);
+                        crate::relay::record_usage_of(entry, &bytes);
                         Body::from(bytes)
                     }
                     Err(e) => {
