@@ -91,8 +91,8 @@ pub struct RefreshConfig {
     /// Longest Retry-After honoured as given; longer hints are clamped to this (never shortened below what was asked
     /// unless it exceeds this cap).
     pub max_retry_after_secs: u64,
-    /// Longest a refresh lease is held (replicas sharing a store refresh one at a time; a holder that dies frees the
-    /// lease after this). Must exceed a whole refresh: `max_attempts` × `call_timeout_secs` plus backoffs.
+    /// Refresh lease time-to-live (replicas sharing a store refresh one at a time). The holder renews it every third of
+    /// this while its refresh runs; a holder that dies frees it after this.
     pub lease_secs: f64,
 }
 
@@ -184,7 +184,7 @@ impl Default for RefreshConfig {
             rate_limit_backoff_base_secs: 30,
             backoff_max_secs: 1800,
             max_retry_after_secs: 86_400,
-            lease_secs: 90.0,
+            lease_secs: 30.0,
         }
     }
 }
@@ -342,11 +342,8 @@ impl Config {
         if !(0.0..=1.0).contains(&self.refresh.lead_jitter) {
             return Err(bad("refresh.lead_jitter", "must be between 0 and 1"));
         }
-        if self.refresh.lease_secs < self.refresh.call_timeout_secs * 2.0 {
-            return Err(bad(
-                "refresh.lease_secs",
-                "must be at least twice refresh.call_timeout_secs",
-            ));
+        if self.refresh.lease_secs < 1.0 {
+            return Err(bad("refresh.lease_secs", "must be at least 1 second"));
         }
         if self.refresh.max_attempts == 0 {
             return Err(bad("refresh.max_attempts", "must be at least 1"));

@@ -663,13 +663,42 @@ impl RefreshEngine {
                 return o;
             }
         };
-        let outcome = match pending {
-            // A rotation we could not persist before: persist it now, do not call the endpoint.
-            Some(tokens) => self.persist(stored, tokens, &fence).await,
-            None => match self.settled_elsewhere(&started_from, &stored) {
-                Some(done) => done,
-                None => self.exchange(stored, &fence).await,
-            },
+        let work = async {
+            match pending {
+                // A rotation we could not persist before: persist it now, do not call the endpoint.
+                Some(tokens) => self.persist(stored, tokens, &fence).await,
+                None => match self.settled_elsewhere(&started_from, &stored) {
+                    Some(done) => done,
+                    None => self.exchange(stored, &fence).await,
+                },
+            }
+        };
+        // Keep the lease while the work runs (a slow endpoint, retries): a live holder never loses it to a timeout;
+        // only a holder that died stops renewing and is taken over after `lease_ttl`.
+        let renew = async {
+            let every = inner.settings.lease_ttl / 3;
+            loop {
+                tokio::time::sleep(every).await;
+                match inner
+                    .store
+                    .renew_refresh_lease(id, &fence, inner.settings.lease_ttl)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(
+                            account = id,
+                            "refresh lease taken by another holder; its writes are fenced"
+                        );
+                        std::future::pending::<()>().await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "could not renew the refresh lease"),
+                }
+            }
+        };
+        let outcome = tokio::select! {
+            outcome = work => outcome,
+            () = renew => unreachable_outcome(),
         };
         // Record the least wait this failure implies before giving the lease up, so no other process can slip a call
         // in between (the exact, possibly longer, wait is written when the outcome settles).
@@ -916,6 +945,14 @@ impl RefreshEngine {
             tokens,
             cause: "the account kept changing while the rotation was written".into(),
         }
+    }
+}
+
+/// `renew` loops forever; this only satisfies the type of the `select!` arm.
+fn unreachable_outcome() -> Outcome {
+    Outcome::Transient {
+        attempts: 0,
+        cause: "lease renewal ended".into(),
     }
 }
 

@@ -133,6 +133,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreFuture<'_, Option<i64>>;
     /// Gives the lease back (only if `fence` still holds it).
     fn release_refresh_lease(&self, id: AccountId, fence: &Fence) -> StoreFuture<'_, ()>;
+    /// Extends a held lease to `ttl` from now; `false` when `fence` no longer holds it.
+    fn renew_refresh_lease(
+        &self,
+        id: AccountId,
+        fence: &Fence,
+        ttl: Duration,
+    ) -> StoreFuture<'_, bool>;
     /// `update_account`, but only while no other holder took the refresh lease after `fence`.
     fn update_account_fenced(
         &self,

@@ -814,3 +814,36 @@ async fn a_429_is_recorded_in_the_store_and_binds_a_process_that_never_saw_it() 
     assert!(matches!(err, RefreshError::Backoff { .. }), "{err:?}");
     assert_eq!(r.endpoint.calls().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_holder_keeps_its_lease_however_long_the_endpoint_takes() {
+    let mut s = settings();
+    s.lease_ttl = Duration::from_millis(300); // renewed every 100 ms
+    s.call_timeout = Duration::from_secs(10);
+    let r = rig_with(vec![Answer::Gate], expired(), s).await;
+    let id = stored(&r.store).await.id;
+    let waiter = {
+        let (engine, cell) = (r.engine.clone(), r.cell.clone());
+        tokio::spawn(async move { engine.credential(&cell).await })
+    };
+    r.endpoint.entered.notified().await;
+    // Well past the lease's time-to-live, another process still cannot take it: the holder renews it.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let taken = r
+            .store
+            .acquire_refresh_lease(id, "other-replica", Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(taken, None, "a live holder's lease was taken");
+    }
+    r.endpoint.release.notify_one();
+    assert_eq!(waiter.await.unwrap().unwrap().credential.secret, "at-1");
+    // Released afterwards: the other process may take it at once.
+    assert!(r
+        .store
+        .acquire_refresh_lease(id, "other-replica", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .is_some());
+}

@@ -178,6 +178,25 @@ impl super::Store for MemoryStore {
         })
     }
 
+    fn renew_refresh_lease(
+        &self,
+        id: AccountId,
+        fence: &Fence,
+        ttl: std::time::Duration,
+    ) -> StoreFuture<'_, bool> {
+        let fence = fence.clone();
+        Box::pin(async move {
+            self.check(true)?;
+            match lock(&self.leases).get_mut(&id) {
+                Some(l) if l.0 == fence.holder && l.1 == fence.token => {
+                    l.2 = chrono::Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default();
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        })
+    }
+
     fn release_refresh_lease(&self, id: AccountId, fence: &Fence) -> StoreFuture<'_, ()> {
         let fence = fence.clone();
         Box::pin(async move {

@@ -38,6 +38,8 @@ pub const ACQUIRE_LEASE: &str = "INSERT INTO refresh_leases (account_id, holder,
      ON CONFLICT (account_id) DO UPDATE SET holder = excluded.holder, fence = refresh_leases.fence + 1, \
      expires_at_ms = excluded.expires_at_ms WHERE refresh_leases.expires_at_ms < ? OR refresh_leases.holder = excluded.holder \
      RETURNING fence";
+pub const RENEW_LEASE: &str =
+    "UPDATE refresh_leases SET expires_at_ms = ? WHERE account_id = ? AND holder = ? AND fence = ?";
 pub const RELEASE_LEASE: &str =
     "UPDATE refresh_leases SET expires_at_ms = 0 WHERE account_id = ? AND holder = ? AND fence = ?";
 pub const PUT_COOLDOWN: &str = "INSERT INTO cooldowns (account_id, model, until_ms, reason) VALUES (?, ?, ?, ?) \
@@ -323,6 +325,27 @@ macro_rules! sql_store {
                         .await
                         .map_err(unavailable)?;
                     Ok(fence)
+                })
+            }
+
+            fn renew_refresh_lease(
+                &self,
+                id: AccountId,
+                fence: &Fence,
+                ttl: std::time::Duration,
+            ) -> StoreFuture<'_, bool> {
+                let fence = fence.clone();
+                Box::pin(async move {
+                    let until = to_millis(chrono::Utc::now()) + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+                    let done = sqlx::query(sqlx::AssertSqlSafe($q(sql::RENEW_LEASE)))
+                        .bind(until)
+                        .bind(id)
+                        .bind(&fence.holder)
+                        .bind(fence.token)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(unavailable)?;
+                    Ok(done.rows_affected() == 1)
                 })
             }
 
