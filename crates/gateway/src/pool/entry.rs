@@ -1,7 +1,7 @@
 //! One account in the pool: its credential cell, cooldowns (whole account, or one model), half-open probe timing,
 //! latest rate-limit view, and load counters.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -12,6 +12,8 @@ use crate::account::{Account, AccountId};
 use crate::ratelimit::UnifiedLimits;
 use crate::refresh::CredentialCell;
 use crate::store::Usage;
+
+const NO_UTILIZATION: u64 = u64::MAX;
 
 /// Most model-scoped cooldowns kept per account; the oldest-ending is dropped first.
 pub const MAX_MODEL_COOLDOWNS: usize = 32;
@@ -33,6 +35,10 @@ pub struct AccountEntry {
     in_flight: AtomicUsize,
     served: AtomicU64,
     pub(crate) swrr: Swrr,
+    /// False when no cooldown can be in force, so the scheduler skips the lock (set and cleared under it).
+    maybe_cooling: AtomicBool,
+    /// The account-wide utilization last reported, as f64 bits (`NO_UTILIZATION` when unknown): read without a lock.
+    utilization_bits: AtomicU64,
     cooldowns: Mutex<Cooldowns>,
     /// Usage not yet written to the store (flushed in batches).
     pending_usage: Mutex<Usage>,
@@ -46,6 +52,8 @@ impl AccountEntry {
             in_flight: AtomicUsize::new(0),
             served: AtomicU64::new(0),
             swrr: Swrr::new(0),
+            maybe_cooling: AtomicBool::new(false),
+            utilization_bits: AtomicU64::new(NO_UTILIZATION),
             cooldowns: Mutex::new(Cooldowns::default()),
             pending_usage: Mutex::new(Usage::default()),
         })
@@ -115,10 +123,16 @@ impl AccountEntry {
 
     /// Until when this account may not serve `model` (account-wide or model cooldown), if it may not now.
     pub fn cooling_until(&self, model: Option<&str>) -> Option<Instant> {
+        if !self.maybe_cooling.load(Ordering::Acquire) {
+            return None;
+        }
         let now = Instant::now();
         let mut cd = self.cd();
         cd.models.retain(|(_, t)| *t > now);
         let account = cd.account.as_ref().map(|(t, _)| *t).filter(|t| *t > now);
+        if account.is_none() && cd.models.is_empty() {
+            self.maybe_cooling.store(false, Ordering::Release);
+        }
         let model = model.and_then(|m| {
             cd.models
                 .iter()
@@ -131,6 +145,7 @@ impl AccountEntry {
     /// Cools the whole account until `until` (a later cooldown is never shortened).
     pub fn cool_account(&self, until: Instant, reason: String) {
         let mut cd = self.cd();
+        self.maybe_cooling.store(true, Ordering::Release);
         cd.strikes += 1;
         cd.probe_mark = Some(Instant::now());
         if cd.account.as_ref().is_none_or(|(t, _)| *t < until) {
@@ -144,6 +159,7 @@ impl AccountEntry {
     pub fn cool_model(&self, model: &str, until: Instant) {
         let now = Instant::now();
         let mut cd = self.cd();
+        self.maybe_cooling.store(true, Ordering::Release);
         cd.strikes += 1;
         cd.probe_mark = Some(now);
         cd.models.retain(|(_, t)| *t > now);
@@ -174,6 +190,7 @@ impl AccountEntry {
             return;
         }
         let mut cd = self.cd();
+        self.maybe_cooling.store(true, Ordering::Release);
         if cd.probe_mark.is_none() {
             cd.probe_mark = Some(now);
         }
@@ -241,6 +258,8 @@ impl AccountEntry {
     }
 
     pub fn set_limits(&self, limits: UnifiedLimits) {
+        let bits = limits.utilization().map_or(NO_UTILIZATION, f64::to_bits);
+        self.utilization_bits.store(bits, Ordering::Relaxed);
         self.cd().limits = Some(limits);
     }
 
@@ -250,10 +269,8 @@ impl AccountEntry {
 
     /// Highest utilization of the account-wide windows last reported (0..1).
     pub fn utilization(&self) -> Option<f64> {
-        self.cd()
-            .limits
-            .as_ref()
-            .and_then(UnifiedLimits::utilization)
+        let bits = self.utilization_bits.load(Ordering::Relaxed);
+        (bits != NO_UTILIZATION).then(|| f64::from_bits(bits))
     }
 
     /// Why the account is cooling, while it is.
