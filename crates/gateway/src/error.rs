@@ -237,3 +237,15 @@ impl IntoResponse for GatewayError {
         self.respond(body)
     }
 }
+
+/// An error and its sources on one line ("a: b: c"), for messages that must say the root cause.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}

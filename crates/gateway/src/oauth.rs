@@ -143,7 +143,7 @@ impl OAuthClient {
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| TokenError::Lost(without_url(&e)))?;
+            .map_err(|e| TokenError::Lost(crate::error::error_chain(&e)))?;
         if status.is_success() {
             return serde_json::from_slice::<TokenResponse>(&bytes)
                 .map_err(|e| TokenError::BadResponse(e.to_string()));
@@ -246,22 +246,13 @@ impl TokenEndpoint for OAuthClient {
     }
 }
 
-fn without_url(e: &reqwest::Error) -> String {
-    // reqwest errors name the URL; ours carry no secret, but keep messages short and uniform.
-    let mut msg = e.to_string();
-    if let Some(src) = std::error::Error::source(e) {
-        msg = format!("{msg}: {src}");
-    }
-    msg
-}
-
 fn classify_send_error(e: reqwest::Error) -> TokenError {
     if e.is_connect() {
-        TokenError::Connect(without_url(&e))
+        TokenError::Connect(crate::error::error_chain(&e))
     } else if e.is_timeout() {
         TokenError::Timeout
     } else {
-        TokenError::Lost(without_url(&e))
+        TokenError::Lost(crate::error::error_chain(&e))
     }
 }
 

@@ -154,10 +154,6 @@ impl Pool {
         &self.engine
     }
 
-    pub fn settings(&self) -> &PoolSettings {
-        &self.settings
-    }
-
     pub fn entries(&self) -> Arc<Vec<Arc<AccountEntry>>> {
         self.entries
             .read()
@@ -167,10 +163,6 @@ impl Pool {
 
     pub fn get(&self, id: AccountId) -> Option<Arc<AccountEntry>> {
         self.entries().iter().find(|e| e.id == id).cloned()
-    }
-
-    pub fn affinity_len(&self) -> usize {
-        self.affinity.len()
     }
 
     /// Cools `entry` as a whole until `until`, here and (through the store) on every replica.
@@ -255,10 +247,6 @@ impl Pool {
             return Err(e);
         }
         Ok(n)
-    }
-
-    pub fn store(&self) -> &SharedStore {
-        &self.store
     }
 
     /// Reloads accounts from the store if anything changed since the last load. Entries of unchanged accounts keep

@@ -327,7 +327,7 @@ impl Proxy {
                 let err = if e.is_timeout() {
                     GatewayError::UpstreamTimeout
                 } else {
-                    GatewayError::UpstreamUnreachable(error_chain(&e))
+                    GatewayError::UpstreamUnreachable(crate::error::error_chain(&e))
                 };
                 tracing::warn!(account = %account.name, error = %err, "upstream attempt failed");
                 return Attempt::Failover(err.into_response());
@@ -380,7 +380,7 @@ impl Proxy {
                         let err = if e.is_timeout() {
                             GatewayError::UpstreamTimeout
                         } else {
-                            GatewayError::UpstreamUnreachable(error_chain(&e))
+                            GatewayError::UpstreamUnreachable(crate::error::error_chain(&e))
                         };
                         return Attempt::Failover(err.into_response());
                     }
@@ -566,17 +566,6 @@ fn upstream_message(body: &[u8]) -> String {
                 .map(str::to_string)
         })
         .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned())
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg
 }
 
 /// A static label for common statuses (no allocation per request), the number otherwise.

@@ -36,16 +36,6 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-impl StoreError {
-    /// Whether retrying the same operation later may succeed.
-    pub fn retryable(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Unavailable(_) | StoreError::Conflict { .. }
-        )
-    }
-}
-
 /// A cooldown this far in the past is deleted by writers.
 pub const COOLDOWN_RETENTION: Duration = Duration::from_secs(3600);
 

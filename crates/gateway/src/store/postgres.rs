@@ -18,7 +18,6 @@ pub const CHANNEL: &str = "gateway_changes";
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
-    url: String,
     description: String,
 }
 
@@ -58,16 +57,8 @@ impl PostgresStore {
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
         Ok(PostgresStore {
             pool,
-            url: url.to_string(),
             description: format!("postgres {}", redacted(url)),
         })
-    }
-
-    /// A listener for change notifications (a dedicated connection; reconnects on its own).
-    pub async fn listen(&self) -> Result<PgListener, StoreError> {
-        let mut listener = PgListener::connect(&self.url).await.map_err(unavailable)?;
-        listener.listen(CHANNEL).await.map_err(unavailable)?;
-        Ok(listener)
     }
 }
 
