@@ -103,6 +103,28 @@ pub struct NewAccount {
     pub disabled: bool,
 }
 
+impl NewAccount {
+    /// An API-key account with default scheduling (priority 0, weight 1) and no identity fields.
+    pub fn api_key(name: String, key: String) -> Self {
+        NewAccount {
+            name,
+            kind: AccountKind::ApiKey,
+            credential: Credential {
+                secret: key,
+                refresh_token: None,
+                expires_at: None,
+            },
+            email: None,
+            account_uuid: None,
+            organization_uuid: None,
+            organization_name: None,
+            priority: 0,
+            weight: 1,
+            disabled: false,
+        }
+    }
+}
+
 impl Account {
     /// An OAuth account that can be refreshed (has a refresh token).
     pub fn refreshable(&self) -> bool {

@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::account::{AccountKind, Credential, NewAccount};
+use crate::account::NewAccount;
 use crate::clock::{rfc3339, SystemClock};
 use crate::config::{Config, LogFormat};
 use crate::store::{self, AccountUpdate, SharedStore};
@@ -290,20 +290,9 @@ async fn accounts(cmd: AccountsCommand, store: SharedStore) -> anyhow::Result<()
             anyhow::ensure!(weight > 0, "--weight must be at least 1");
             let a = store
                 .insert_account(NewAccount {
-                    name,
-                    kind: AccountKind::ApiKey,
-                    credential: Credential {
-                        secret: key,
-                        refresh_token: None,
-                        expires_at: None,
-                    },
-                    email: None,
-                    account_uuid: None,
-                    organization_uuid: None,
-                    organization_name: None,
                     priority,
                     weight,
-                    disabled: false,
+                    ..NewAccount::api_key(name, key)
                 })
                 .await?;
             println!("Added API-key account {} (id {})", a.name, a.id);

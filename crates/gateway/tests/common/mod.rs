@@ -240,22 +240,7 @@ impl Drop for Gateway {
 }
 
 pub fn api_key_account(name: &str, key: &str) -> NewAccount {
-    NewAccount {
-        name: name.into(),
-        kind: AccountKind::ApiKey,
-        credential: Credential {
-            secret: key.into(),
-            refresh_token: None,
-            expires_at: None,
-        },
-        email: None,
-        account_uuid: None,
-        organization_uuid: None,
-        organization_name: None,
-        priority: 0,
-        weight: 1,
-        disabled: false,
-    }
+    NewAccount::api_key(name.into(), key.into())
 }
 
 pub fn oauth_account(
