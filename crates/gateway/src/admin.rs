@@ -14,9 +14,9 @@ use crate::clock::{instant_to_wall, rfc3339};
 use crate::error::GatewayError;
 use crate::pool::AccountEntry;
 use crate::refresh::CredentialState;
-use crate::server::AppState;
+use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
+pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/admin/accounts", get(list))
         .route("/admin/accounts/{id}/reset", post(reset))

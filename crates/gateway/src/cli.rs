@@ -185,7 +185,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Login { name } => {
-            let http = crate::server::http_client(&config)?;
+            let http = crate::state::http_client(&config)?;
             let client =
                 crate::oauth::OAuthClient::new(http, config.oauth.clone(), Arc::new(SystemClock));
             let (account, saved) =
@@ -219,7 +219,7 @@ async fn serve(config: Config, origin: String, store: SharedStore) -> anyhow::Re
         .ok();
     let listen = config.listen;
     let open = config.client_keys.is_empty();
-    let state = crate::server::build_state(config, store.clone(), Arc::new(SystemClock), metrics)?;
+    let state = crate::state::build_state(config, store.clone(), Arc::new(SystemClock), metrics)?;
     state.pool().sync().await.context("loading accounts")?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -4,7 +4,10 @@
 pub mod account;
 pub mod admin;
 pub mod affinity;
+pub mod anthropic;
+pub mod auth;
 pub mod backoff;
+pub mod body;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -21,4 +24,5 @@ pub mod refresh;
 pub mod relay;
 pub mod server;
 pub mod sse;
+pub mod state;
 pub mod store;

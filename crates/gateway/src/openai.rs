@@ -23,15 +23,23 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use crate::proxy::Forward;
-use crate::server::AppState;
+use crate::state::AppState;
 use response::Labels;
 
 /// Longest non-stream upstream answer read for translation (a Messages response is bounded by `max_tokens`).
 const MAX_RESPONSE_BODY: usize = 64 * 1024 * 1024;
 
+/// The OpenAI routes (authentication is layered on by `server`).
+pub fn routes() -> axum::Router<AppState> {
+    axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(chat_completions),
+    )
+}
+
 pub async fn chat_completions(State(state): State<AppState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let body = match crate::server::read_body(&state, &parts.headers, body).await {
+    let body = match crate::body::read_body(&state, &parts.headers, body).await {
         Ok(b) => b,
         Err(e) => return e.into_openai_response(),
     };

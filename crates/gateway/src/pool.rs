@@ -154,6 +154,13 @@ impl Pool {
         &self.engine
     }
 
+    /// The proactive refresh scan: every enabled OAuth account within its lead time starts its refresh.
+    pub fn refresh_ahead(&self) {
+        let entries = self.entries();
+        self.engine()
+            .refresh_ahead_all(entries.iter().map(|e| &e.cell));
+    }
+
     pub fn entries(&self) -> Arc<Vec<Arc<AccountEntry>>> {
         self.entries
             .read()

@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use super::*;
 use crate::account::{Account, AccountKind, Credential, NewAccount};
 use crate::clock::{Clock, TokioClock};
-use crate::oauth::{TokenError, TokenFuture, TokenResponse};
+use crate::oauth::{TokenEndpoint, TokenError, TokenFuture, TokenResponse};
 use crate::store::memory::MemoryStore;
 use crate::store::Store;
 

@@ -1,0 +1,150 @@
+//! One account's credential and refresh state, and the lock every refresh decision is taken under.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::account::Account;
+use crate::oauth::TokenResponse;
+
+use super::*;
+
+/// What the admin API shows about an account's credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialState {
+    Ready,
+    RefreshBackoff,
+    /// A rotation is not yet persisted: the account must not be used.
+    Held,
+    NeedsReauth,
+}
+
+pub(super) type FlightResult = Option<Result<Arc<Account>, RefreshError>>;
+
+#[derive(Debug)]
+pub(super) struct CellState {
+    pub(super) account: Arc<Account>,
+    pub(super) flight: Option<watch::Receiver<FlightResult>>,
+    pub(super) blocked_until: Option<Instant>,
+    pub(super) block_rate_limited: bool,
+    pub(super) block_reason: String,
+    pub(super) rate_limit_strikes: u32,
+    pub(super) failures: u32,
+    pub(super) needs_reauth: Option<String>,
+    /// Tokens obtained from the endpoint but not yet persisted.
+    pub(super) pending: Option<TokenResponse>,
+    pub(super) last_error: Option<String>,
+}
+
+/// One account's credential and refresh state.
+#[derive(Debug)]
+pub struct CredentialCell {
+    state: Mutex<CellState>,
+}
+
+impl CredentialCell {
+    pub fn new(account: Account) -> Arc<Self> {
+        let needs_reauth = account.needs_reauth.clone();
+        Arc::new(CredentialCell {
+            state: Mutex::new(CellState {
+                account: Arc::new(account),
+                flight: None,
+                blocked_until: None,
+                block_rate_limited: false,
+                block_reason: String::new(),
+                rate_limit_strikes: 0,
+                failures: 0,
+                needs_reauth,
+                pending: None,
+                last_error: None,
+            }),
+        })
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, CellState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The latest known account row.
+    pub fn account(&self) -> Arc<Account> {
+        self.lock().account.clone()
+    }
+
+    /// Adopts a row read from the store if it is newer than what the cell holds. A row whose re-auth flag was cleared
+    /// (re-import, login) clears the cell's flag too.
+    pub fn observe_stored(&self, stored: Account) {
+        let mut st = self.lock();
+        if stored.version <= st.account.version {
+            return;
+        }
+        if stored.credential != st.account.credential {
+            st.pending = None;
+            st.failures = 0;
+        }
+        st.needs_reauth = stored.needs_reauth.clone();
+        st.account = Arc::new(stored);
+    }
+
+    /// Adopts a refresh block another process recorded (`until` is wall-clock).
+    pub fn observe_block(&self, now: DateTime<Utc>, until: DateTime<Utc>, reason: &str) {
+        let left = (until - now).to_std().unwrap_or_default();
+        if left.is_zero() {
+            return;
+        }
+        let until_i = Instant::now() + left;
+        let mut st = self.lock();
+        if st.blocked_until.is_none_or(|t| t < until_i) {
+            st.blocked_until = Some(until_i);
+            st.block_rate_limited = reason.contains("429");
+            st.block_reason = reason.to_string();
+            st.last_error = Some(reason.to_string());
+        }
+    }
+
+    /// The credential state now, and when a backoff ends.
+    /// The account and whether its credential may be used now: one lock, no allocation (the scheduler's hot path).
+    pub fn gate(&self) -> (Arc<Account>, CredentialState, Option<Instant>) {
+        let st = self.lock();
+        let (state, until) = if st.needs_reauth.is_some() {
+            (CredentialState::NeedsReauth, None)
+        } else if st.pending.is_some() {
+            (CredentialState::Held, st.blocked_until)
+        } else {
+            match st.blocked_until {
+                Some(t) if t > Instant::now() => (CredentialState::RefreshBackoff, Some(t)),
+                _ => (CredentialState::Ready, None),
+            }
+        };
+        (st.account.clone(), state, until)
+    }
+
+    pub fn state(&self) -> (CredentialState, Option<Instant>, Option<String>) {
+        let st = self.lock();
+        let now = Instant::now();
+        if let Some(r) = &st.needs_reauth {
+            return (CredentialState::NeedsReauth, None, Some(r.clone()));
+        }
+        if st.pending.is_some() {
+            return (
+                CredentialState::Held,
+                st.blocked_until,
+                st.last_error.clone(),
+            );
+        }
+        match st.blocked_until {
+            Some(t) if t > now => (
+                CredentialState::RefreshBackoff,
+                Some(t),
+                st.last_error.clone(),
+            ),
+            _ => (CredentialState::Ready, None, st.last_error.clone()),
+        }
+    }
+
+    /// Whether a flight is running (tests and admin).
+    pub fn refreshing(&self) -> bool {
+        self.lock().flight.is_some()
+    }
+}

@@ -1,0 +1,374 @@
+//! The engine: the decision point (`begin`), waiting, settling a flight's outcome into its cell.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+
+use crate::account::{Account, AccountKind};
+use crate::clock::SharedClock;
+use crate::oauth::TokenEndpoint;
+use crate::store::{AccountUpdate, SharedStore, StoreError};
+
+use super::cell::FlightResult;
+use super::flight::Outcome;
+use super::*;
+
+#[derive(Debug, Clone, Copy)]
+enum Want<'a> {
+    /// A token valid for at least [`EXPIRY_SKEW`].
+    Fresh,
+    /// Upstream rejected this secret: replace it unless the cell already moved on.
+    Replace(&'a str),
+    /// Refresh ahead of expiry; do not wait.
+    Ahead,
+}
+
+#[derive(Debug, Clone)]
+pub struct RefreshEngine {
+    pub(super) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(super) struct Inner {
+    pub(super) store: SharedStore,
+    pub(super) endpoint: Arc<dyn TokenEndpoint>,
+    pub(super) clock: SharedClock,
+    pub(super) settings: RefreshSettings,
+    pub(super) tasks: TaskTracker,
+    /// This process's name as a refresh-lease holder.
+    pub(super) holder: String,
+}
+
+impl RefreshEngine {
+    pub fn new(
+        store: SharedStore,
+        endpoint: Arc<dyn TokenEndpoint>,
+        clock: SharedClock,
+        settings: RefreshSettings,
+    ) -> Self {
+        let holder = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
+        RefreshEngine {
+            inner: Arc::new(Inner {
+                store,
+                endpoint,
+                clock,
+                settings,
+                tasks: TaskTracker::new(),
+                holder,
+            }),
+        }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    /// Takes an account out of service after upstream refused its credential (401 after a refresh, 403). Persisted so
+    /// it survives restarts; cleared by re-import, login or `accounts enable`.
+    pub fn mark_rejected(&self, cell: &Arc<CredentialCell>, reason: String) {
+        let account = {
+            let mut st = cell.lock();
+            st.needs_reauth = Some(reason.clone());
+            st.last_error = Some(reason.clone());
+            st.account.clone()
+        };
+        self.spawn_persist_reauth(account, reason);
+    }
+
+    /// The tracker of refresh flights (shutdown waits on it).
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.inner.tasks
+    }
+
+    /// A usable credential: the current one while it is fresh, else the result of the (single) refresh flight.
+    pub async fn credential(
+        &self,
+        cell: &Arc<CredentialCell>,
+    ) -> Result<Arc<Account>, RefreshError> {
+        self.get(cell, Want::Fresh).await
+    }
+
+    /// Upstream answered 401 to `rejected_secret`: refresh once (deduplicated), unless the cell already holds a newer
+    /// credential, which is returned instead.
+    pub async fn replace_rejected(
+        &self,
+        cell: &Arc<CredentialCell>,
+        rejected_secret: &str,
+    ) -> Result<Arc<Account>, RefreshError> {
+        self.get(cell, Want::Replace(rejected_secret)).await
+    }
+
+    /// Starts a refresh if the token is within its (per-account jittered) lead time and nothing blocks it. Never waits.
+    pub fn refresh_ahead(&self, cell: &Arc<CredentialCell>) {
+        let _ = self.begin(cell, Want::Ahead);
+    }
+
+    /// The proactive scan: [`Self::refresh_ahead`] for every enabled account that can be refreshed.
+    pub fn refresh_ahead_all<'a>(&self, cells: impl IntoIterator<Item = &'a Arc<CredentialCell>>) {
+        for cell in cells {
+            let a = cell.account();
+            if !a.disabled && a.refreshable() {
+                self.refresh_ahead(cell);
+            }
+        }
+    }
+
+    /// Starts a refresh now unless one runs or a backoff forbids it (admin "refresh now"). Never waits.
+    pub fn refresh_now(&self, cell: &Arc<CredentialCell>) -> Result<(), RefreshError> {
+        let secret = cell.account().credential.secret.clone();
+        self.begin(cell, Want::Replace(&secret)).map(|_| ())
+    }
+
+    async fn get(
+        &self,
+        cell: &Arc<CredentialCell>,
+        want: Want<'_>,
+    ) -> Result<Arc<Account>, RefreshError> {
+        let mut rx = match self.begin(cell, want)? {
+            Started::Ready(account) => return Ok(account),
+            Started::Waiting(rx) => rx,
+        };
+        let wait = async { rx.wait_for(Option::is_some).await.map(|r| r.clone()) };
+        match tokio::time::timeout(self.inner.settings.wait_timeout, wait).await {
+            Ok(Ok(result)) => result.unwrap_or(Err(RefreshError::Timeout)),
+            // The flight's sender is gone without a result: only possible if its task was aborted (runtime shutdown).
+            Ok(Err(_)) => Err(RefreshError::Timeout),
+            Err(_) => Err(RefreshError::Timeout),
+        }
+    }
+
+    /// The decision point, under the cell's lock: use the current token, join the running flight, refuse because of a
+    /// backoff or re-auth, or start the one flight.
+    fn begin(&self, cell: &Arc<CredentialCell>, want: Want<'_>) -> Result<Started, RefreshError> {
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        let mut st = cell.lock();
+        if let Some(reason) = &st.needs_reauth {
+            return Err(RefreshError::NeedsReauth(reason.clone()));
+        }
+        let account = st.account.clone();
+        if account.kind == AccountKind::ApiKey {
+            return Ok(Started::Ready(account));
+        }
+        let usable = st.pending.is_none() && fresh(&account, now, EXPIRY_SKEW);
+        match want {
+            Want::Fresh if usable => return Ok(Started::Ready(account)),
+            Want::Replace(secret) if usable && account.credential.secret != secret => {
+                return Ok(Started::Ready(account))
+            }
+            Want::Ahead => {
+                let jitter = 1.0 + inner.settings.lead_jitter * crate::backoff::spread(account.id);
+                let lead = inner.settings.lead.mul_f64(jitter.max(0.0));
+                if st.pending.is_none() && fresh(&account, now, lead) {
+                    return Ok(Started::Ready(account));
+                }
+            }
+            _ => {}
+        }
+        if let Some(rx) = &st.flight {
+            return Ok(Started::Waiting(rx.clone()));
+        }
+        if account.credential.refresh_token.is_none() {
+            let reason = "the access token expired and the account has no refresh token (setup token?): create a new token and import it".to_string();
+            st.needs_reauth = Some(reason.clone());
+            drop(st);
+            self.spawn_persist_reauth(account, reason.clone());
+            return Err(RefreshError::NeedsReauth(reason));
+        }
+        if let Some(until) = st.blocked_until.filter(|t| *t > Instant::now()) {
+            return Err(RefreshError::Backoff {
+                until,
+                until_wall: crate::clock::instant_to_wall(inner.clock.as_ref(), until),
+                rate_limited: st.block_rate_limited,
+                reason: st.block_reason.clone(),
+            });
+        }
+        let (tx, rx) = watch::channel(None);
+        st.flight = Some(rx.clone());
+        let pending = st.pending.clone();
+        drop(st);
+        let engine = self.clone();
+        let cell = cell.clone();
+        inner.tasks.spawn(async move {
+            let outcome = engine.fly(account, pending).await;
+            let result = engine.settle(&cell, outcome);
+            let _ = tx.send(Some(result));
+        });
+        Ok(Started::Waiting(rx))
+    }
+
+    /// Records a refresh block in the store so that no process calls the token endpoint for this account before
+    /// `until`. Compare-and-set with a few retries; a lost race only means another writer recorded its own block.
+    pub(super) fn spawn_persist_block(
+        &self,
+        id: crate::account::AccountId,
+        until: DateTime<Utc>,
+        reason: String,
+    ) {
+        let store = self.inner.store.clone();
+        self.inner.tasks.spawn(async move {
+            for _ in 0..3 {
+                let Ok(Some(a)) = store.get_account(id).await else { return };
+                if a.refresh_blocked_until.is_some_and(|t| t >= until) {
+                    return;
+                }
+                let update = AccountUpdate { refresh_block: Some(Some((until, reason.clone()))), ..Default::default() };
+                match store.update_account(id, a.version, update).await {
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => {
+                        tracing::warn!(account = id, error = %e, "could not record the refresh block in the store");
+                        return;
+                    }
+                    Ok(_) => return,
+                }
+            }
+        });
+    }
+
+    pub(super) fn spawn_persist_reauth(&self, account: Arc<Account>, reason: String) {
+        let store = self.inner.store.clone();
+        self.inner.tasks.spawn(async move {
+            let update = AccountUpdate { needs_reauth: Some(Some(reason.clone())), last_error: Some(Some(reason)), ..Default::default() };
+            if let Err(e) = store.update_account(account.id, account.version, update).await {
+                tracing::warn!(account = %account.name, error = %e, "could not persist needs_reauth");
+            }
+        });
+    }
+
+    /// Applies a flight's outcome to the cell (under its lock, together with ending the flight) and returns what the
+    /// waiters get.
+    fn settle(
+        &self,
+        cell: &CredentialCell,
+        outcome: Outcome,
+    ) -> Result<Arc<Account>, RefreshError> {
+        let s = &self.inner.settings;
+        // Blocks read from the store are already shared; blocks we learned ourselves are written back.
+        let shared_block = !matches!(outcome, Outcome::Blocked { .. });
+        let mut st = cell.lock();
+        st.flight = None;
+        let name = st.account.name.clone();
+        let now = Instant::now();
+        let result = match outcome {
+            Outcome::Refreshed(account) => {
+                st.failures = 0;
+                st.rate_limit_strikes = 0;
+                st.blocked_until = None;
+                st.pending = None;
+                st.last_error = None;
+                st.needs_reauth = None;
+                if account.version > st.account.version {
+                    st.account = account.clone();
+                }
+                Ok(st.account.clone())
+            }
+            Outcome::RateLimited(retry_after) => {
+                st.rate_limit_strikes += 1;
+                let wait = match retry_after {
+                    Some(d) => d.min(s.max_retry_after),
+                    None => s.rate_limit_backoff.delay(st.rate_limit_strikes),
+                };
+                let until = now + wait;
+                let reason = match retry_after {
+                    Some(_) => format!(
+                        "token endpoint answered 429 with Retry-After {}s",
+                        wait.as_secs_f64().ceil()
+                    ),
+                    None => format!(
+                        "token endpoint answered 429 without Retry-After; backing off {}s",
+                        wait.as_secs_f64().ceil()
+                    ),
+                };
+                st.blocked_until = Some(until);
+                st.block_rate_limited = true;
+                st.block_reason = reason.clone();
+                st.last_error = Some(reason.clone());
+                tracing::warn!(account = %name, wait_secs = wait.as_secs_f64(), "token refresh rate limited");
+                Err(RefreshError::Backoff {
+                    until,
+                    until_wall: crate::clock::instant_to_wall(self.inner.clock.as_ref(), until),
+                    rate_limited: true,
+                    reason,
+                })
+            }
+            Outcome::Transient { attempts, cause } => {
+                st.failures += 1;
+                let next_try = now + s.transient_backoff.delay(st.failures);
+                st.blocked_until = Some(next_try);
+                st.block_rate_limited = false;
+                let err = RefreshError::Transient {
+                    attempts,
+                    cause,
+                    next_try,
+                };
+                st.block_reason = err.to_string();
+                st.last_error = Some(err.to_string());
+                tracing::warn!(account = %name, error = %err, "token refresh failed");
+                Err(err)
+            }
+            Outcome::NeedsReauth(reason) => {
+                st.needs_reauth = Some(reason.clone());
+                st.last_error = Some(reason.clone());
+                tracing::error!(account = %name, reason = %reason, "account needs re-authentication");
+                Err(RefreshError::NeedsReauth(reason))
+            }
+            Outcome::Held { tokens, cause } => {
+                st.pending = Some(tokens);
+                st.failures += 1;
+                st.blocked_until = Some(now + s.transient_backoff.delay(st.failures));
+                st.block_rate_limited = false;
+                let err = RefreshError::Held(cause);
+                st.block_reason = err.to_string();
+                st.last_error = Some(err.to_string());
+                tracing::error!(account = %name, error = %err, "rotated credential not persisted; account held");
+                Err(err)
+            }
+            Outcome::StoreDown(cause) => {
+                st.failures += 1;
+                st.blocked_until = Some(now + s.transient_backoff.delay(st.failures));
+                st.block_rate_limited = false;
+                st.block_reason = format!("store unavailable: {cause}");
+                Err(RefreshError::Store(cause))
+            }
+            Outcome::Blocked { until, reason } => {
+                let left = (until - self.inner.clock.now())
+                    .to_std()
+                    .unwrap_or_default();
+                let until_i = now + left;
+                st.blocked_until = Some(st.blocked_until.map_or(until_i, |t| t.max(until_i)));
+                st.block_rate_limited = reason.contains("429");
+                st.block_reason = reason.clone();
+                Err(RefreshError::Backoff {
+                    until: until_i,
+                    until_wall: until,
+                    rate_limited: st.block_rate_limited,
+                    reason,
+                })
+            }
+            Outcome::Removed => Err(RefreshError::Removed),
+        };
+        // A 429's wait and a failure backoff bind every process sharing the store.
+        if let (
+            Err(RefreshError::Backoff {
+                until_wall, reason, ..
+            }),
+            true,
+        ) = (&result, shared_block)
+        {
+            self.spawn_persist_block(st.account.id, *until_wall, reason.clone());
+        }
+        if let Err(e @ RefreshError::Transient { next_try, .. }) = &result {
+            let wall = crate::clock::instant_to_wall(self.inner.clock.as_ref(), *next_try);
+            self.spawn_persist_block(st.account.id, wall, e.to_string());
+        }
+        result
+    }
+}
+
+enum Started {
+    Ready(Arc<Account>),
+    Waiting(watch::Receiver<FlightResult>),
+}

@@ -1,0 +1,304 @@
+//! A flight: re-read the store, take the refresh lease (renewed while working), exchange, record the floor of any
+//! failure's wait before releasing the lease.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+
+use crate::account::Account;
+use crate::oauth::{TokenError, TokenResponse};
+use crate::store::{AccountUpdate, Fence};
+
+use super::settings::LEASE_POLL;
+use super::*;
+
+// === impl RefreshEngine: the lease protocol and the exchange ===
+
+impl RefreshEngine {
+    /// The flight itself. Never cancelled by callers; bounded by `max_attempts` calls of `call_timeout` each.
+    pub(super) async fn fly(
+        &self,
+        started_from: Arc<Account>,
+        pending: Option<TokenResponse>,
+    ) -> Outcome {
+        let inner = &self.inner;
+        let id = started_from.id;
+        let reread = || async {
+            match inner.store.get_account(id).await {
+                Ok(Some(a)) => Ok(a),
+                Ok(None) => Err(Outcome::Removed),
+                Err(e) => Err(Outcome::StoreDown(e.to_string())),
+            }
+        };
+        // Re-read the stored row: someone (the CLI, another replica) may have rotated the token since we loaded it.
+        let mut stored = match reread().await {
+            Ok(a) => a,
+            Err(o) => return o,
+        };
+        // One holder at a time across every process sharing the store; others wait for its result.
+        let give_up = Instant::now() + inner.settings.lease_ttl.saturating_mul(2);
+        let fence = loop {
+            if pending.is_none() {
+                if let Some(done) = self.settled_elsewhere(&started_from, &stored) {
+                    return done;
+                }
+            }
+            match inner
+                .store
+                .acquire_refresh_lease(id, &inner.holder, inner.settings.lease_ttl)
+                .await
+            {
+                Ok(Some(token)) => {
+                    break Fence {
+                        holder: inner.holder.clone(),
+                        token,
+                    }
+                }
+                Ok(None) if Instant::now() < give_up => {
+                    tokio::time::sleep(LEASE_POLL).await;
+                    stored = match reread().await {
+                        Ok(a) => a,
+                        Err(o) => return o,
+                    };
+                }
+                Ok(None) => {
+                    return Outcome::Transient {
+                        attempts: 0,
+                        cause: "another process held the refresh lease for too long".into(),
+                    }
+                }
+                Err(e) => return Outcome::StoreDown(e.to_string()),
+            }
+        };
+        // The previous holder may have finished just before we took the lease.
+        stored = match reread().await {
+            Ok(a) => a,
+            Err(o) => {
+                let _ = inner.store.release_refresh_lease(id, &fence).await;
+                return o;
+            }
+        };
+        let work = async {
+            match pending {
+                // A rotation we could not persist before: persist it now, do not call the endpoint.
+                Some(tokens) => self.persist(stored, tokens, &fence).await,
+                None => match self.settled_elsewhere(&started_from, &stored) {
+                    Some(done) => done,
+                    None => self.exchange(stored, &fence).await,
+                },
+            }
+        };
+        // Keep the lease while the work runs (a slow endpoint, retries): a live holder never loses it to a timeout;
+        // only a holder that died stops renewing and is taken over after `lease_ttl`.
+        let renew = async {
+            let every = inner.settings.lease_ttl / 3;
+            loop {
+                tokio::time::sleep(every).await;
+                match inner
+                    .store
+                    .renew_refresh_lease(id, &fence, inner.settings.lease_ttl)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(
+                            account = id,
+                            "refresh lease taken by another holder; its writes are fenced"
+                        );
+                        std::future::pending::<()>().await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "could not renew the refresh lease"),
+                }
+            }
+        };
+        let outcome = tokio::select! {
+            outcome = work => outcome,
+            () = renew => unreachable_outcome(),
+        };
+        // Record the least wait this failure implies before giving the lease up, so no other process can slip a call
+        // in between (the exact, possibly longer, wait is written when the outcome settles).
+        let floor = match &outcome {
+            Outcome::RateLimited(Some(d)) => Some((
+                (*d).min(inner.settings.max_retry_after),
+                "token endpoint answered 429",
+            )),
+            Outcome::RateLimited(None) => Some((
+                inner.settings.rate_limit_backoff.base / 2,
+                "token endpoint answered 429",
+            )),
+            Outcome::Transient { .. } => Some((
+                inner.settings.transient_backoff.base / 2,
+                "token refresh failed",
+            )),
+            _ => None,
+        };
+        if let Some((wait, reason)) = floor {
+            let until = inner.clock.now() + chrono::Duration::from_std(wait).unwrap_or_default();
+            if let Ok(Some(a)) = inner.store.get_account(id).await {
+                let update = AccountUpdate {
+                    refresh_block: Some(Some((until, reason.to_string()))),
+                    ..Default::default()
+                };
+                if let Err(e) = inner
+                    .store
+                    .update_account_fenced(id, a.version, &fence, update)
+                    .await
+                {
+                    tracing::debug!(error = %e, "could not record the refresh block before releasing the lease");
+                }
+            }
+        }
+        if let Err(e) = inner.store.release_refresh_lease(id, &fence).await {
+            tracing::debug!(error = %e, "could not release the refresh lease; it expires on its own");
+        }
+        outcome
+    }
+
+    /// Whether the stored row makes an exchange unnecessary or forbidden: re-auth needed, already rotated by someone
+    /// else, or a refresh block (a 429's Retry-After) recorded by any process.
+    pub(super) fn settled_elsewhere(
+        &self,
+        started_from: &Account,
+        stored: &Account,
+    ) -> Option<Outcome> {
+        let now = self.inner.clock.now();
+        if stored.needs_reauth.is_some() && stored.version >= started_from.version {
+            return Some(Outcome::NeedsReauth(
+                stored.needs_reauth.clone().unwrap_or_default(),
+            ));
+        }
+        if stored.credential.secret != started_from.credential.secret
+            && fresh(stored, now, EXPIRY_SKEW)
+        {
+            tracing::info!(account = %stored.name, "credential already rotated elsewhere; adopting it");
+            return Some(Outcome::Refreshed(Arc::new(stored.clone())));
+        }
+        if let Some(until) = stored.refresh_blocked_until.filter(|t| *t > now) {
+            let reason = stored
+                .refresh_block_reason
+                .clone()
+                .unwrap_or_else(|| "refresh blocked".into());
+            return Some(Outcome::Blocked { until, reason });
+        }
+        None
+    }
+
+    /// Calls the token endpoint (bounded attempts) and persists the result under `fence`.
+    pub(super) async fn exchange(&self, stored: Account, fence: &Fence) -> Outcome {
+        let inner = &self.inner;
+        let Some(refresh_token) = stored.credential.refresh_token.clone() else {
+            return Outcome::NeedsReauth("no refresh token stored".into());
+        };
+        let mut attempts = 0u32;
+        let mut lost_once = false;
+        loop {
+            attempts += 1;
+            let result = match tokio::time::timeout(
+                inner.settings.call_timeout,
+                inner.endpoint.refresh(&refresh_token),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(TokenError::Timeout),
+            };
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(e) => e.outcome(),
+            };
+            metrics::counter!("gateway_refresh_attempts_total", "outcome" => outcome).increment(1);
+            tracing::info!(account = %stored.name, attempt = attempts, outcome, "token refresh attempt");
+            let err = match result {
+                Ok(tokens) => return self.persist(stored, tokens, fence).await,
+                Err(e) => e,
+            };
+            match err {
+                TokenError::RateLimited { retry_after } => {
+                    return Outcome::RateLimited(retry_after)
+                }
+                TokenError::Rejected { .. } => {
+                    // Someone may have rotated the token under us: only a credential that is still ours is given up.
+                    match inner.store.get_account(stored.id).await {
+                        Ok(Some(now_stored))
+                            if now_stored.credential.refresh_token.as_deref()
+                                != Some(refresh_token.as_str()) =>
+                        {
+                            tracing::info!(account = %stored.name, "refresh token rotated elsewhere; adopting the stored one");
+                            return Outcome::Refreshed(Arc::new(now_stored));
+                        }
+                        Ok(Some(now_stored)) => {
+                            let reason = if lost_once {
+                                format!("the token endpoint's answer to a refresh was lost, and the refresh token was then refused ({err}); the outcome of that refresh is unknown: log in again or re-import the account")
+                            } else {
+                                format!("the refresh token was refused ({err}): log in again or re-import the account")
+                            };
+                            let update = AccountUpdate {
+                                needs_reauth: Some(Some(reason.clone())),
+                                last_error: Some(Some(reason.clone())),
+                                ..Default::default()
+                            };
+                            if let Err(e) = inner
+                                .store
+                                .update_account(now_stored.id, now_stored.version, update)
+                                .await
+                            {
+                                tracing::warn!(account = %stored.name, error = %e, "could not persist needs_reauth");
+                            }
+                            return Outcome::NeedsReauth(reason);
+                        }
+                        Ok(None) => return Outcome::Removed,
+                        Err(e) => return Outcome::StoreDown(e.to_string()),
+                    }
+                }
+                e if e.outcome_unknown() && !lost_once => {
+                    // The endpoint may have rotated the token without us seeing the answer. The old token is tried
+                    // exactly once more: if it was not rotated this simply succeeds.
+                    lost_once = true;
+                    tracing::warn!(account = %stored.name, error = %e, "refresh answer lost; retrying once with the same token");
+                    continue;
+                }
+                e => {
+                    if attempts >= inner.settings.max_attempts {
+                        return Outcome::Transient {
+                            attempts,
+                            cause: e.to_string(),
+                        };
+                    }
+                    tokio::time::sleep(inner.settings.transient_backoff.delay(attempts)).await;
+                }
+            }
+        }
+    }
+}
+
+/// `renew` loops forever; this only satisfies the type of the `select!` arm.
+fn unreachable_outcome() -> Outcome {
+    Outcome::Transient {
+        attempts: 0,
+        cause: "lease renewal ended".into(),
+    }
+}
+
+#[derive(Debug)]
+pub(super) enum Outcome {
+    Refreshed(Arc<Account>),
+    RateLimited(Option<Duration>),
+    Transient {
+        attempts: u32,
+        cause: String,
+    },
+    NeedsReauth(String),
+    /// A refresh block recorded in the store (by this or another process) forbids calling now.
+    Blocked {
+        until: DateTime<Utc>,
+        reason: String,
+    },
+    Held {
+        tokens: TokenResponse,
+        cause: String,
+    },
+    StoreDown(String),
+    Removed,
+}

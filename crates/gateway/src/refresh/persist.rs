@@ -1,0 +1,114 @@
+//! Writing a rotation: compare-and-set on the version, fenced by the refresh lease.
+
+use std::sync::Arc;
+
+use crate::account::{Account, Credential};
+use crate::oauth::TokenResponse;
+use crate::store::{AccountUpdate, Fence, StoreError};
+
+use super::*;
+
+use super::flight::Outcome;
+
+impl RefreshEngine {
+    /// Writes new tokens with compare-and-set on the version read at the start of the flight, fenced by the refresh
+    /// lease, and lifts any refresh block.
+    pub(super) async fn persist(
+        &self,
+        stored: Account,
+        tokens: TokenResponse,
+        fence: &Fence,
+    ) -> Outcome {
+        let inner = &self.inner;
+        let expires_at = tokens.expires_in.map(|s| {
+            inner.clock.now()
+                + chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 2_000))
+        });
+        let credential = Credential {
+            secret: tokens.access_token.clone(),
+            // A provider that does not rotate answers without a refresh token: keep the one we have.
+            refresh_token: tokens
+                .refresh_token
+                .clone()
+                .or_else(|| stored.credential.refresh_token.clone()),
+            expires_at,
+        };
+        let mut update = AccountUpdate {
+            credential: Some(credential),
+            needs_reauth: Some(None),
+            last_error: Some(None),
+            refresh_block: Some(None),
+            ..Default::default()
+        };
+        if let Some(email) = tokens
+            .account
+            .as_ref()
+            .and_then(|a| a.email_address.clone())
+        {
+            update.email = Some(Some(email));
+        }
+        if let Some(org) = tokens.organization.as_ref().and_then(|o| o.name.clone()) {
+            update.organization_name = Some(Some(org));
+        }
+        let mut expected = stored.version;
+        for _ in 0..3 {
+            match inner
+                .store
+                .update_account_fenced(stored.id, expected, fence, update.clone())
+                .await
+            {
+                Ok(account) => {
+                    tracing::info!(account = %account.name, expires_at = ?account.credential.expires_at, "token refreshed");
+                    return Outcome::Refreshed(Arc::new(account));
+                }
+                Err(StoreError::Conflict { .. }) => {
+                    match inner.store.get_account(stored.id).await {
+                        // Only metadata changed under us (disable, rename): retry on the new version.
+                        Ok(Some(now_stored))
+                            if now_stored.credential.refresh_token
+                                == stored.credential.refresh_token =>
+                        {
+                            expected = now_stored.version;
+                        }
+                        // Someone stored another credential (re-import, login): theirs is the newer intent.
+                        Ok(Some(now_stored)) => return Outcome::Refreshed(Arc::new(now_stored)),
+                        Ok(None) => return Outcome::Removed,
+                        Err(e) => {
+                            return Outcome::Held {
+                                tokens,
+                                cause: e.to_string(),
+                            }
+                        }
+                    }
+                }
+                Err(StoreError::NotFound(_)) => return Outcome::Removed,
+                Err(StoreError::Fenced(_)) => {
+                    return match inner.store.get_account(stored.id).await {
+                        // The lease passed to another holder who already stored a newer credential: theirs stands.
+                        Ok(Some(now_stored))
+                            if now_stored.credential.refresh_token
+                                != stored.credential.refresh_token =>
+                        {
+                            Outcome::Refreshed(Arc::new(now_stored))
+                        }
+                        _ => Outcome::Held {
+                            tokens,
+                            cause: "the refresh lease expired before the rotation was written"
+                                .into(),
+                        },
+                    };
+                }
+                Err(e) => {
+                    return Outcome::Held {
+                        tokens,
+                        cause: e.to_string(),
+                    }
+                }
+            }
+        }
+        Outcome::Held {
+            tokens,
+            cause: "the account kept changing while the rotation was written".into(),
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The state every HTTP surface shares, and how it is assembled around a store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::oauth::OAuthClient;
+use crate::pool::Pool;
+use crate::proxy::Proxy;
+use crate::refresh::{RefreshEngine, RefreshSettings};
+use crate::store::SharedStore;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: SharedStore,
+    pub proxy: Proxy,
+    pub clock: SharedClock,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl AppState {
+    pub fn pool(&self) -> &Arc<Pool> {
+        self.proxy.pool()
+    }
+}
+
+/// Builds the shared HTTP client for upstream calls: connect and per-read timeouts, never a total deadline.
+pub fn http_client(config: &Config) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(config.upstream.connect_timeout())
+        .read_timeout(config.upstream.read_timeout())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .user_agent(concat!("claude-gateway/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Assembles the gateway around a store.
+pub fn build_state(
+    config: Config,
+    store: SharedStore,
+    clock: SharedClock,
+    metrics: Option<PrometheusHandle>,
+) -> Result<AppState, reqwest::Error> {
+    let http = http_client(&config)?;
+    let oauth = OAuthClient::new(http.clone(), config.oauth.clone(), clock.clone());
+    let engine = RefreshEngine::new(
+        store.clone(),
+        Arc::new(oauth),
+        clock.clone(),
+        RefreshSettings::from(&config.refresh),
+    );
+    let pool = Arc::new(Pool::new(
+        store.clone(),
+        engine,
+        crate::pool::PoolSettings::from(&config.pool),
+    ));
+    let proxy = Proxy::new(
+        http,
+        config.upstream.base_url.clone(),
+        pool,
+        config.pool.clone(),
+    );
+    Ok(AppState {
+        config: Arc::new(config),
+        store,
+        proxy,
+        clock,
+        metrics,
+    })
+}
