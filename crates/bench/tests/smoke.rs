@@ -1,6 +1,7 @@
 //! The benchmark suite's smoke mode: every scenario for a moment at tiny rates against the workspace's debug binaries.
 //! It asserts only that the suite runs and writes a complete report (no LiteLLM, no network).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// The whole crate is test code, so the clippy.toml test allowances (unwrap, expect, panic) reach its helpers.
+#![cfg(test)]
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

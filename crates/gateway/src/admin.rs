@@ -179,16 +179,6 @@ async fn refresh(State(state): State<AppState>, Path(id): Path<String>) -> Respo
     }
     match state.pool().engine().refresh_now(&e.cell) {
         Ok(()) => (axum::http::StatusCode::ACCEPTED, Json(view(&state, &e))).into_response(),
-        Err(err) => {
-            let secs = err
-                .retry_at()
-                .map(crate::clock::retry_after_secs)
-                .unwrap_or(1);
-            GatewayError::RateLimited {
-                message: err.to_string(),
-                retry_after_secs: secs,
-            }
-            .into_response()
-        }
+        Err(err) => GatewayError::from_refresh(&err).into_response(),
     }
 }

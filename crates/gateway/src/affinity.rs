@@ -80,11 +80,13 @@ impl AffinityMap {
         g.current.insert(key, id);
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         let g = self.lock();
         g.current.len() + g.previous.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

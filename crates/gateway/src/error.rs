@@ -7,6 +7,8 @@
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::refresh::RefreshError;
+
 /// Who caused an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -219,15 +221,81 @@ impl GatewayError {
                 response.headers_mut().insert("retry-after", v);
             }
         }
-        response
-            .headers_mut()
-            .insert("x-gateway-error", HeaderValue::from_static("1"));
+        mark_own(response.headers_mut(), self.retryable());
         response
     }
 
-    /// The body of an SSE `event: error` carrying this error, for failures after a stream started.
-    pub fn sse_event(&self) -> String {
-        format!("event: error\ndata: {}\n\n", self.anthropic_body())
+    /// A failed upstream call (no answer): a read/connect timeout or an unreachable upstream, with its root cause.
+    pub fn from_upstream(e: &reqwest::Error) -> GatewayError {
+        if e.is_timeout() {
+            GatewayError::UpstreamTimeout
+        } else {
+            GatewayError::UpstreamUnreachable(error_chain(e))
+        }
+    }
+
+    /// Why an account's credential cannot be had, as the client sees it when no other account can serve: a wait with
+    /// `retry-after` when one ends at a known time, otherwise the pool's own state (never a 429 for an account that
+    /// needs a login: waiting would not help).
+    pub fn from_refresh(e: &RefreshError) -> GatewayError {
+        let message = e.to_string();
+        match e {
+            RefreshError::Backoff { until, .. }
+            | RefreshError::Transient {
+                next_try: until, ..
+            } => GatewayError::RateLimited {
+                message,
+                retry_after_secs: crate::clock::retry_after_secs(*until),
+            },
+            RefreshError::Held(_) | RefreshError::Store(_) | RefreshError::Timeout => {
+                GatewayError::Unavailable {
+                    message,
+                    retry_after_secs: Some(5),
+                }
+            }
+            RefreshError::NeedsReauth(_) | RefreshError::Removed => {
+                GatewayError::NoAccount(message)
+            }
+        }
+    }
+}
+
+/// Marks a response the gateway wrote itself (not relayed from upstream), with whether a retry may help
+/// (`x-should-retry`, which the Anthropic and OpenAI SDKs honour).
+pub fn mark_own(headers: &mut HeaderMap, retryable: bool) {
+    headers.insert("x-gateway-error", HeaderValue::from_static("1"));
+    headers.insert(
+        "x-should-retry",
+        HeaderValue::from_static(if retryable { "true" } else { "false" }),
+    );
+}
+
+/// The `error.type` and `error.message` of an Anthropic error body `{"type":"error","error":{"type","message"}}`. The
+/// one parser of upstream error bodies (HTTP answers and SSE `event: error` data alike).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AnthropicError {
+    pub kind: Option<String>,
+    pub message: Option<String>,
+}
+
+impl AnthropicError {
+    pub fn parse(body: &[u8]) -> AnthropicError {
+        serde_json::from_slice::<serde_json::Value>(body)
+            .map(|v| AnthropicError::of_value(&v))
+            .unwrap_or_default()
+    }
+
+    pub fn of_value(v: &serde_json::Value) -> AnthropicError {
+        let field = |p: &str| v.pointer(p).and_then(|t| t.as_str()).map(str::to_string);
+        AnthropicError {
+            kind: field("/error/type"),
+            message: field("/error/message"),
+        }
+    }
+
+    /// `error.type`, or `api_error` when the body says none.
+    pub fn kind_or_api_error(&self) -> &str {
+        self.kind.as_deref().unwrap_or("api_error")
     }
 }
 

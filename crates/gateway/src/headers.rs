@@ -151,8 +151,8 @@ mod tests {
             refresh_blocked_until: None,
             refresh_block_reason: None,
             version: 1,
-            created_at: chrono::Utc::now(),
-            updated_at: chrono::Utc::now(),
+            created_at: crate::clock::system_now(),
+            updated_at: crate::clock::system_now(),
         }
     }
 

@@ -129,7 +129,7 @@ pub async fn login(
             refresh_token: tokens.refresh_token.clone(),
             expires_at: tokens
                 .expires_in
-                .map(|s| chrono::Utc::now() + chrono::Duration::seconds(s as i64)),
+                .map(|s| crate::clock::system_now() + chrono::Duration::seconds(s as i64)),
         },
         email,
         account_uuid,

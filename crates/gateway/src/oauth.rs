@@ -23,8 +23,6 @@ pub struct TokenResponse {
     #[serde(default)]
     pub expires_in: Option<u64>,
     #[serde(default)]
-    pub scope: Option<String>,
-    #[serde(default)]
     pub organization: Option<Organization>,
     #[serde(default)]
     pub account: Option<AccountInfo>,

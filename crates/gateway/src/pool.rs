@@ -27,7 +27,9 @@ use crate::store::{SharedCooldown, SharedStore, StoreError};
 
 mod entry;
 
-pub use entry::{AccountEntry, MAX_MODEL_COOLDOWNS};
+pub use entry::AccountEntry;
+#[cfg(test)]
+use entry::MAX_MODEL_COOLDOWNS;
 
 /// Scheduling knobs, as durations.
 #[derive(Debug, Clone)]
@@ -221,7 +223,7 @@ impl Pool {
 
     /// Adopts cooldowns other replicas recorded.
     pub async fn sync_cooldowns(&self) -> Result<(), StoreError> {
-        let now = chrono::Utc::now();
+        let now = self.engine.now();
         let shared = self.store.list_cooldowns(now).await?;
         let entries = self.entries();
         for c in shared {

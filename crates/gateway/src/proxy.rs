@@ -97,6 +97,7 @@ pub struct Forward {
 }
 
 impl Forward {
+    #[cfg(test)]
     /// Validates a Messages-API body (`model` and non-empty `messages` required) and reads routing fields.
     pub fn messages(
         path_and_query: String,
@@ -181,10 +182,6 @@ impl Proxy {
 
     pub fn pool(&self) -> &Arc<Pool> {
         &self.pool
-    }
-
-    pub fn settings(&self) -> &PoolConfig {
-        &self.settings
     }
 
     /// Serves one client request: choose an account, get a valid credential, send, and fail over on upstream
@@ -324,11 +321,7 @@ impl Proxy {
                 );
                 metrics::counter!("gateway_upstream_attempts_total", "outcome" => "error")
                     .increment(1);
-                let err = if e.is_timeout() {
-                    GatewayError::UpstreamTimeout
-                } else {
-                    GatewayError::UpstreamUnreachable(crate::error::error_chain(&e))
-                };
+                let err = GatewayError::from_upstream(&e);
                 tracing::warn!(account = %account.name, error = %err, "upstream attempt failed");
                 return Attempt::Failover(err.into_response());
             }
@@ -377,12 +370,7 @@ impl Proxy {
                         Body::from(bytes)
                     }
                     Err(e) => {
-                        let err = if e.is_timeout() {
-                            GatewayError::UpstreamTimeout
-                        } else {
-                            GatewayError::UpstreamUnreachable(crate::error::error_chain(&e))
-                        };
-                        return Attempt::Failover(err.into_response());
+                        return Attempt::Failover(GatewayError::from_upstream(&e).into_response())
                     }
                 }
             } else {
@@ -458,13 +446,7 @@ impl Proxy {
             );
             return;
         }
-        let error_type = serde_json::from_slice::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| {
-                v.pointer("/error/type")
-                    .and_then(|t| t.as_str())
-                    .map(str::to_string)
-            });
+        let error_type = crate::error::AnthropicError::parse(body).kind;
         if retry_after.is_none() && not_a_rate_limit(error_type.as_deref(), message) {
             let reason = format!(
                 "needs attention: upstream answered 429 that is not a rate limit: {message}"
@@ -558,13 +540,8 @@ fn error_response(status: reqwest::StatusCode, headers: &HeaderMap, body: Bytes)
 
 /// The `error.message` of an Anthropic error body, or a prefix of the body; never includes request secrets.
 fn upstream_message(body: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| {
-            v.pointer("/error/message")
-                .and_then(|m| m.as_str())
-                .map(str::to_string)
-        })
+    crate::error::AnthropicError::parse(body)
+        .message
         .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned())
 }
 

@@ -133,15 +133,8 @@ impl StreamWatch {
             }
             Some("message_stop") => self.saw_stop = true,
             Some("error") => {
-                let kind = serde_json::from_str::<serde_json::Value>(&e.data)
-                    .ok()
-                    .and_then(|v| {
-                        v.pointer("/error/type")
-                            .and_then(|t| t.as_str())
-                            .map(str::to_string)
-                    })
-                    .unwrap_or_else(|| "api_error".into());
-                self.error = Some(kind);
+                let parsed = crate::error::AnthropicError::parse(e.data.as_bytes());
+                self.error = Some(parsed.kind_or_api_error().to_string());
             }
             _ => {}
         }

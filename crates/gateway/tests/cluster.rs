@@ -1,10 +1,7 @@
 //! Issue 5: several replicas (real gateway processes) sharing one PostgreSQL, against the simulator.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::disallowed_methods
-)]
+// The whole crate is test code, so the clippy.toml test allowances (unwrap, expect, panic) reach its helpers.
+#![cfg(test)]
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 
@@ -12,7 +9,7 @@ use std::time::Duration;
 
 use claude_gateway::store::postgres::PostgresStore;
 use claude_gateway::store::Store;
-use common::postgres::Postgres;
+use common::postgres::{eventually, seed_pg, Postgres};
 use common::*;
 use simulator::{Fault, FaultKind, SimConfig, Simulator, TokenFault};
 
@@ -29,34 +26,6 @@ fn replicas(sim: &Simulator, url: &str, n: usize, extra: &str) -> Vec<Gateway> {
             )
         })
         .collect()
-}
-
-async fn seed_pg(
-    url: &str,
-    accounts: Vec<claude_gateway::account::NewAccount>,
-) -> Vec<claude_gateway::account::Account> {
-    let store = PostgresStore::connect(url).await.unwrap();
-    let mut out = Vec::new();
-    for a in accounts {
-        out.push(store.insert_account(a).await.unwrap());
-    }
-    out
-}
-
-/// Polls `check` (every 50 ms, up to `secs`) until it holds.
-async fn eventually<F: FnMut() -> Fut, Fut: std::future::Future<Output = bool>>(
-    secs: u64,
-    what: &str,
-    mut check: F,
-) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
 }
 
 fn messages_requests(sim: &Simulator) -> Vec<simulator::RecordedRequest> {

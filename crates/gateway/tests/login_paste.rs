@@ -1,11 +1,8 @@
 //! `claude-gateway login` when the browser callback cannot reach it: the local listener's port is taken, and the user
 //! pastes `CODE#STATE` (or the whole callback URL) on standard input instead.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::disallowed_methods
-)]
+// The whole crate is test code, so the clippy.toml test allowances (unwrap, expect, panic) reach its helpers.
+#![cfg(test)]
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! responses (the upstream's, or the gateway's own from the forwarding path) reshaped for OpenAI clients.
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 
@@ -65,8 +65,7 @@ impl IntoResponse for BadRequest {
     fn into_response(self) -> Response {
         tracing::debug!(error = %self.message, "openai request refused");
         let mut r = (StatusCode::BAD_REQUEST, axum::Json(self.openai_body())).into_response();
-        r.headers_mut()
-            .insert("x-gateway-error", HeaderValue::from_static("1"));
+        crate::error::mark_own(r.headers_mut(), false);
         r
     }
 }
@@ -74,22 +73,15 @@ impl IntoResponse for BadRequest {
 /// The OpenAI error body for an Anthropic error body `{"type":"error","error":{"type","message"}}` (or anything else,
 /// described by its status).
 pub fn from_anthropic_body(status: StatusCode, body: &[u8]) -> serde_json::Value {
-    let parsed = serde_json::from_slice::<serde_json::Value>(body).ok();
-    let field = |k: &str| {
-        parsed
-            .as_ref()
-            .and_then(|v| v.pointer(&format!("/error/{k}")))
-            .and_then(|m| m.as_str())
-            .map(str::to_string)
-    };
-    let anthropic_type = field("type").unwrap_or_else(|| {
+    let parsed = crate::error::AnthropicError::parse(body);
+    let anthropic_type = parsed.kind.unwrap_or_else(|| {
         if status.is_client_error() {
             "invalid_request_error".into()
         } else {
             "api_error".into()
         }
     });
-    let message = field("message").unwrap_or_else(|| {
+    let message = parsed.message.unwrap_or_else(|| {
         let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
         format!("upstream answered {}: {text}", status.as_u16())
     });
@@ -142,7 +134,6 @@ pub fn bad_upstream(message: &str) -> Response {
         )),
     )
         .into_response();
-    r.headers_mut()
-        .insert("x-gateway-error", HeaderValue::from_static("1"));
+    crate::error::mark_own(r.headers_mut(), true);
     r
 }

@@ -124,15 +124,9 @@ impl Translator {
                 self.done = true;
             }
             "error" => {
-                let t = data
-                    .pointer("/error/type")
-                    .and_then(Value::as_str)
-                    .unwrap_or("api_error");
-                let m = data
-                    .pointer("/error/message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("upstream stream failed");
-                self.error(out, t, m);
+                let e = crate::error::AnthropicError::of_value(&data);
+                let m = e.message.as_deref().unwrap_or("upstream stream failed");
+                self.error(out, e.kind_or_api_error(), m);
             }
             // ping, and event types added later
             _ => {}
@@ -260,6 +254,7 @@ fn frame(out: &mut String, v: &Value) {
 }
 
 /// Translates a whole transcript at once (tests and snapshots).
+#[cfg(test)]
 pub fn translate_all(labels: Labels, sse: &[u8]) -> String {
     let mut t = Translator::new(labels);
     let mut d = SseDecoder::default();

@@ -1,6 +1,5 @@
 //! Snapshot tests of the translation both ways (the `.snap` files under `snapshots/` are the reviewed expectations),
 //! plus properties: bad input never panics.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use axum::http::StatusCode;
 use insta::assert_json_snapshot;

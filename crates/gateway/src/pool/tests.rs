@@ -1,11 +1,6 @@
 //! Scheduling rules on tokio's paused clock: weights, tiers, cooldown scopes, half-open probes, concurrency limits,
 //! affinity.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::disallowed_methods
-)]
+#![allow(clippy::disallowed_methods)]
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -74,7 +69,9 @@ async fn pool(accounts: &[(i32, u32, Option<u32>)]) -> Arc<Pool> {
                 .unwrap();
         }
     }
-    let clock = Arc::new(crate::clock::TokioClock::starting_at(chrono::Utc::now()));
+    let clock = Arc::new(crate::clock::TokioClock::starting_at(
+        crate::clock::system_now(),
+    ));
     let engine = RefreshEngine::new(
         store.clone(),
         Arc::new(NoEndpoint),

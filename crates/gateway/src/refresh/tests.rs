@@ -1,11 +1,6 @@
 //! Refresh-engine behaviour against a scripted token endpoint and an in-memory store. Backoff and Retry-After tests run
 //! on tokio's paused clock; stampede tests run with real concurrency on a multi-threaded runtime.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::disallowed_methods
-)]
+#![allow(clippy::disallowed_methods)]
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -119,7 +114,7 @@ async fn rig_with(
     settings: RefreshSettings,
 ) -> Rig {
     let store = Arc::new(MemoryStore::default());
-    let clock = Arc::new(TokioClock::starting_at(Utc::now()));
+    let clock = Arc::new(TokioClock::starting_at(crate::clock::system_now()));
     let account = store
         .insert_account(oauth_account("a", "rt-0", clock.now() + expires_in))
         .await
@@ -400,7 +395,7 @@ async fn invalid_grant_marks_needs_reauth_and_the_endpoint_is_not_called_again()
         credential: Some(Credential {
             secret: "at-x".into(),
             refresh_token: Some("rt-x".into()),
-            expires_at: Some(Utc::now() - chrono::Duration::hours(1)),
+            expires_at: Some(crate::clock::system_now() - chrono::Duration::hours(1)),
         }),
         needs_reauth: Some(None),
         ..Default::default()
@@ -432,7 +427,7 @@ async fn invalid_grant_after_someone_else_rotated_adopts_the_stored_credential()
     let fresh_cred = Credential {
         secret: "at-other".into(),
         refresh_token: Some("rt-other".into()),
-        expires_at: Some(Utc::now() + chrono::Duration::hours(8)),
+        expires_at: Some(crate::clock::system_now() + chrono::Duration::hours(8)),
     };
     // Make the cell's view stale (the store moved on).
     r.store
@@ -588,7 +583,7 @@ async fn store_unreachable_means_no_refresh_is_attempted() {
 #[tokio::test(start_paused = true)]
 async fn a_setup_token_is_used_until_it_expires_and_never_refreshed() {
     let store = Arc::new(MemoryStore::default());
-    let clock = Arc::new(TokioClock::starting_at(Utc::now()));
+    let clock = Arc::new(TokioClock::starting_at(crate::clock::system_now()));
     let mut new = oauth_account("setup", "unused", clock.now() + chrono::Duration::hours(1));
     new.credential.refresh_token = None;
     let account = store.insert_account(new).await.unwrap();
@@ -641,7 +636,7 @@ async fn refresh_ahead_starts_within_the_jittered_lead_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churning_ten_thousand_accounts_leaves_no_state_behind() {
     let store = Arc::new(MemoryStore::default());
-    let clock = Arc::new(TokioClock::starting_at(Utc::now()));
+    let clock = Arc::new(TokioClock::starting_at(crate::clock::system_now()));
     let endpoint = FakeEndpoint::with(vec![]);
     let engine = RefreshEngine::new(store.clone(), endpoint.clone(), clock.clone(), settings());
     let pool = crate::pool::Pool::new(
@@ -718,7 +713,7 @@ async fn a_refresh_waits_for_another_holder_of_the_lease_and_adopts_its_result()
     let cred = Credential {
         secret: "at-other".into(),
         refresh_token: Some("rt-other".into()),
-        expires_at: Some(Utc::now() + chrono::Duration::hours(8)),
+        expires_at: Some(crate::clock::system_now() + chrono::Duration::hours(8)),
     };
     r.store
         .update_account_fenced(
@@ -807,7 +802,7 @@ async fn a_429_is_recorded_in_the_store_and_binds_a_process_that_never_saw_it() 
         "block written to the store"
     );
     // A second process (its own engine and cell, same store and endpoint) does not call the endpoint.
-    let clock = Arc::new(TokioClock::starting_at(Utc::now()));
+    let clock = Arc::new(TokioClock::starting_at(crate::clock::system_now()));
     let other = RefreshEngine::new(r.store.clone(), r.endpoint.clone(), clock, settings());
     let cell = CredentialCell::new(s);
     let err = other.credential(&cell).await.unwrap_err();

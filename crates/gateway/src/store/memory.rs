@@ -77,7 +77,7 @@ impl super::Store for MemoryStore {
                 return Err(StoreError::DuplicateName(a.name));
             }
             let id = self.next_id.fetch_add(1, Ordering::SeqCst) as AccountId + 1;
-            let now = chrono::Utc::now();
+            let now = crate::clock::system_now();
             let account = Account {
                 id,
                 name: a.name,
@@ -125,7 +125,7 @@ impl super::Store for MemoryStore {
             }
             apply_update(account, update);
             account.version += 1;
-            account.updated_at = chrono::Utc::now();
+            account.updated_at = crate::clock::system_now();
             let out = account.clone();
             self.bump();
             Ok(out)
@@ -159,7 +159,7 @@ impl super::Store for MemoryStore {
         let holder = holder.to_string();
         Box::pin(async move {
             self.check(true)?;
-            let now = chrono::Utc::now();
+            let now = crate::clock::system_now();
             let mut leases = lock(&self.leases);
             let fence = match leases.get(&id) {
                 Some((h, _, expires)) if *expires >= now && *h != holder => return Ok(None),
@@ -189,7 +189,8 @@ impl super::Store for MemoryStore {
             self.check(true)?;
             match lock(&self.leases).get_mut(&id) {
                 Some(l) if l.0 == fence.holder && l.1 == fence.token => {
-                    l.2 = chrono::Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default();
+                    l.2 = crate::clock::system_now()
+                        + chrono::Duration::from_std(ttl).unwrap_or_default();
                     Ok(true)
                 }
                 _ => Ok(false),

@@ -151,7 +151,7 @@ macro_rules! sql_store {
                     return Err(StoreError::Conflict { id, expected: expected_version });
                 }
                 apply_update(&mut account, update);
-                let now = to_millis(chrono::Utc::now());
+                let now = to_millis(crate::clock::system_now());
                 let mut statement = sql::UPDATE_ACCOUNT.to_string();
                 if fence.is_some() {
                     statement.push_str(sql::FENCE_CONDITION);
@@ -233,7 +233,7 @@ macro_rules! sql_store {
             fn insert_account(&self, a: NewAccount) -> StoreFuture<'_, Account> {
                 Box::pin(async move {
                     use sqlx::Row;
-                    let now = to_millis(chrono::Utc::now());
+                    let now = to_millis(crate::clock::system_now());
                     let mut tx = self.pool.begin().await.map_err(unavailable)?;
                     let row = sqlx::query(sqlx::AssertSqlSafe($q(sql::INSERT_ACCOUNT)))
                         .bind(&a.name)
@@ -314,7 +314,7 @@ macro_rules! sql_store {
             ) -> StoreFuture<'_, Option<i64>> {
                 let holder = holder.to_string();
                 Box::pin(async move {
-                    let now = to_millis(chrono::Utc::now());
+                    let now = to_millis(crate::clock::system_now());
                     let until = now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
                     let fence: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe($q(sql::ACQUIRE_LEASE)))
                         .bind(id)
@@ -336,7 +336,7 @@ macro_rules! sql_store {
             ) -> StoreFuture<'_, bool> {
                 let fence = fence.clone();
                 Box::pin(async move {
-                    let until = to_millis(chrono::Utc::now()) + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+                    let until = to_millis(crate::clock::system_now()) + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
                     let done = sqlx::query(sqlx::AssertSqlSafe($q(sql::RENEW_LEASE)))
                         .bind(until)
                         .bind(id)
@@ -365,7 +365,7 @@ macro_rules! sql_store {
 
             fn put_cooldown(&self, c: SharedCooldown) -> StoreFuture<'_, ()> {
                 Box::pin(async move {
-                    let now = chrono::Utc::now();
+                    let now = crate::clock::system_now();
                     let retention = chrono::Duration::from_std(crate::store::COOLDOWN_RETENTION).unwrap_or_default();
                     sqlx::query(sqlx::AssertSqlSafe($q(sql::PRUNE_COOLDOWNS)))
                         .bind(to_millis(now - retention))

@@ -1,12 +1,6 @@
 //! Shared harness of the integration tests: a temp dir, a config, the real `claude-gateway` binary on port 0 against
 //! the in-repo simulator.
-#![allow(
-    dead_code,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::disallowed_methods
-)]
+#![allow(dead_code, clippy::disallowed_methods)]
 
 use std::io::BufRead;
 use std::net::SocketAddr;

@@ -1,12 +1,6 @@
 //! A throwaway PostgreSQL for tests, from the system's binaries (`initdb`, `postgres`), in a temp dir on a free port.
 //! When running as root it runs as the `postgres` OS user. It fails loudly when PostgreSQL cannot start.
-#![allow(
-    dead_code,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::disallowed_methods
-)]
+#![allow(dead_code, clippy::disallowed_methods)]
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -262,4 +256,39 @@ impl Drop for Postgres {
             let _ = c.wait();
         }
     }
+}
+
+/// Inserts accounts straight into a PostgreSQL store.
+pub async fn seed_pg(
+    url: &str,
+    accounts: Vec<claude_gateway::account::NewAccount>,
+) -> Vec<claude_gateway::account::Account> {
+    let store = claude_gateway::store::postgres::PostgresStore::connect(url)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for a in accounts {
+        out.push(
+            claude_gateway::store::Store::insert_account(&store, a)
+                .await
+                .unwrap(),
+        );
+    }
+    out
+}
+
+/// Polls `check` (every 50 ms, up to `secs`) until it holds.
+pub async fn eventually<F: FnMut() -> Fut, Fut: std::future::Future<Output = bool>>(
+    secs: u64,
+    what: &str,
+    mut check: F,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
 }

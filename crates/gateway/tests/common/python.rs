@@ -1,12 +1,6 @@
 //! Python virtual environments with pinned SDKs for the end-to-end tests (`openai`, `anthropic`), created once under
 //! the target directory and reused. They fail the test loudly, never skip it, when Python or pip cannot make one.
-#![allow(
-    dead_code,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::disallowed_methods
-)]
+#![allow(dead_code, clippy::disallowed_methods)]
 
 use std::path::{Path, PathBuf};
 
