@@ -1,4 +1,5 @@
-//! Command line: `serve`, `accounts …`, `login`. The only place that prints to stdout and uses `anyhow`.
+//! Command line: parsing and dispatch; each subcommand lives in `cli/` (`serve`, `accounts`, `migrate`). The only place
+//! that prints to stdout and uses `anyhow`.
 
 #![allow(clippy::print_stdout)]
 
@@ -6,14 +7,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use crate::clock::SystemClock;
+use crate::config::{Config, LogFormat};
+use crate::store::{self, SharedStore};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tokio_util::sync::CancellationToken;
 
-use crate::account::NewAccount;
-use crate::clock::{rfc3339, SystemClock};
-use crate::config::{Config, LogFormat};
-use crate::store::{self, AccountUpdate, SharedStore};
+mod accounts;
+mod migrate;
+mod serve;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -150,359 +152,48 @@ fn init_tracing(format: LogFormat) {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let (config, origin) = Config::load(cli.config.as_deref())?;
     init_tracing(config.log_format);
+    // Migrating from an explicit source never needs the configured store (which may be the one being replaced).
     if let Command::Store(StoreCommand::Migrate {
         from: Some(from),
         to,
     }) = &cli.command
     {
-        let (source, target) = (open_location(from).await?, open_location(to).await?);
-        let (copied, skipped) = migrate(source.as_ref(), target.as_ref()).await?;
-        println!(
-            "Copied {copied} account(s) from {} to {}; skipped {skipped} already present",
-            source.describe(),
-            target.describe()
-        );
-        return Ok(());
+        return migrate::run(None, Some(from), to).await;
     }
     let store = store::open(&config)
         .await
         .with_context(|| format!("opening the store ({origin})"))?;
     match cli.command {
-        Command::Serve => serve(config, origin, store).await,
-        Command::Accounts(cmd) => accounts(cmd, store).await,
+        Command::Serve => serve::serve(config, origin, store).await,
+        Command::Accounts(cmd) => accounts::run(cmd, store).await,
         Command::Store(StoreCommand::Migrate { from, to }) => {
-            let source = match from {
-                Some(from) => open_location(&from).await?,
-                None => store,
-            };
-            let target = open_location(&to).await?;
-            let (copied, skipped) = migrate(source.as_ref(), target.as_ref()).await?;
-            println!(
-                "Copied {copied} account(s) from {} to {}; skipped {skipped} already present",
-                source.describe(),
-                target.describe()
-            );
-            Ok(())
+            migrate::run(Some(store), from.as_deref(), &to).await
         }
-        Command::Login { name } => {
-            let http = crate::state::http_client(&config)?;
-            let client =
-                crate::oauth::OAuthClient::new(http, config.oauth.clone(), Arc::new(SystemClock));
-            let (account, saved) =
-                crate::login::login(&client, store.as_ref(), name.as_deref(), |line| {
-                    println!("{line}")
-                })
-                .await?;
-            println!(
-                "{} OAuth account {} (id {}){}",
-                if saved == crate::import::Saved::Created {
-                    "Added"
-                } else {
-                    "Updated"
-                },
-                account.name,
-                account.id,
-                account
-                    .email
-                    .as_deref()
-                    .map(|e| format!(", {e}"))
-                    .unwrap_or_default()
-            );
-            Ok(())
-        }
+        Command::Login { name } => login(&config, store, name.as_deref()).await,
     }
 }
 
-async fn serve(config: Config, origin: String, store: SharedStore) -> anyhow::Result<()> {
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .ok();
-    let listen = config.listen;
-    let open = config.client_keys.is_empty();
-    let state = crate::state::build_state(config, store.clone(), Arc::new(SystemClock), metrics)?;
-    state.pool().sync().await.context("loading accounts")?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
-    let addr = listener.local_addr()?;
-    let accounts = state.pool().entries().len();
-    tracing::info!(config = %origin, store = %store.describe(), accounts, "listening on http://{addr}");
-    if open {
-        tracing::warn!("no client_keys configured: any local client may use the gateway (allowed on loopback only)");
-    }
-    if accounts == 0 {
-        tracing::warn!(
-            "no upstream accounts yet. Add one with:\n  claude-gateway accounts add-key --name NAME sk-ant-api03-…\n  claude-gateway login\n  claude-gateway accounts import ~/.claude/.credentials.json"
-        );
-    }
-    let shutdown = CancellationToken::new();
-    #[allow(clippy::disallowed_methods)] // awaited below at shutdown
-    let background = tokio::spawn(crate::server::background(state.clone(), shutdown.clone()));
-    let engine = state.pool().engine().clone();
-    let app = crate::server::router(state);
-    let signal = shutdown.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            wait_for_signal().await;
-            tracing::info!("shutting down");
-            signal.cancel();
-        })
-        .await?;
-    shutdown.cancel();
-    let _ = background.await;
-    // A refresh in flight must finish (and persist its rotation) before the process exits.
-    engine.tasks().close();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), engine.tasks().wait()).await;
+async fn login(config: &Config, store: SharedStore, name: Option<&str>) -> anyhow::Result<()> {
+    let http = crate::state::http_client(config)?;
+    let client = crate::oauth::OAuthClient::new(http, config.oauth.clone(), Arc::new(SystemClock));
+    let (account, saved) =
+        crate::login::login(&client, store.as_ref(), name, |line| println!("{line}")).await?;
+    println!(
+        "{} OAuth account {} (id {}){}",
+        if saved == crate::import::Saved::Created {
+            "Added"
+        } else {
+            "Updated"
+        },
+        account.name,
+        account.id,
+        account
+            .email
+            .as_deref()
+            .map(|e| format!(", {e}"))
+            .unwrap_or_default()
+    );
     Ok(())
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
-}
-
-async fn accounts(cmd: AccountsCommand, store: SharedStore) -> anyhow::Result<()> {
-    match cmd {
-        AccountsCommand::AddKey {
-            name,
-            key,
-            priority,
-            weight,
-        } => {
-            let key = if key == "-" {
-                let mut s = String::new();
-                std::io::stdin().read_line(&mut s)?;
-                s.trim().to_string()
-            } else {
-                key
-            };
-            anyhow::ensure!(!key.is_empty(), "the API key is empty");
-            anyhow::ensure!(weight > 0, "--weight must be at least 1");
-            let a = store
-                .insert_account(NewAccount {
-                    priority,
-                    weight,
-                    ..NewAccount::api_key(name, key)
-                })
-                .await?;
-            println!("Added API-key account {} (id {})", a.name, a.id);
-        }
-        AccountsCommand::List { json } => {
-            let accounts = store.list_accounts().await?;
-            if json {
-                let list: Vec<_> = accounts
-                    .iter()
-                    .map(|a| {
-                        serde_json::json!({
-                            "id": a.id, "name": a.name, "kind": a.kind.as_str(), "disabled": a.disabled,
-                            "needs_reauth": a.needs_reauth, "expires_at": a.credential.expires_at.map(rfc3339),
-                            "email": a.email, "organization": a.organization_name, "priority": a.priority,
-                            "weight": a.weight, "max_concurrency": a.max_concurrency, "last_error": a.last_error,
-                        })
-                    })
-                    .collect();
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({ "accounts": list }))?
-                );
-            } else if accounts.is_empty() {
-                println!("No accounts. Add one with `claude-gateway accounts add-key --name NAME KEY`, `claude-gateway login` or `claude-gateway accounts import PATH`.");
-            } else {
-                println!(
-                    "  ID  {:<32} {:<8} {:<13} {:<21} EMAIL",
-                    "NAME", "KIND", "STATE", "EXPIRES"
-                );
-                for a in accounts {
-                    let state = if a.disabled {
-                        "disabled"
-                    } else if a.needs_reauth.is_some() {
-                        "needs_reauth"
-                    } else {
-                        "enabled"
-                    };
-                    println!(
-                        "{:>4}  {:<32} {:<8} {:<13} {:<21} {}",
-                        a.id,
-                        a.name,
-                        a.kind.as_str(),
-                        state,
-                        a.credential
-                            .expires_at
-                            .map(rfc3339)
-                            .unwrap_or_else(|| "-".into()),
-                        a.email.as_deref().unwrap_or("-")
-                    );
-                }
-            }
-        }
-        AccountsCommand::Remove { account } => {
-            let a = store::find_account(store.as_ref(), &account).await?;
-            store.remove_account(a.id).await?;
-            println!("Removed account {} (id {})", a.name, a.id);
-        }
-        AccountsCommand::Disable { account } => {
-            let a = store::find_account(store.as_ref(), &account).await?;
-            store
-                .update_account(
-                    a.id,
-                    a.version,
-                    AccountUpdate {
-                        disabled: Some(true),
-                        ..Default::default()
-                    },
-                )
-                .await?;
-            println!("Disabled account {} (id {})", a.name, a.id);
-        }
-        AccountsCommand::Set {
-            account,
-            name,
-            priority,
-            weight,
-            max_concurrency,
-        } => {
-            anyhow::ensure!(weight != Some(0), "--weight must be at least 1");
-            let a = store::find_account(store.as_ref(), &account).await?;
-            let update = AccountUpdate {
-                name,
-                priority,
-                weight,
-                max_concurrency: max_concurrency.map(|n| (n > 0).then_some(n)),
-                ..Default::default()
-            };
-            let a = store.update_account(a.id, a.version, update).await?;
-            println!(
-                "Account {} (id {}): priority {}, weight {}, max concurrency {}",
-                a.name,
-                a.id,
-                a.priority,
-                a.weight,
-                a.max_concurrency
-                    .map(|n| n.to_string())
-                    .unwrap_or_else(|| "unlimited".into())
-            );
-        }
-        AccountsCommand::Enable { account } => {
-            let a = store::find_account(store.as_ref(), &account).await?;
-            let update = AccountUpdate {
-                disabled: Some(false),
-                needs_reauth: Some(None),
-                ..Default::default()
-            };
-            store.update_account(a.id, a.version, update).await?;
-            println!("Enabled account {} (id {})", a.name, a.id);
-        }
-        AccountsCommand::Import { paths, name } => {
-            let mut all = Vec::new();
-            for p in &paths {
-                let (found, skipped) = crate::import::read_path(p)?;
-                for s in skipped {
-                    println!("skipped {s}");
-                }
-                all.extend(found);
-            }
-            anyhow::ensure!(
-                !all.is_empty(),
-                "no Claude credentials found in {}",
-                paths
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            anyhow::ensure!(
-                name.is_none() || all.len() == 1,
-                "--name needs exactly one credential, found {}",
-                all.len()
-            );
-            for c in &all {
-                let (a, saved) = crate::import::save(store.as_ref(), c, name.as_deref()).await?;
-                let kind = if c.credential.refresh_token.is_some() {
-                    "OAuth"
-                } else {
-                    "setup-token"
-                };
-                println!(
-                    "{} {kind} account {} (id {}) from {}",
-                    if saved == crate::import::Saved::Created {
-                        "Imported"
-                    } else {
-                        "Updated"
-                    },
-                    a.name,
-                    a.id,
-                    c.source.display()
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Opens a store named by a postgres:// URL or a data directory.
-async fn open_location(location: &str) -> anyhow::Result<SharedStore> {
-    if location.starts_with("postgres://") || location.starts_with("postgresql://") {
-        Ok(Arc::new(
-            crate::store::postgres::PostgresStore::connect(location).await?,
-        ))
-    } else {
-        Ok(Arc::new(
-            crate::store::sqlite::SqliteStore::open(std::path::Path::new(location)).await?,
-        ))
-    }
-}
-
-/// Copies accounts, preserving credentials and state; returns (copied, skipped).
-pub async fn migrate(
-    source: &dyn store::Store,
-    target: &dyn store::Store,
-) -> anyhow::Result<(usize, usize)> {
-    let existing: std::collections::HashSet<String> = target
-        .list_accounts()
-        .await?
-        .into_iter()
-        .map(|a| a.name)
-        .collect();
-    let (mut copied, mut skipped) = (0, 0);
-    for a in source.list_accounts().await? {
-        if existing.contains(&a.name) {
-            skipped += 1;
-            continue;
-        }
-        let created = target
-            .insert_account(NewAccount {
-                name: a.name.clone(),
-                kind: a.kind,
-                credential: a.credential.clone(),
-                email: a.email.clone(),
-                account_uuid: a.account_uuid.clone(),
-                organization_uuid: a.organization_uuid.clone(),
-                organization_name: a.organization_name.clone(),
-                priority: a.priority,
-                weight: a.weight,
-                disabled: a.disabled,
-            })
-            .await?;
-        let update = AccountUpdate {
-            needs_reauth: Some(a.needs_reauth.clone()),
-            last_error: Some(a.last_error.clone()),
-            max_concurrency: Some(a.max_concurrency),
-            ..Default::default()
-        };
-        target
-            .update_account(created.id, created.version, update)
-            .await?;
-        copied += 1;
-    }
-    Ok((copied, skipped))
-}
+pub use migrate::migrate;

@@ -26,3 +26,4 @@ mod server;
 mod sse;
 mod state;
 pub mod store;
+mod view;

@@ -39,66 +39,8 @@ pub async fn login(
         .authorize_url(client.config())
         .map_err(anyhow::Error::msg)
         .context("oauth.authorize_url")?;
-    let (tx, mut rx) = mpsc::channel::<(String, String)>(4);
-
-    let port = client.config().callback_port;
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await;
-    let server = match listener {
-        Ok(listener) => {
-            let tx = tx.clone();
-            let app = axum::Router::new().route(
-                "/callback",
-                axum::routing::get(move |Query(q): Query<std::collections::HashMap<String, String>>| {
-                    let tx = tx.clone();
-                    async move {
-                        match (q.get("code"), q.get("state")) {
-                            (Some(c), Some(s)) => {
-                                let _ = tx.send((c.clone(), s.clone())).await;
-                                Html("<h1>Signed in</h1><p>You can close this window and return to the terminal.</p>")
-                            }
-                            _ => Html("<h1>Missing code</h1><p>The authorization server did not send a code.</p>"),
-                        }
-                    }
-                }),
-            );
-            #[allow(clippy::disallowed_methods)] // aborted when login ends
-            Some(tokio::spawn(async move {
-                let _ = axum::serve(listener, app).await;
-            }))
-        }
-        Err(e) => {
-            out(&format!("(could not listen on 127.0.0.1:{port} for the browser callback: {e}; paste the code instead)"));
-            None
-        }
-    };
-
-    out("Open this URL in a browser and authorize:");
-    out(url.as_str());
-    out("Waiting for the browser callback, or paste the code shown (CODE#STATE) and press Enter:");
-
-    let stdin_tx = tx.clone();
-    #[allow(clippy::disallowed_methods)] // aborted when login ends
-    let stdin = tokio::spawn(async move {
-        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(pair) = parse_pasted(&line) {
-                let _ = stdin_tx.send(pair).await;
-                return;
-            }
-        }
-    });
-    drop(tx);
-
-    let received = tokio::time::timeout(Duration::from_secs(15 * 60), rx.recv()).await;
-    stdin.abort();
-    if let Some(s) = server {
-        s.abort();
-    }
-    let (code, state) = match received {
-        Ok(Some(pair)) => pair,
-        Ok(None) => bail!("no authorization code received"),
-        Err(_) => bail!("timed out waiting for the authorization code"),
-    };
+    let (code, state) =
+        wait_for_code(client.config().callback_port, url.as_str(), &mut out).await?;
     if state != pkce.state {
         bail!("the returned state does not match this login attempt; start again");
     }
@@ -106,6 +48,83 @@ pub async fn login(
         .exchange_code(&code, &pkce.verifier, &state)
         .await
         .context("exchanging the authorization code")?;
+    let imported = signed_in(client, tokens).await;
+    Ok(save(store, &imported, name).await?)
+}
+
+/// Prints the authorize URL and waits (at most 15 minutes) for whichever comes first: the browser's redirect to the
+/// local callback listener, or a pasted `CODE#STATE` / callback URL on standard input.
+async fn wait_for_code(
+    port: u16,
+    url: &str,
+    out: &mut impl FnMut(&str),
+) -> anyhow::Result<(String, String)> {
+    let (tx, mut rx) = mpsc::channel::<(String, String)>(4);
+    let server = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+        Ok(listener) => Some(callback_listener(listener, tx.clone())),
+        Err(e) => {
+            out(&format!("(could not listen on 127.0.0.1:{port} for the browser callback: {e}; paste the code instead)"));
+            None
+        }
+    };
+    out("Open this URL in a browser and authorize:");
+    out(url);
+    out("Waiting for the browser callback, or paste the code shown (CODE#STATE) and press Enter:");
+    let stdin = pasted_code(tx);
+    let received = tokio::time::timeout(Duration::from_secs(15 * 60), rx.recv()).await;
+    stdin.abort();
+    if let Some(s) = server {
+        s.abort();
+    }
+    match received {
+        Ok(Some(pair)) => Ok(pair),
+        Ok(None) => bail!("no authorization code received"),
+        Err(_) => bail!("timed out waiting for the authorization code"),
+    }
+}
+
+/// Serves `/callback` and sends the `code` and `state` it receives. The caller aborts it when login ends.
+fn callback_listener(
+    listener: tokio::net::TcpListener,
+    tx: mpsc::Sender<(String, String)>,
+) -> tokio::task::JoinHandle<()> {
+    let app = axum::Router::new().route(
+        "/callback",
+        axum::routing::get(move |Query(q): Query<std::collections::HashMap<String, String>>| {
+            let tx = tx.clone();
+            async move {
+                match (q.get("code"), q.get("state")) {
+                    (Some(c), Some(s)) => {
+                        let _ = tx.send((c.clone(), s.clone())).await;
+                        Html("<h1>Signed in</h1><p>You can close this window and return to the terminal.</p>")
+                    }
+                    _ => Html("<h1>Missing code</h1><p>The authorization server did not send a code.</p>"),
+                }
+            }
+        }),
+    );
+    #[allow(clippy::disallowed_methods)] // aborted when login ends
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    })
+}
+
+/// Reads standard input until a line parses as a pasted code. The caller aborts it when login ends.
+fn pasted_code(tx: mpsc::Sender<(String, String)>) -> tokio::task::JoinHandle<()> {
+    #[allow(clippy::disallowed_methods)] // aborted when login ends
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(pair) = parse_pasted(&line) {
+                let _ = tx.send(pair).await;
+                return;
+            }
+        }
+    })
+}
+
+/// The account a code exchange signed in: its tokens and identity (from the token answer, else the profile).
+async fn signed_in(client: &OAuthClient, tokens: crate::oauth::TokenResponse) -> Imported {
     let mut email = tokens
         .account
         .as_ref()
@@ -121,15 +140,17 @@ pub async fn login(
             org_name = org_name.or(on);
         }
     }
-    let imported = Imported {
+    let expires_at = tokens.expires_in.map(|s| {
+        crate::clock::system_now()
+            + chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 2_000))
+    });
+    Imported {
         source: "login".into(),
         name: email.clone().unwrap_or_else(|| "claude-login".into()),
         credential: Credential {
             secret: tokens.access_token.clone(),
             refresh_token: tokens.refresh_token.clone(),
-            expires_at: tokens
-                .expires_in
-                .map(|s| crate::clock::system_now() + chrono::Duration::seconds(s as i64)),
+            expires_at,
         },
         email,
         account_uuid,
@@ -137,8 +158,7 @@ pub async fn login(
         organization_name: org_name,
         disabled: false,
         priority: 0,
-    };
-    Ok(save(store, &imported, name).await?)
+    }
 }
 
 #[cfg(test)]

@@ -218,7 +218,7 @@ async fn login_by_pasting(paste: impl Fn(&reqwest::Url) -> String) {
     assert_eq!(a["email"], email.as_str());
     assert_eq!(a["name"], email.as_str(), "named after the email");
     assert_eq!(a["kind"], "oauth");
-    assert_eq!(a["needs_reauth"], serde_json::Value::Null);
+    assert_eq!(a["state"], "ready");
     assert!(a["expires_at"].is_string());
     assert_eq!(
         stored.credential.refresh_token.as_deref(),

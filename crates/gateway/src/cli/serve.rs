@@ -1,0 +1,72 @@
+//! `serve`: the listener, the background loops and graceful shutdown.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::SystemClock;
+use crate::config::Config;
+use crate::store::SharedStore;
+
+pub(super) async fn serve(
+    config: Config,
+    origin: String,
+    store: SharedStore,
+) -> anyhow::Result<()> {
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .ok();
+    let listen = config.listen;
+    let open = config.client_keys.is_empty();
+    let state = crate::state::build_state(config, store.clone(), Arc::new(SystemClock), metrics)?;
+    state.pool().sync().await.context("loading accounts")?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    let accounts = state.pool().entries().len();
+    tracing::info!(config = %origin, store = %store.describe(), accounts, "listening on http://{addr}");
+    if open {
+        tracing::warn!("no client_keys configured: any local client may use the gateway (allowed on loopback only)");
+    }
+    if accounts == 0 {
+        tracing::warn!(
+            "no upstream accounts yet. Add one with:\n  claude-gateway accounts add-key --name NAME sk-ant-api03-…\n  claude-gateway login\n  claude-gateway accounts import ~/.claude/.credentials.json"
+        );
+    }
+    let shutdown = CancellationToken::new();
+    #[allow(clippy::disallowed_methods)] // awaited below at shutdown
+    let background = tokio::spawn(crate::server::background(state.clone(), shutdown.clone()));
+    let engine = state.pool().engine().clone();
+    let app = crate::server::router(state);
+    let signal = shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            signal.cancel();
+        })
+        .await?;
+    shutdown.cancel();
+    let _ = background.await;
+    // A refresh in flight must finish (and persist its rotation) before the process exits.
+    engine.tasks().close();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), engine.tasks().wait()).await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
