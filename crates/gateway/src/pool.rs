@@ -55,19 +55,20 @@ impl From<&PoolConfig> for PoolSettings {
     }
 }
 
-/// A claim on an account for one request; the in-flight count drops with it.
+/// A concurrency slot: a claim on an account for one request; the in-flight count drops with it. (Not to be confused
+/// with the store's refresh lease.)
 #[derive(Debug)]
-pub struct Lease {
+pub struct Slot {
     pub entry: Arc<AccountEntry>,
     /// This request is the half-open probe of a cooling account: success clears the cooldown.
     pub probe: bool,
     freed: Arc<Notify>,
 }
 
-impl Lease {
-    fn new(entry: Arc<AccountEntry>, probe: bool, freed: Arc<Notify>) -> Lease {
+impl Slot {
+    fn new(entry: Arc<AccountEntry>, probe: bool, freed: Arc<Notify>) -> Slot {
         entry.claim();
-        Lease {
+        Slot {
             entry,
             probe,
             freed,
@@ -75,9 +76,9 @@ impl Lease {
     }
 
     /// A second claim on the same account (the response body holds one for as long as the client reads).
-    pub fn clone_for(other: &Lease) -> Lease {
+    pub fn clone_for(other: &Slot) -> Slot {
         other.entry.claim_again();
-        Lease {
+        Slot {
             entry: Arc::clone(&other.entry),
             probe: false,
             freed: other.freed.clone(),
@@ -85,7 +86,7 @@ impl Lease {
     }
 }
 
-impl Drop for Lease {
+impl Drop for Slot {
     fn drop(&mut self) {
         self.entry.release();
         self.freed.notify_waiters();
@@ -94,7 +95,7 @@ impl Drop for Lease {
 
 /// What a request asks of the pool.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Want<'a> {
+pub struct Criteria<'a> {
     pub model: Option<&'a str>,
     pub affinity: Option<u64>,
     pub exclude: &'a [AccountId],
@@ -130,7 +131,7 @@ struct Candidate<'a> {
 }
 
 enum Choice {
-    Chosen(Lease),
+    Chosen(Slot),
     Saturated,
     Cooling(Instant),
     None,
@@ -295,7 +296,7 @@ impl Pool {
 
     /// Chooses the account for the next attempt, waiting (up to `queue_wait`, with at most `max_queue` waiters) when
     /// every usable account is at its `max_concurrency`.
-    pub async fn acquire(&self, want: Want<'_>) -> Result<Lease, GatewayError> {
+    pub async fn acquire(&self, want: Criteria<'_>) -> Result<Slot, GatewayError> {
         let deadline = Instant::now() + self.settings.queue_wait;
         let mut queued = false;
         let result = loop {
@@ -304,7 +305,7 @@ impl Pool {
             tokio::pin!(freed);
             freed.as_mut().enable();
             match self.choose(want) {
-                Choice::Chosen(lease) => break Ok(lease),
+                Choice::Chosen(slot) => break Ok(slot),
                 Choice::Cooling(t) => break Err(all_cooling(t)),
                 Choice::None => break Err(self.no_account_error()),
                 Choice::Saturated => {
@@ -327,7 +328,7 @@ impl Pool {
         result
     }
 
-    fn choose(&self, want: Want<'_>) -> Choice {
+    fn choose(&self, want: Criteria<'_>) -> Choice {
         // One choice at a time: the load and concurrency checks and the claim must not interleave.
         let _guard = self.choose.lock().unwrap_or_else(|e| e.into_inner());
         let entries = self.entries();
@@ -368,7 +369,7 @@ impl Pool {
             if entry.take_probe(now_i, self.settings.probe_interval) {
                 tracing::info!(account = entry.id, "half-open probe of a cooling account");
                 metrics::counter!("gateway_probes_total").increment(1);
-                return Choice::Chosen(Lease::new(Arc::clone(entry), true, self.freed.clone()));
+                return Choice::Chosen(Slot::new(Arc::clone(entry), true, self.freed.clone()));
             }
         }
         if candidates.is_empty() {
@@ -390,7 +391,7 @@ impl Pool {
                 match candidates.iter().find(|c| c.entry.id == id) {
                     Some(c) if !self.overloaded(c, &candidates) => {
                         metrics::counter!("gateway_affinity_total", "result" => "hit").increment(1);
-                        return Choice::Chosen(Lease::new(
+                        return Choice::Chosen(Slot::new(
                             Arc::clone(c.entry),
                             false,
                             self.freed.clone(),
@@ -410,7 +411,7 @@ impl Pool {
         if let Some(key) = want.affinity {
             self.affinity.put(key, chosen.id);
         }
-        Choice::Chosen(Lease::new(Arc::clone(chosen), false, self.freed.clone()))
+        Choice::Chosen(Slot::new(Arc::clone(chosen), false, self.freed.clone()))
     }
 
     /// Bounded-load affinity: a conversation leaves its account when that account carries far more than its peers

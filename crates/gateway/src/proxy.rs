@@ -13,10 +13,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
-use crate::account::{AccountId, AccountKind};
+use crate::account::{Account, AccountId, AccountKind};
 use crate::config::PoolConfig;
 use crate::error::GatewayError;
-use crate::pool::{jittered, Lease, Pool, Want};
+use crate::pool::{jittered, AccountEntry, Criteria, Pool, Slot};
 use crate::refresh::RefreshError;
 use crate::relay::{Opened, Relay};
 
@@ -25,7 +25,32 @@ pub struct Proxy {
     http: reqwest::Client,
     base_url: String,
     pool: Arc<Pool>,
-    settings: PoolConfig,
+    policy: FailoverPolicy,
+}
+
+/// How far a request fails over and how long the failures it meets cool an account, as durations (from `[pool]`).
+#[derive(Debug, Clone)]
+struct FailoverPolicy {
+    max_attempts: u32,
+    deadline: std::time::Duration,
+    overload_cooldown: std::time::Duration,
+    attention_cooldown: std::time::Duration,
+    rate_limit_backoff: crate::backoff::Backoff,
+}
+
+impl From<&PoolConfig> for FailoverPolicy {
+    fn from(c: &PoolConfig) -> Self {
+        FailoverPolicy {
+            max_attempts: c.max_attempts,
+            deadline: crate::clock::secs(c.failover_deadline_secs),
+            overload_cooldown: crate::clock::secs(c.overload_cooldown_secs),
+            attention_cooldown: crate::clock::secs(c.attention_cooldown_secs),
+            rate_limit_backoff: crate::backoff::Backoff::new(
+                crate::clock::secs(c.rate_limit_backoff_base_secs),
+                crate::clock::secs(c.max_cooldown_secs),
+            ),
+        }
+    }
 }
 
 /// The few body fields routing needs; everything else is forwarded as bytes, never re-serialized.
@@ -170,13 +195,13 @@ impl Proxy {
         http: reqwest::Client,
         base_url: String,
         pool: Arc<Pool>,
-        settings: PoolConfig,
+        settings: &PoolConfig,
     ) -> Self {
         Proxy {
             http,
             base_url: base_url.trim_end_matches('/').to_string(),
             pool,
-            settings,
+            policy: FailoverPolicy::from(settings),
         }
     }
 
@@ -188,20 +213,20 @@ impl Proxy {
     /// failures until `max_attempts` upstream calls were made or the failover deadline passed.
     pub async fn forward(&self, req: Forward) -> Response {
         let started = Instant::now();
-        let deadline = started + crate::clock::secs(self.settings.failover_deadline_secs);
+        let deadline = started + self.policy.deadline;
         let mut tried: Vec<AccountId> = Vec::new();
         let mut attempts = 0u32;
         let mut last_failure: Option<Response> = None;
         // When accounts were skipped because their refresh is backing off: the soonest moment one may serve again.
         let mut refresh_retry: Option<Instant> = None;
         loop {
-            let want = Want {
+            let want = Criteria {
                 model: req.model.as_deref(),
                 affinity: req.affinity,
                 exclude: &tried,
             };
-            let lease = match self.pool.acquire(want).await {
-                Ok(lease) => lease,
+            let slot = match self.pool.acquire(want).await {
+                Ok(slot) => slot,
                 Err(e) => {
                     if let Some(response) = last_failure {
                         return response;
@@ -220,10 +245,10 @@ impl Proxy {
                     .into_response();
                 }
             };
-            tried.push(lease.entry.id);
+            tried.push(slot.entry.id);
             let mut replaced = false;
             let outcome = loop {
-                let account = match self.pool.engine().credential(&lease.entry.cell).await {
+                let account = match self.pool.engine().credential(&slot.entry.cell).await {
                     Ok(a) => a,
                     Err(e) => break Err(e),
                 };
@@ -231,7 +256,7 @@ impl Proxy {
                 match self
                     .attempt(
                         &req,
-                        &lease,
+                        &slot,
                         &account.credential.secret,
                         account.kind,
                         replaced,
@@ -243,7 +268,7 @@ impl Proxy {
                         match self
                             .pool
                             .engine()
-                            .replace_rejected(&lease.entry.cell, &account.credential.secret)
+                            .replace_rejected(&slot.entry.cell, &account.credential.secret)
                             .await
                         {
                             Ok(_) => continue,
@@ -257,17 +282,17 @@ impl Proxy {
                 Ok(Attempt::Done(response)) => return response,
                 Ok(Attempt::Failover(response)) => {
                     last_failure = Some(response);
-                    if attempts >= self.settings.max_attempts || Instant::now() >= deadline {
+                    if attempts >= self.policy.max_attempts || Instant::now() >= deadline {
                         return last_failure.unwrap_or_else(|| {
                             GatewayError::Internal("no response".into()).into_response()
                         });
                     }
                 }
-                // attempt() asks for a retry only once per lease (before the credential was replaced).
+                // attempt() asks for a retry only once per slot (before the credential was replaced).
                 Ok(Attempt::RetrySame) => {}
                 Err(refresh) => {
                     // The credential cannot be had now; the pool will not offer this account again for this request.
-                    tracing::info!(account = lease.entry.id, error = %refresh, "account skipped");
+                    tracing::info!(account = slot.entry.id, error = %refresh, "account skipped");
                     if let Some(t) = refresh.retry_at() {
                         refresh_retry = Some(refresh_retry.map_or(t, |r| r.min(t)));
                     }
@@ -288,103 +313,110 @@ impl Proxy {
 }
 
 impl Proxy {
+    /// One upstream call with `secret` on the slot's account, and what happens next.
     async fn attempt(
         &self,
         req: &Forward,
-        lease: &Lease,
+        slot: &Slot,
         secret: &str,
         kind: AccountKind,
         replaced: bool,
     ) -> Attempt {
-        let entry = &lease.entry;
-        let mut account = entry.cell.account();
-        // The cell may have moved on since the credential was handed out; send exactly the secret we were handed.
-        if account.credential.secret != secret {
-            let mut a = (*account).clone();
-            a.credential.secret = secret.to_string();
-            account = Arc::new(a);
+        let account = account_with_secret(&slot.entry, secret);
+        let sent_at = Instant::now();
+        let response = match self.send(req, &account).await {
+            Ok(r) => r,
+            Err(e) => return self.on_unreachable(&slot.entry, &account, &e, sent_at),
+        };
+        let status = response.status();
+        if let Some(limits) = crate::ratelimit::limits(response.headers()) {
+            slot.entry.set_limits(limits);
         }
-        let headers = crate::headers::upstream_request(&req.headers, &account);
+        metrics::counter!("gateway_upstream_attempts_total", "outcome" => status_label(status.as_u16())).increment(1);
+        if !status.is_success() {
+            return self
+                .on_error(req, slot, kind, replaced, response, sent_at)
+                .await;
+        }
+        if req.stream && is_event_stream(response.headers()) {
+            return self.open_stream(slot, &account, response).await;
+        }
+        slot.entry.record_success(slot.probe);
+        relay_answer(slot, response).await
+    }
+
+    async fn send(
+        &self,
+        req: &Forward,
+        account: &Account,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        let headers = crate::headers::upstream_request(&req.headers, account);
         let url = format!("{}{}", self.base_url, req.path_and_query);
         let mut builder = self.http.request(req.method.clone(), url).headers(headers);
         if req.method == Method::POST {
             builder = builder.body(req.body.clone());
         }
-        let now = Instant::now();
-        let response = match builder.send().await {
-            Ok(r) => r,
-            Err(e) => {
-                self.pool.cool_account(
-                    entry,
-                    now + self.overload_cooldown(),
-                    "upstream unreachable".into(),
-                );
-                metrics::counter!("gateway_upstream_attempts_total", "outcome" => "error")
-                    .increment(1);
-                let err = GatewayError::from_upstream(&e);
-                tracing::warn!(account = %account.name, error = %err, "upstream attempt failed");
-                return Attempt::Failover(err.into_response());
-            }
-        };
+        builder.send().await
+    }
+
+    /// No answer at all (connect error, timeout): the account cools briefly and another one is tried.
+    fn on_unreachable(
+        &self,
+        entry: &Arc<AccountEntry>,
+        account: &Account,
+        e: &reqwest::Error,
+        sent_at: Instant,
+    ) -> Attempt {
+        self.pool.cool_account(
+            entry,
+            sent_at + self.overload_cooldown(),
+            "upstream unreachable".into(),
+        );
+        metrics::counter!("gateway_upstream_attempts_total", "outcome" => "error").increment(1);
+        let err = GatewayError::from_upstream(e);
+        tracing::warn!(account = %account.name, error = %err, "upstream attempt failed");
+        Attempt::Failover(err.into_response())
+    }
+
+    /// A 2xx event stream: held until the upstream's `message_start`, so an early `event: error` can still fail over.
+    async fn open_stream(
+        &self,
+        slot: &Slot,
+        account: &Account,
+        response: reqwest::Response,
+    ) -> Attempt {
         let status = response.status();
-        if let Some(limits) = crate::ratelimit::limits(response.headers()) {
-            entry.set_limits(limits);
-        }
-        metrics::counter!("gateway_upstream_attempts_total", "outcome" => status_label(status.as_u16())).increment(1);
-        if status.is_success() {
-            let headers = crate::headers::client_response(response.headers());
-            let is_sse = response
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("text/event-stream"));
-            if req.stream && is_sse {
-                return match Relay::open(response, Lease::clone_for(lease), account.name.clone())
-                    .await
-                {
-                    Opened::Started(relay) => {
-                        entry.record_success(lease.probe);
-                        Attempt::Done(stream_response(status, headers, relay))
-                    }
-                    Opened::Failed { relay, error } => {
-                        tracing::warn!(account = %account.name, error, "stream failed before message_start");
-                        self.pool.cool_account(
-                            entry,
-                            Instant::now() + self.overload_cooldown(),
-                            format!("stream error {error}"),
-                        );
-                        Attempt::Failover(stream_response(status, headers, relay))
-                    }
-                };
+        let headers = crate::headers::client_response(response.headers());
+        match Relay::open(response, Slot::clone_for(slot), account.name.clone()).await {
+            Opened::Started(relay) => {
+                slot.entry.record_success(slot.probe);
+                Attempt::Done(stream_response(status, headers, relay))
             }
-            entry.record_success(lease.probe);
-            let known_small = response
-                .content_length()
-                .is_some_and(|n| n <= MAX_BUFFERED_ANSWER);
-            let body = if known_small {
-                // A non-stream answer arrives whole anyway: read it, count its usage, and send it with its length
-                // (one write, no chunked re-encoding).
-                match response.bytes().await {
-                    Ok(bytes) => {
-                        crate::relay::record_usage_of(entry, &bytes);
-                        Body::from(bytes)
-                    }
-                    Err(e) => {
-                        return Attempt::Failover(GatewayError::from_upstream(&e).into_response())
-                    }
-                }
-            } else {
-                Body::from_stream(crate::relay::UsageTap::new(
-                    response,
-                    Lease::clone_for(lease),
-                ))
-            };
-            let mut out = Response::new(body);
-            *out.status_mut() = status;
-            *out.headers_mut() = headers;
-            return Attempt::Done(out);
+            Opened::Failed { relay, error } => {
+                tracing::warn!(account = %account.name, error, "stream failed before message_start");
+                self.pool.cool_account(
+                    &slot.entry,
+                    Instant::now() + self.overload_cooldown(),
+                    format!("stream error {error}"),
+                );
+                Attempt::Failover(stream_response(status, headers, relay))
+            }
         }
-        // An error answer: small, so read it whole to classify it and to replay it if no other account can serve.
+    }
+
+    /// An error answer: small, so read whole to classify it (README: "What happens when upstream says no") and to
+    /// replay it if no other account can serve.
+    async fn on_error(
+        &self,
+        req: &Forward,
+        slot: &Slot,
+        kind: AccountKind,
+        replaced: bool,
+        response: reqwest::Response,
+        sent_at: Instant,
+    ) -> Attempt {
+        let entry = &slot.entry;
+        let status = response.status();
         let headers = response.headers().clone();
         let body = read_capped(response, MAX_ERROR_BODY).await;
         let passthrough = error_response(status, &headers, body.clone());
@@ -397,13 +429,13 @@ impl Proxy {
                 Attempt::Failover(passthrough)
             }
             429 => {
-                self.cool_after_429(lease, req.model.as_deref(), &headers, &body, &message);
+                self.cool_after_429(slot, req.model.as_deref(), &headers, &body, &message);
                 Attempt::Failover(passthrough)
             }
             500..=599 => {
                 self.pool.cool_account(
                     entry,
-                    now + self.overload_cooldown(),
+                    sent_at + self.overload_cooldown(),
                     format!("upstream answered {}", status.as_u16()),
                 );
                 Attempt::Failover(passthrough)
@@ -413,19 +445,19 @@ impl Proxy {
     }
 
     fn overload_cooldown(&self) -> std::time::Duration {
-        jittered(crate::clock::secs(self.settings.overload_cooldown_secs))
+        jittered(self.policy.overload_cooldown)
     }
 
     /// Decides the scope and length of a 429's cooldown (README: "What happens when upstream says no").
     fn cool_after_429(
         &self,
-        lease: &Lease,
+        slot: &Slot,
         model: Option<&str>,
         headers: &HeaderMap,
         body: &[u8],
         message: &str,
     ) {
-        let entry = &lease.entry;
+        let entry = &slot.entry;
         let engine = self.pool.engine();
         let now = Instant::now();
         let retry_after = crate::ratelimit::retry_after(headers, engine.now());
@@ -452,11 +484,8 @@ impl Proxy {
                 "needs attention: upstream answered 429 that is not a rate limit: {message}"
             );
             tracing::error!(account = entry.id, %reason, "account needs attention");
-            self.pool.cool_account(
-                entry,
-                now + crate::clock::secs(self.settings.attention_cooldown_secs),
-                reason,
-            );
+            self.pool
+                .cool_account(entry, now + self.policy.attention_cooldown, reason);
             return;
         }
         let model_reset = limits
@@ -467,11 +496,7 @@ impl Proxy {
             (Some(r), Some(m)) => r.max(m),
             (Some(r), None) => r,
             (None, Some(m)) => m,
-            (None, None) => crate::backoff::Backoff::new(
-                crate::clock::secs(self.settings.rate_limit_backoff_base_secs),
-                crate::clock::secs(self.settings.max_cooldown_secs),
-            )
-            .delay(entry.strikes() + 1),
+            (None, None) => self.policy.rate_limit_backoff.delay(entry.strikes() + 1),
         };
         match model {
             Some(m) => self.pool.cool_model(entry, m, now + wait),
@@ -496,6 +521,49 @@ fn not_a_rate_limit(error_type: Option<&str>, message: &str) -> bool {
     .iter()
     .any(|k| m.contains(k));
     about_money || error_type.is_some_and(|t| t != "rate_limit_error")
+}
+
+/// The account as handed out with `secret`: the cell may have moved on since, and exactly that secret is sent.
+fn account_with_secret(entry: &AccountEntry, secret: &str) -> Arc<Account> {
+    let account = entry.cell.account();
+    if account.credential.secret == secret {
+        return account;
+    }
+    let mut a = (*account).clone();
+    a.credential.secret = secret.to_string();
+    Arc::new(a)
+}
+
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+/// A 2xx non-stream answer. One that arrives whole anyway (known small length) is read, its usage counted, and sent
+/// with its length (one write, no chunked re-encoding); a larger or unsized one streams through a usage tap.
+async fn relay_answer(slot: &Slot, response: reqwest::Response) -> Attempt {
+    let status = response.status();
+    let headers = crate::headers::client_response(response.headers());
+    let known_small = response
+        .content_length()
+        .is_some_and(|n| n <= MAX_BUFFERED_ANSWER);
+    let body = if known_small {
+        match response.bytes().await {
+            Ok(bytes) => {
+                crate::relay::record_usage_of(&slot.entry, &bytes);
+                Body::from(bytes)
+            }
+            Err(e) => return Attempt::Failover(GatewayError::from_upstream(&e).into_response()),
+        }
+    } else {
+        Body::from_stream(crate::relay::UsageTap::new(response, Slot::clone_for(slot)))
+    };
+    let mut out = Response::new(body);
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    Attempt::Done(out)
 }
 
 /// Largest non-stream answer read whole before relaying (larger or unsized ones are streamed through).

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
-use crate::pool::Lease;
+use crate::pool::Slot;
 use crate::sse::{SseDecoder, SseEvent};
 
 type Upstream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
@@ -45,15 +45,15 @@ pub fn record_usage_of(entry: &crate::pool::AccountEntry, body: &[u8]) {
 pub struct UsageTap {
     upstream: Upstream,
     copy: Option<Vec<u8>>,
-    lease: Lease,
+    slot: Slot,
 }
 
 impl UsageTap {
-    pub fn new(response: reqwest::Response, lease: Lease) -> Self {
+    pub fn new(response: reqwest::Response, slot: Slot) -> Self {
         UsageTap {
             upstream: Box::pin(response.bytes_stream()),
             copy: Some(Vec::new()),
-            lease,
+            slot,
         }
     }
 }
@@ -80,7 +80,7 @@ impl Stream for UsageTap {
                     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&copy) {
                         watch.usage(v.get("usage"));
                     }
-                    this.lease.entry.record_tokens(
+                    this.slot.entry.record_tokens(
                         watch.input_tokens,
                         watch.output_tokens,
                         watch.cache_read_tokens,
@@ -174,19 +174,19 @@ pub struct Relay {
     held: VecDeque<Bytes>,
     ended: bool,
     account: String,
-    lease: Lease,
+    slot: Slot,
 }
 
 impl Relay {
     /// Reads the upstream until `message_start` (holding the bytes), an error event, or the end.
-    pub async fn open(response: reqwest::Response, lease: Lease, account: String) -> Opened {
+    pub async fn open(response: reqwest::Response, slot: Slot, account: String) -> Opened {
         let mut relay = Relay {
             upstream: Box::pin(response.bytes_stream()),
             watch: StreamWatch::default(),
             held: VecDeque::new(),
             ended: false,
             account,
-            lease,
+            slot,
         };
         loop {
             match relay.upstream.next().await {
@@ -238,7 +238,7 @@ impl Relay {
             .increment(w.cache_read_tokens);
         metrics::counter!("gateway_tokens_total", "kind" => "cache_creation")
             .increment(w.cache_creation_tokens);
-        self.lease.entry.record_tokens(
+        self.slot.entry.record_tokens(
             w.input_tokens,
             w.output_tokens,
             w.cache_read_tokens,

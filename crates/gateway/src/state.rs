@@ -59,12 +59,7 @@ pub fn build_state(
         engine,
         crate::pool::PoolSettings::from(&config.pool),
     ));
-    let proxy = Proxy::new(
-        http,
-        config.upstream.base_url.clone(),
-        pool,
-        config.pool.clone(),
-    );
+    let proxy = Proxy::new(http, config.upstream.base_url.clone(), pool, &config.pool);
     Ok(AppState {
         config: Arc::new(config),
         store,

@@ -90,7 +90,7 @@ impl RefreshSettingsForTest {
     }
 }
 
-async fn pick_id(pool: &Pool, want: Want<'_>) -> AccountId {
+async fn pick_id(pool: &Pool, want: Criteria<'_>) -> AccountId {
     pool.acquire(want).await.unwrap().entry.id
 }
 
@@ -100,7 +100,7 @@ async fn sequential_requests_share_exactly_by_weight() {
     let mut counts: HashMap<AccountId, usize> = HashMap::new();
     for _ in 0..600 {
         *counts
-            .entry(pick_id(&p, Want::default()).await)
+            .entry(pick_id(&p, Criteria::default()).await)
             .or_default() += 1;
     }
     assert_eq!(counts[&1], 100);
@@ -117,14 +117,14 @@ async fn an_account_far_above_the_least_load_is_skipped() {
     }
     // Account 1 carries 3, account 2 none: 3 > 2 × 0 + 1, so 1 is skipped until it drains.
     for _ in 0..5 {
-        assert_eq!(pick_id(&p, Want::default()).await, 2);
+        assert_eq!(pick_id(&p, Criteria::default()).await, 2);
     }
     busy.release();
     busy.release();
     // Now 1 against 0: within bounds, weights decide again.
     let picks: std::collections::HashSet<_> = [
-        pick_id(&p, Want::default()).await,
-        pick_id(&p, Want::default()).await,
+        pick_id(&p, Criteria::default()).await,
+        pick_id(&p, Criteria::default()).await,
     ]
     .into();
     assert_eq!(picks.len(), 2);
@@ -134,14 +134,14 @@ async fn an_account_far_above_the_least_load_is_skipped() {
 async fn lower_priority_tier_serves_only_when_the_first_cannot() {
     let p = pool(&[(0, 1, None), (1, 1, None)]).await;
     for _ in 0..10 {
-        assert_eq!(pick_id(&p, Want::default()).await, 1);
+        assert_eq!(pick_id(&p, Criteria::default()).await, 1);
     }
     p.get(1)
         .unwrap()
         .cool_account(Instant::now() + Duration::from_secs(5), "test".into());
-    assert_eq!(pick_id(&p, Want::default()).await, 2);
+    assert_eq!(pick_id(&p, Criteria::default()).await, 2);
     tokio::time::advance(Duration::from_secs(5)).await;
-    assert_eq!(pick_id(&p, Want::default()).await, 1);
+    assert_eq!(pick_id(&p, Criteria::default()).await, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -151,7 +151,7 @@ async fn a_model_cooldown_blocks_only_that_model() {
         .unwrap()
         .cool_model("opus", Instant::now() + Duration::from_secs(30));
     let err = p
-        .acquire(Want {
+        .acquire(Criteria {
             model: Some("opus"),
             ..Default::default()
         })
@@ -166,7 +166,7 @@ async fn a_model_cooldown_blocks_only_that_model() {
     assert_eq!(
         pick_id(
             &p,
-            Want {
+            Criteria {
                 model: Some("sonnet"),
                 ..Default::default()
             }
@@ -179,7 +179,7 @@ async fn a_model_cooldown_blocks_only_that_model() {
         .unwrap()
         .cool_account(Instant::now() + Duration::from_secs(10), "test".into());
     assert!(p
-        .acquire(Want {
+        .acquire(Criteria {
             model: Some("sonnet"),
             ..Default::default()
         })
@@ -195,9 +195,9 @@ async fn a_cooling_account_gets_nothing_but_its_half_open_probes() {
     let mut probes = Vec::new();
     for second in 0..60u64 {
         for _ in 0..10 {
-            let lease = p.acquire(Want::default()).await.unwrap();
-            if lease.entry.id == 1 {
-                assert!(lease.probe);
+            let slot = p.acquire(Criteria::default()).await.unwrap();
+            if slot.entry.id == 1 {
+                assert!(slot.probe);
                 probes.push(second);
                 // The probe fails: upstream still says no; the account cools again from its answer.
                 limited.cool_account(
@@ -221,14 +221,14 @@ async fn a_successful_probe_ends_a_wrong_cooldown() {
         "window".into(),
     );
     tokio::time::advance(Duration::from_secs(20)).await;
-    let lease = p.acquire(Want::default()).await.unwrap();
-    assert!(lease.probe && lease.entry.id == 1);
-    lease.entry.record_success(lease.probe);
-    drop(lease);
+    let slot = p.acquire(Criteria::default()).await.unwrap();
+    assert!(slot.probe && slot.entry.id == 1);
+    slot.entry.record_success(slot.probe);
+    drop(slot);
     assert_eq!(limited.cooling_until(None), None);
     let ids: Vec<_> = [
-        pick_id(&p, Want::default()).await,
-        pick_id(&p, Want::default()).await,
+        pick_id(&p, Criteria::default()).await,
+        pick_id(&p, Criteria::default()).await,
     ]
     .into();
     assert!(
@@ -240,18 +240,19 @@ async fn a_successful_probe_ends_a_wrong_cooldown() {
 #[tokio::test(start_paused = true)]
 async fn max_concurrency_queues_then_answers_429() {
     let p = pool(&[(0, 1, Some(1))]).await;
-    let first = p.acquire(Want::default()).await.unwrap();
+    let first = p.acquire(Criteria::default()).await.unwrap();
     // A waiter gets the slot as soon as it is freed.
     let p2 = p.clone();
-    let waiter = tokio::spawn(async move { p2.acquire(Want::default()).await.map(|l| l.entry.id) });
+    let waiter =
+        tokio::spawn(async move { p2.acquire(Criteria::default()).await.map(|l| l.entry.id) });
     tokio::time::advance(Duration::from_millis(500)).await;
     assert!(!waiter.is_finished());
     drop(first);
     assert_eq!(waiter.await.unwrap().unwrap(), 1);
     // Without a free slot the wait ends after queue_wait with a 429.
-    let _held = p.acquire(Want::default()).await.unwrap();
+    let _held = p.acquire(Criteria::default()).await.unwrap();
     let started = Instant::now();
-    let err = p.acquire(Want::default()).await.unwrap_err();
+    let err = p.acquire(Criteria::default()).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -265,11 +266,11 @@ async fn max_concurrency_queues_then_answers_429() {
     assert_eq!(started.elapsed(), Duration::from_secs(2));
     // The queue is bounded: with max_queue = 2 waiting, a third is refused at once.
     let (p3, p4) = (p.clone(), p.clone());
-    let w1 = tokio::spawn(async move { p3.acquire(Want::default()).await.is_err() });
-    let w2 = tokio::spawn(async move { p4.acquire(Want::default()).await.is_err() });
+    let w1 = tokio::spawn(async move { p3.acquire(Criteria::default()).await.is_err() });
+    let w2 = tokio::spawn(async move { p4.acquire(Criteria::default()).await.is_err() });
     tokio::task::yield_now().await;
     let started = Instant::now();
-    assert!(p.acquire(Want::default()).await.is_err());
+    assert!(p.acquire(Criteria::default()).await.is_err());
     assert_eq!(started.elapsed(), Duration::ZERO);
     assert!(w1.await.unwrap() && w2.await.unwrap());
 }
@@ -281,7 +282,7 @@ async fn affinity_keeps_a_conversation_on_its_account_and_moves_it_when_it_cools
     for conversation in 0..30u64 {
         let home = pick_id(
             &p,
-            Want {
+            Criteria {
                 affinity: Some(conversation),
                 ..Default::default()
             },
@@ -294,7 +295,7 @@ async fn affinity_keeps_a_conversation_on_its_account_and_moves_it_when_it_cools
             assert_eq!(
                 pick_id(
                     &p,
-                    Want {
+                    Criteria {
                         affinity: Some(conversation),
                         ..Default::default()
                     }
@@ -319,7 +320,7 @@ async fn affinity_keeps_a_conversation_on_its_account_and_moves_it_when_it_cools
         .cool_account(Instant::now() + Duration::from_secs(600), "test".into());
     let moved = pick_id(
         &p,
-        Want {
+        Criteria {
             affinity: Some(conversation),
             ..Default::default()
         },
@@ -329,7 +330,7 @@ async fn affinity_keeps_a_conversation_on_its_account_and_moves_it_when_it_cools
     assert_eq!(
         pick_id(
             &p,
-            Want {
+            Criteria {
                 affinity: Some(conversation),
                 ..Default::default()
             }
@@ -344,7 +345,7 @@ async fn affinity_yields_to_bounded_load() {
     let p = pool(&[(0, 1, None), (0, 1, None)]).await;
     let home = pick_id(
         &p,
-        Want {
+        Criteria {
             affinity: Some(7),
             ..Default::default()
         },
@@ -353,17 +354,17 @@ async fn affinity_yields_to_bounded_load() {
     // Pile requests onto the home account.
     let mut held = Vec::new();
     for _ in 0..6 {
-        let lease = p
-            .acquire(Want {
+        let slot = p
+            .acquire(Criteria {
                 affinity: Some(7),
                 ..Default::default()
             })
             .await
             .unwrap();
-        if lease.entry.id != home {
+        if slot.entry.id != home {
             break;
         }
-        held.push(lease);
+        held.push(slot);
     }
     assert!(
         held.len() >= 3 && held.len() < 6,
@@ -381,7 +382,7 @@ async fn all_cooling_is_429_with_the_soonest_moment_and_none_usable_is_503() {
     p.get(2)
         .unwrap()
         .cool_account(Instant::now() + Duration::from_secs(30), "x".into());
-    match p.acquire(Want::default()).await.unwrap_err() {
+    match p.acquire(Criteria::default()).await.unwrap_err() {
         GatewayError::RateLimited {
             retry_after_secs, ..
         } => assert_eq!(retry_after_secs, 30),
@@ -389,7 +390,7 @@ async fn all_cooling_is_429_with_the_soonest_moment_and_none_usable_is_503() {
     }
     let empty = pool(&[]).await;
     assert!(
-        matches!(empty.acquire(Want::default()).await.unwrap_err(), GatewayError::NoAccount(m) if m.contains("add-key"))
+        matches!(empty.acquire(Criteria::default()).await.unwrap_err(), GatewayError::NoAccount(m) if m.contains("add-key"))
     );
 }
 
