@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::account::{Account, AccountKind, Credential, NewAccount};
+use crate::store::Patch;
 use crate::store::{AccountUpdate, Store, StoreError};
 
 /// One credential read from a file.
@@ -219,12 +220,12 @@ pub async fn save(
     if let Some(existing) = matching(&accounts, c) {
         let update = AccountUpdate {
             credential: Some(c.credential.clone()),
-            needs_reauth: Some(None),
-            last_error: Some(None),
-            email: c.email.clone().map(Some),
-            account_uuid: c.account_uuid.clone().map(Some),
-            organization_uuid: c.organization_uuid.clone().map(Some),
-            organization_name: c.organization_name.clone().map(Some),
+            needs_reauth: Patch::Clear,
+            last_error: Patch::Clear,
+            email: Patch::set_some(c.email.clone()),
+            account_uuid: Patch::set_some(c.account_uuid.clone()),
+            organization_uuid: Patch::set_some(c.organization_uuid.clone()),
+            organization_name: Patch::set_some(c.organization_name.clone()),
             ..Default::default()
         };
         let a = store

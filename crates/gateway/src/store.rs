@@ -45,18 +45,46 @@ pub struct AccountUpdate {
     pub name: Option<String>,
     pub credential: Option<Credential>,
     pub disabled: Option<bool>,
-    /// `Some(None)` clears the flag.
-    pub needs_reauth: Option<Option<String>>,
-    pub last_error: Option<Option<String>>,
-    pub email: Option<Option<String>>,
-    pub account_uuid: Option<Option<String>>,
-    pub organization_uuid: Option<Option<String>>,
-    pub organization_name: Option<Option<String>>,
+    pub needs_reauth: Patch<String>,
+    pub last_error: Patch<String>,
+    pub email: Patch<String>,
+    pub account_uuid: Patch<String>,
+    pub organization_uuid: Patch<String>,
+    pub organization_name: Patch<String>,
     pub priority: Option<i32>,
     pub weight: Option<u32>,
-    pub max_concurrency: Option<Option<u32>>,
-    /// `Some(None)` lifts a refresh block.
-    pub refresh_block: Option<Option<(DateTime<Utc>, String)>>,
+    pub max_concurrency: Patch<u32>,
+    /// `Clear` lifts a refresh block.
+    pub refresh_block: Patch<(DateTime<Utc>, String)>,
+}
+
+/// One optional field of an [`AccountUpdate`]: leave it as it is, set it, or clear it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Patch<T> {
+    #[default]
+    Keep,
+    Set(T),
+    Clear,
+}
+
+impl<T> Patch<T> {
+    /// Sets the field to exactly `value` (clearing it when `None`).
+    pub fn to(value: Option<T>) -> Patch<T> {
+        value.map_or(Patch::Clear, Patch::Set)
+    }
+
+    /// Sets the field when there is a value, else leaves it.
+    pub fn set_some(value: Option<T>) -> Patch<T> {
+        value.map_or(Patch::Keep, Patch::Set)
+    }
+
+    pub fn apply(self, field: &mut Option<T>) {
+        match self {
+            Patch::Keep => {}
+            Patch::Set(v) => *field = Some(v),
+            Patch::Clear => *field = None,
+        }
+    }
 }
 
 /// Proof of holding an account's refresh lease: writes made with it fail once another holder took the lease.

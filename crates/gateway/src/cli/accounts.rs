@@ -1,6 +1,7 @@
 //! `accounts …`: one short function per subcommand.
 
 use crate::account::NewAccount;
+use crate::store::Patch;
 use crate::store::{self, AccountUpdate, SharedStore};
 use crate::view::AccountView;
 
@@ -28,7 +29,11 @@ pub(super) async fn run(cmd: AccountsCommand, store: SharedStore) -> anyhow::Res
                 name,
                 priority,
                 weight,
-                max_concurrency: max_concurrency.map(|n| (n > 0).then_some(n)),
+                max_concurrency: match max_concurrency {
+                    None => Patch::Keep,
+                    Some(0) => Patch::Clear,
+                    Some(n) => Patch::Set(n),
+                },
                 ..Default::default()
             };
             set(&store, &account, update).await
@@ -134,7 +139,7 @@ async fn enable(store: &SharedStore, account: &str) -> anyhow::Result<()> {
     let a = store::find_account(store.as_ref(), account).await?;
     let update = AccountUpdate {
         disabled: Some(false),
-        needs_reauth: Some(None),
+        needs_reauth: Patch::Clear,
         ..Default::default()
     };
     store.update_account(a.id, a.version, update).await?;

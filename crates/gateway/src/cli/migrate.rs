@@ -71,9 +71,9 @@ pub async fn migrate(
             })
             .await?;
         let update = AccountUpdate {
-            needs_reauth: Some(a.needs_reauth.clone()),
-            last_error: Some(a.last_error.clone()),
-            max_concurrency: Some(a.max_concurrency),
+            needs_reauth: store::Patch::to(a.needs_reauth.clone()),
+            last_error: store::Patch::to(a.last_error.clone()),
+            max_concurrency: store::Patch::to(a.max_concurrency),
             ..Default::default()
         };
         target

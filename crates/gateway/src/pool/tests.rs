@@ -10,6 +10,7 @@ use super::*;
 use crate::account::{AccountKind, Credential, NewAccount};
 use crate::oauth::{TokenEndpoint, TokenError, TokenFuture};
 use crate::store::memory::MemoryStore;
+use crate::store::Patch;
 use crate::store::{AccountUpdate, Store};
 
 #[derive(Debug)]
@@ -61,7 +62,7 @@ async fn pool(accounts: &[(i32, u32, Option<u32>)]) -> Arc<Pool> {
                     a.id,
                     a.version,
                     AccountUpdate {
-                        max_concurrency: Some(*max),
+                        max_concurrency: Patch::to(*max),
                         ..Default::default()
                     },
                 )

@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 use crate::account::{Account, AccountKind};
 use crate::clock::SharedClock;
 use crate::oauth::TokenEndpoint;
+use crate::store::Patch;
 use crate::store::{AccountUpdate, SharedStore, StoreError};
 
 use super::cell::FlightResult;
@@ -215,7 +216,7 @@ impl RefreshEngine {
                 if a.refresh_blocked_until.is_some_and(|t| t >= until) {
                     return;
                 }
-                let update = AccountUpdate { refresh_block: Some(Some((until, reason.clone()))), ..Default::default() };
+                let update = AccountUpdate { refresh_block: Patch::Set((until, reason.clone())), ..Default::default() };
                 match store.update_account(id, a.version, update).await {
                     Err(StoreError::Conflict { .. }) => continue,
                     Err(e) => {
@@ -231,7 +232,7 @@ impl RefreshEngine {
     pub(super) fn spawn_persist_reauth(&self, account: Arc<Account>, reason: String) {
         let store = self.inner.store.clone();
         self.inner.tasks.spawn(async move {
-            let update = AccountUpdate { needs_reauth: Some(Some(reason.clone())), last_error: Some(Some(reason)), ..Default::default() };
+            let update = AccountUpdate { needs_reauth: Patch::Set(reason.clone()), last_error: Patch::Set(reason), ..Default::default() };
             if let Err(e) = store.update_account(account.id, account.version, update).await {
                 tracing::warn!(account = %account.name, error = %e, "could not persist needs_reauth");
             }

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use crate::account::Account;
 use crate::oauth::{TokenError, TokenResponse};
+use crate::store::Patch;
 use crate::store::{AccountUpdate, Fence};
 
 use super::settings::LEASE_POLL;
@@ -138,7 +139,7 @@ impl RefreshEngine {
             let until = inner.clock.now() + chrono::Duration::from_std(wait).unwrap_or_default();
             if let Ok(Some(a)) = inner.store.get_account(id).await {
                 let update = AccountUpdate {
-                    refresh_block: Some(Some((until, reason.to_string()))),
+                    refresh_block: Patch::Set((until, reason.to_string())),
                     ..Default::default()
                 };
                 if let Err(e) = inner
@@ -235,8 +236,8 @@ impl RefreshEngine {
                                 format!("the refresh token was refused ({err}): log in again or re-import the account")
                             };
                             let update = AccountUpdate {
-                                needs_reauth: Some(Some(reason.clone())),
-                                last_error: Some(Some(reason.clone())),
+                                needs_reauth: Patch::Set(reason.clone()),
+                                last_error: Patch::Set(reason.clone()),
                                 ..Default::default()
                             };
                             if let Err(e) = inner

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::account::{Account, Credential};
 use crate::oauth::TokenResponse;
+use crate::store::Patch;
 use crate::store::{AccountUpdate, Fence, StoreError};
 
 use super::*;
@@ -35,9 +36,9 @@ impl RefreshEngine {
         };
         let mut update = AccountUpdate {
             credential: Some(credential),
-            needs_reauth: Some(None),
-            last_error: Some(None),
-            refresh_block: Some(None),
+            needs_reauth: Patch::Clear,
+            last_error: Patch::Clear,
+            refresh_block: Patch::Clear,
             ..Default::default()
         };
         if let Some(email) = tokens
@@ -45,10 +46,10 @@ impl RefreshEngine {
             .as_ref()
             .and_then(|a| a.email_address.clone())
         {
-            update.email = Some(Some(email));
+            update.email = Patch::Set(email);
         }
         if let Some(org) = tokens.organization.as_ref().and_then(|o| o.name.clone()) {
-            update.organization_name = Some(Some(org));
+            update.organization_name = Patch::Set(org);
         }
         let mut expected = stored.version;
         for _ in 0..3 {

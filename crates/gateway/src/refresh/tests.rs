@@ -15,6 +15,7 @@ use crate::account::{Account, AccountKind, Credential, NewAccount};
 use crate::clock::{Clock, TokioClock};
 use crate::oauth::{TokenEndpoint, TokenError, TokenFuture, TokenResponse};
 use crate::store::memory::MemoryStore;
+use crate::store::Patch;
 use crate::store::Store;
 
 /// One scripted answer.
@@ -397,7 +398,7 @@ async fn invalid_grant_marks_needs_reauth_and_the_endpoint_is_not_called_again()
             refresh_token: Some("rt-x".into()),
             expires_at: Some(crate::clock::system_now() - chrono::Duration::hours(1)),
         }),
-        needs_reauth: Some(None),
+        needs_reauth: Patch::Clear,
         ..Default::default()
     };
     let s = r

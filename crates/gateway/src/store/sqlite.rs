@@ -8,7 +8,7 @@ use sqlx::sqlite::{
 };
 
 use super::sql;
-use super::{AccountUpdate, Fence, SharedCooldown, StoreError, StoreFuture};
+use super::{AccountUpdate, Fence, Patch, SharedCooldown, StoreError, StoreFuture};
 use crate::account::{Account, AccountId, AccountKind, Credential, NewAccount};
 use crate::clock::{from_millis, to_millis};
 
@@ -103,37 +103,29 @@ pub(crate) fn apply_update(account: &mut Account, u: AccountUpdate) {
     if let Some(v) = u.disabled {
         account.disabled = v;
     }
-    if let Some(v) = u.needs_reauth {
-        account.needs_reauth = v;
-    }
-    if let Some(v) = u.last_error {
-        account.last_error = v;
-    }
-    if let Some(v) = u.email {
-        account.email = v;
-    }
-    if let Some(v) = u.account_uuid {
-        account.account_uuid = v;
-    }
-    if let Some(v) = u.organization_uuid {
-        account.organization_uuid = v;
-    }
-    if let Some(v) = u.organization_name {
-        account.organization_name = v;
-    }
+    u.needs_reauth.apply(&mut account.needs_reauth);
+    u.last_error.apply(&mut account.last_error);
+    u.email.apply(&mut account.email);
+    u.account_uuid.apply(&mut account.account_uuid);
+    u.organization_uuid.apply(&mut account.organization_uuid);
+    u.organization_name.apply(&mut account.organization_name);
     if let Some(v) = u.priority {
         account.priority = v;
     }
     if let Some(v) = u.weight {
         account.weight = v;
     }
-    if let Some(v) = u.max_concurrency {
-        account.max_concurrency = v;
-    }
-    if let Some(v) = u.refresh_block {
-        let (until, reason) = v.map_or((None, None), |(t, r)| (Some(t), Some(r)));
-        account.refresh_blocked_until = until;
-        account.refresh_block_reason = reason;
+    u.max_concurrency.apply(&mut account.max_concurrency);
+    match u.refresh_block {
+        Patch::Keep => {}
+        Patch::Set((until, reason)) => {
+            account.refresh_blocked_until = Some(until);
+            account.refresh_block_reason = Some(reason);
+        }
+        Patch::Clear => {
+            account.refresh_blocked_until = None;
+            account.refresh_block_reason = None;
+        }
     }
 }
 
