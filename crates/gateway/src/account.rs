@@ -131,3 +131,36 @@ impl Account {
         self.kind == AccountKind::Oauth && self.credential.refresh_token.is_some()
     }
 }
+
+/// Who an OAuth account is: the fields that travel together from the token endpoint, the profile and credential files
+/// into the account row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub email: Option<String>,
+    pub account_uuid: Option<String>,
+    pub organization_uuid: Option<String>,
+    pub organization_name: Option<String>,
+}
+
+impl Identity {
+    /// Fills what `self` lacks from `other`, field by field.
+    pub fn or(self, other: Identity) -> Identity {
+        Identity {
+            email: self.email.or(other.email),
+            account_uuid: self.account_uuid.or(other.account_uuid),
+            organization_uuid: self.organization_uuid.or(other.organization_uuid),
+            organization_name: self.organization_name.or(other.organization_name),
+        }
+    }
+}
+
+impl Account {
+    pub fn identity(&self) -> Identity {
+        Identity {
+            email: self.email.clone(),
+            account_uuid: self.account_uuid.clone(),
+            organization_uuid: self.organization_uuid.clone(),
+            organization_name: self.organization_name.clone(),
+        }
+    }
+}

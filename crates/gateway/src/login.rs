@@ -11,7 +11,7 @@ use axum::response::Html;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
-use crate::account::Credential;
+use crate::account::{Credential, Identity};
 use crate::import::{save, Imported, Saved};
 use crate::oauth::{OAuthClient, Pkce};
 use crate::store::Store;
@@ -125,19 +125,14 @@ fn pasted_code(tx: mpsc::Sender<(String, String)>) -> tokio::task::JoinHandle<()
 
 /// The account a code exchange signed in: its tokens and identity (from the token answer, else the profile).
 async fn signed_in(client: &OAuthClient, tokens: crate::oauth::TokenResponse) -> Imported {
-    let mut email = tokens
-        .account
-        .as_ref()
-        .and_then(|a| a.email_address.clone());
-    let mut account_uuid = tokens.account.as_ref().and_then(|a| a.uuid.clone());
-    let mut org_uuid = tokens.organization.as_ref().and_then(|o| o.uuid.clone());
-    let mut org_name = tokens.organization.as_ref().and_then(|o| o.name.clone());
-    if email.is_none() {
-        if let Some((e, a, ou, on)) = client.profile(&tokens.access_token).await {
-            email = e;
-            account_uuid = account_uuid.or(a);
-            org_uuid = org_uuid.or(ou);
-            org_name = org_name.or(on);
+    let mut identity = tokens.identity();
+    if identity.email.is_none() {
+        if let Some(profile) = client.profile(&tokens.access_token).await {
+            identity = Identity {
+                email: profile.email.clone(),
+                ..identity
+            }
+            .or(profile);
         }
     }
     let expires_at = tokens.expires_in.map(|s| {
@@ -146,16 +141,19 @@ async fn signed_in(client: &OAuthClient, tokens: crate::oauth::TokenResponse) ->
     });
     Imported {
         source: "login".into(),
-        name: email.clone().unwrap_or_else(|| "claude-login".into()),
+        name: identity
+            .email
+            .clone()
+            .unwrap_or_else(|| "claude-login".into()),
         credential: Credential {
             secret: tokens.access_token.clone(),
             refresh_token: tokens.refresh_token.clone(),
             expires_at,
         },
-        email,
-        account_uuid,
-        organization_uuid: org_uuid,
-        organization_name: org_name,
+        email: identity.email,
+        account_uuid: identity.account_uuid,
+        organization_uuid: identity.organization_uuid,
+        organization_name: identity.organization_name,
         disabled: false,
         priority: 0,
     }

@@ -11,6 +11,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use sha2::Digest;
 
+use crate::account::Identity;
 use crate::clock::SharedClock;
 use crate::config::OAuthConfig;
 
@@ -34,6 +35,18 @@ impl std::fmt::Debug for TokenResponse {
             .field("expires_in", &self.expires_in)
             .field("has_refresh_token", &self.refresh_token.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+impl TokenResponse {
+    /// The identity the token endpoint reported with these tokens (often only part of it).
+    pub fn identity(&self) -> Identity {
+        Identity {
+            email: self.account.as_ref().and_then(|a| a.email_address.clone()),
+            account_uuid: self.account.as_ref().and_then(|a| a.uuid.clone()),
+            organization_uuid: self.organization.as_ref().and_then(|o| o.uuid.clone()),
+            organization_name: self.organization.as_ref().and_then(|o| o.name.clone()),
+        }
     }
 }
 
@@ -203,15 +216,8 @@ impl OAuthClient {
     }
 
     /// Fetches the account's email and organization with an access token; `None` when the endpoint does not answer.
-    pub async fn profile(
-        &self,
-        access_token: &str,
-    ) -> Option<(
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    )> {
+    /// The signed-in account's identity from the profile endpoint, if it answers.
+    pub async fn profile(&self, access_token: &str) -> Option<Identity> {
         let response = self
             .http
             .get(&self.config.profile_url)
@@ -225,12 +231,12 @@ impl OAuthClient {
         }
         let v: serde_json::Value = response.json().await.ok()?;
         let s = |p: &str| v.pointer(p).and_then(|x| x.as_str()).map(str::to_string);
-        Some((
-            s("/account/email"),
-            s("/account/uuid"),
-            s("/organization/uuid"),
-            s("/organization/name"),
-        ))
+        Some(Identity {
+            email: s("/account/email"),
+            account_uuid: s("/account/uuid"),
+            organization_uuid: s("/organization/uuid"),
+            organization_name: s("/organization/name"),
+        })
     }
 }
 
