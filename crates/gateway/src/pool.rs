@@ -115,6 +115,27 @@ pub struct Pool {
     queued: AtomicUsize,
 }
 
+/// A place in the `max_concurrency` wait queue, given back on drop (also when the waiting future is dropped).
+struct QueuePlace<'a>(&'a AtomicUsize);
+
+impl<'a> QueuePlace<'a> {
+    /// Takes a place if fewer than `max` are taken.
+    fn take(queued: &'a AtomicUsize, max: usize) -> Option<QueuePlace<'a>> {
+        queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| QueuePlace(queued))
+    }
+}
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Why an account was skipped.
 enum Skip {
     Cooling(Instant),
@@ -298,34 +319,31 @@ impl Pool {
     /// every usable account is at its `max_concurrency`.
     pub async fn acquire(&self, want: Criteria<'_>) -> Result<Slot, GatewayError> {
         let deadline = Instant::now() + self.settings.queue_wait;
-        let mut queued = false;
-        let result = loop {
+        // The place in the queue is held by a guard, so a caller that gives up while waiting (its future dropped)
+        // gives it back.
+        let mut place: Option<QueuePlace<'_>> = None;
+        loop {
             // Register interest before looking, so a slot freed between the look and the wait is not missed.
             let freed = self.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
             match self.choose(want) {
-                Choice::Chosen(slot) => break Ok(slot),
-                Choice::Cooling(t) => break Err(all_cooling(t)),
-                Choice::None => break Err(self.no_account_error()),
+                Choice::Chosen(slot) => return Ok(slot),
+                Choice::Cooling(t) => return Err(all_cooling(t)),
+                Choice::None => return Err(self.no_account_error()),
                 Choice::Saturated => {
-                    if !queued {
-                        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.settings.max_queue {
-                            self.queued.fetch_sub(1, Ordering::AcqRel);
-                            break Err(saturated(1));
-                        }
-                        queued = true;
+                    if place.is_none() {
+                        place = Some(
+                            QueuePlace::take(&self.queued, self.settings.max_queue)
+                                .ok_or_else(|| saturated(1))?,
+                        );
                     }
                     if tokio::time::timeout_at(deadline, freed).await.is_err() {
-                        break Err(saturated(1));
+                        return Err(saturated(1));
                     }
                 }
             }
-        };
-        if queued {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
         }
-        result
     }
 
     fn choose(&self, want: Criteria<'_>) -> Choice {

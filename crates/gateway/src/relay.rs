@@ -3,7 +3,8 @@
 //! The original bytes pass through untouched, chunk by chunk as they arrive (the body is polled only when the client
 //! can take more, so backpressure reaches upstream). A copy of each chunk feeds the [`SseDecoder`] to watch for
 //! `message_start`, usage, `message_stop` and `event: error`. A stream that ends or breaks without `message_stop` gets a
-//! final `event: error` and is counted as failed. Dropping the relay (client gone) drops the upstream response at once.
+//! final `event: error` and is counted as failed. Dropping the relay (client gone) drops the upstream response at once
+//! and records the usage seen until then (input from `message_start`, output from the last `message_delta`).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -231,6 +232,12 @@ impl Relay {
     fn finish(&mut self, outcome: &'static str) {
         self.ended = true;
         metrics::counter!("gateway_streams_total", "outcome" => outcome).increment(1);
+        self.record_usage();
+    }
+
+    /// Counts the tokens seen so far (Anthropic bills a stream's input from `message_start` on, and its output as far
+    /// as it was generated, whether or not the client read it to the end).
+    fn record_usage(&self) {
         let w = &self.watch;
         metrics::counter!("gateway_tokens_total", "kind" => "input").increment(w.input_tokens);
         metrics::counter!("gateway_tokens_total", "kind" => "output").increment(w.output_tokens);
@@ -312,8 +319,9 @@ impl Stream for Relay {
 impl Drop for Relay {
     fn drop(&mut self) {
         if !self.ended {
-            // The client went away: the upstream response is dropped with us.
+            // The client went away: the upstream response is dropped with us, and what it used so far is counted.
             metrics::counter!("gateway_streams_total", "outcome" => "client_gone").increment(1);
+            self.record_usage();
             tracing::debug!(account = %self.account, "client left mid-stream; upstream request dropped");
         }
     }

@@ -8,6 +8,8 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use claude_gateway::store::sqlite::SqliteStore;
+use claude_gateway::store::Store;
 use common::*;
 use simulator::{Fault, FaultKind, SimConfig, Simulator};
 
@@ -592,4 +594,68 @@ async fn max_concurrency_holds_extra_requests_in_a_bounded_queue() {
     assert_eq!(sim.in_flight(), 0);
     let max_seen = served_by(&sim).len();
     assert_eq!(max_seen, 1, "the account never carried more than its limit");
+}
+
+#[tokio::test]
+async fn clients_that_give_up_in_the_queue_give_their_places_back() {
+    // One slot (max_concurrency 1), two places in the queue; the slot is held by a 2 s answer.
+    let sim = Simulator::start_with(SimConfig {
+        latency: Duration::from_millis(2000),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = TempDir::new();
+    let key = sim.new_api_key();
+    let [a] = &seed(&dir, vec![api_key_account("acct-0", &key)]).await[..] else {
+        unreachable!()
+    };
+    let store = SqliteStore::open(&dir.0.join("data")).await.unwrap();
+    store
+        .update_account(
+            a.id,
+            a.version,
+            claude_gateway::store::AccountUpdate {
+                max_concurrency: Some(Some(1)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    drop(store);
+    let gw = Gateway::start_in(
+        dir,
+        &sim.base_url(),
+        &sim.token_url(),
+        "[pool]\nqueue_wait_ms = 20000\nmax_queue = 2\n",
+    );
+    let send = |timeout: Duration| {
+        let c = reqwest::Client::builder().timeout(timeout).build().unwrap();
+        c.post(gw.url("/v1/messages"))
+            .header("x-api-key", CLIENT_KEY)
+            .body(body("claude-sonnet-4-5", None, false))
+            .send()
+    };
+    let holder = tokio::spawn(send(Duration::from_secs(20)));
+    // Wait until the holder's request reached upstream, so every later request has to queue.
+    let started = std::time::Instant::now();
+    while sim.in_flight() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the first request never reached upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Five clients (more than max_queue) wait in the queue and give up.
+    for i in 0..5 {
+        let gave_up = send(Duration::from_millis(150)).await;
+        assert!(
+            gave_up.unwrap_err().is_timeout(),
+            "client {i} was answered instead of waiting"
+        );
+    }
+    // Their places are free again: this one waits for the slot and is served, not refused as "queue full".
+    let r = send(Duration::from_secs(20)).await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(holder.await.unwrap().unwrap().status(), 200);
 }

@@ -40,14 +40,14 @@ pub(super) async fn serve(
     let background = tokio::spawn(crate::server::background(state.clone(), shutdown.clone()));
     let engine = state.pool().engine().clone();
     let app = crate::server::router(state);
-    let signal = shutdown.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             wait_for_signal().await;
             tracing::info!("shutting down");
-            signal.cancel();
         })
         .await?;
+    // Every connection has drained: only now does the background loop stop and write the last usage batch, so the
+    // usage of streams that were still running at the signal is kept.
     shutdown.cancel();
     let _ = background.await;
     // A refresh in flight must finish (and persist its rotation) before the process exits.

@@ -277,6 +277,26 @@ async fn max_concurrency_queues_then_answers_429() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_waiter_that_gives_up_gives_its_place_in_the_queue_back() {
+    let p = pool(&[(0, 1, Some(1))]).await;
+    let held = p.acquire(Criteria::default()).await.unwrap();
+    // Many more than max_queue (2) callers give up while waiting (their futures are dropped, as when a client leaves).
+    for _ in 0..10 {
+        let gave_up =
+            tokio::time::timeout(Duration::from_millis(100), p.acquire(Criteria::default())).await;
+        assert!(gave_up.is_err(), "still waiting when it gave up");
+    }
+    // The queue is empty again: a new caller waits for the slot instead of being refused as "queue full".
+    let p2 = p.clone();
+    let waiter =
+        tokio::spawn(async move { p2.acquire(Criteria::default()).await.map(|l| l.entry.id) });
+    tokio::time::advance(Duration::from_millis(500)).await;
+    assert!(!waiter.is_finished(), "waiting, not refused");
+    drop(held);
+    assert_eq!(waiter.await.unwrap().unwrap(), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn affinity_keeps_a_conversation_on_its_account_and_moves_it_when_it_cools() {
     let p = pool(&[(0, 1, None), (0, 1, None), (0, 1, None)]).await;
     let mut homes = HashMap::new();
