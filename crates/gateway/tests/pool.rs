@@ -616,7 +616,7 @@ async fn clients_that_give_up_in_the_queue_give_their_places_back() {
             a.id,
             a.version,
             claude_gateway::store::AccountUpdate {
-                max_concurrency: Some(Some(1)),
+                max_concurrency: claude_gateway::store::Patch::Set(1),
                 ..Default::default()
             },
         )
