@@ -73,10 +73,37 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// Converts a tokio instant in the future to the wall-clock moment it denotes.
+/// The longest wait the gateway ever keeps: every wait, cooldown, block or expiry that comes from outside (an upstream
+/// header, a token response, another replica's row) is clamped to this before it meets `Instant` or `DateTime`
+/// arithmetic, whose overflow panics. A year is far beyond any real rate-limit window or token lifetime.
+pub const MAX_WAIT: Duration = Duration::from_secs(366 * 86_400);
+
+/// `d` clamped to [`MAX_WAIT`].
+pub fn bounded(d: Duration) -> Duration {
+    d.min(MAX_WAIT)
+}
+
+/// The tokio instant `d` from now, with `d` clamped to [`MAX_WAIT`] (never overflows).
+pub fn instant_in(d: Duration) -> tokio::time::Instant {
+    tokio::time::Instant::now() + bounded(d)
+}
+
+/// How long from `now` until the wall-clock moment `at` (zero if past), clamped to [`MAX_WAIT`].
+pub fn wait_until(now: DateTime<Utc>, at: DateTime<Utc>) -> Duration {
+    bounded((at - now).to_std().unwrap_or_default())
+}
+
+/// `now` plus `d` clamped to [`MAX_WAIT`] (never overflows).
+pub fn wall_in(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    let d = chrono::Duration::from_std(bounded(d)).unwrap_or_default();
+    now.checked_add_signed(d)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// Converts a tokio instant in the future to the wall-clock moment it denotes (saturating: never panics).
 pub fn instant_to_wall(clock: &dyn Clock, at: tokio::time::Instant) -> DateTime<Utc> {
     let left = at.saturating_duration_since(tokio::time::Instant::now());
-    clock.now() + chrono::Duration::from_std(left).unwrap_or(chrono::Duration::MAX)
+    wall_in(clock.now(), left)
 }
 
 /// Seconds from now until `at`, rounded up, at least 1: the value of a `retry-after` header.
@@ -85,6 +112,16 @@ pub fn retry_after_secs(at: tokio::time::Instant) -> u64 {
     (left.as_secs() + u64::from(left.subsec_nanos() > 0)).max(1)
 }
 
+/// `d` seconds as a duration, clamped to [0, [`MAX_WAIT`]] (NaN is zero): never panics.
 pub fn secs(d: f64) -> Duration {
-    Duration::from_secs_f64(d.max(0.0))
+    duration_secs_f64(d)
+}
+
+/// Seconds from outside (a header, a JSON number) as a duration in [0, [`MAX_WAIT`]]; NaN and negatives are zero.
+/// `Duration::from_secs_f64` panics on values beyond `u64::MAX` seconds, so the clamp comes first.
+pub fn duration_secs_f64(secs: f64) -> Duration {
+    if secs.is_nan() || secs <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::from_secs_f64(secs.min(MAX_WAIT.as_secs_f64()))
 }

@@ -135,10 +135,8 @@ async fn signed_in(client: &OAuthClient, tokens: crate::oauth::TokenResponse) ->
             .or(profile);
         }
     }
-    let expires_at = tokens.expires_in.map(|s| {
-        crate::clock::system_now()
-            + chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 2_000))
-    });
+    // Bounded (`clock::MAX_WAIT`): an absurd `expires_in` must not overflow the date arithmetic.
+    let expires_at = tokens.expires_at(crate::clock::system_now());
     Imported {
         source: "login".into(),
         name: identity

@@ -21,12 +21,37 @@ pub struct TokenResponse {
     pub access_token: String,
     #[serde(default)]
     pub refresh_token: Option<String>,
-    #[serde(default)]
+    /// Seconds, always within [0, `clock::MAX_WAIT`] (see [`bounded_expires_in`]).
+    #[serde(default, deserialize_with = "bounded_expires_in")]
     pub expires_in: Option<u64>,
     #[serde(default)]
     pub organization: Option<Organization>,
     #[serde(default)]
     pub account: Option<AccountInfo>,
+}
+
+impl TokenResponse {
+    /// When the access token expires, counted from `now`; never overflows.
+    pub fn expires_at(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.expires_in
+            .map(|s| crate::clock::wall_in(now, Duration::from_secs(s)))
+    }
+}
+
+/// `expires_in` parsed into a bounded domain: any JSON number (integer, negative, float, huge) becomes whole seconds
+/// in [0, `clock::MAX_WAIT`], a numeric string likewise; anything else is "not said" (`None`). A token response is
+/// only sent after the endpoint has rotated, so an odd `expires_in` must never make the answer unusable.
+fn bounded_expires_in<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    let secs = match &v {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    Ok(secs.map(|s| crate::clock::duration_secs_f64(s).as_secs()))
 }
 
 impl std::fmt::Debug for TokenResponse {
@@ -93,9 +118,13 @@ pub enum TokenError {
 }
 
 impl TokenError {
-    /// The request may have been processed although we saw no answer.
+    /// The request may have been processed although we saw no answer. A 200 whose body cannot be parsed counts: the
+    /// endpoint has rotated the token, we just cannot read the new one.
     pub fn outcome_unknown(&self) -> bool {
-        matches!(self, TokenError::Lost(_) | TokenError::Timeout)
+        matches!(
+            self,
+            TokenError::Lost(_) | TokenError::Timeout | TokenError::BadResponse(_)
+        )
     }
     /// The metrics label of this outcome.
     pub fn outcome(&self) -> &'static str {
@@ -157,7 +186,7 @@ impl OAuthClient {
             .map_err(|e| TokenError::Lost(crate::error::error_chain(&e)))?;
         if status.is_success() {
             return serde_json::from_slice::<TokenResponse>(&bytes)
-                .map_err(|e| TokenError::BadResponse(e.to_string()));
+                .map_err(|e| TokenError::BadResponse(parse_error(&e)));
         }
         let code = status.as_u16();
         if code == 429 {
@@ -248,6 +277,16 @@ impl TokenEndpoint for OAuthClient {
             "client_id": self.config.client_id,
         })))
     }
+}
+
+/// Where and how a token response failed to parse, without quoting it (it may contain tokens).
+fn parse_error(e: &serde_json::Error) -> String {
+    format!(
+        "unparsable token response ({:?} error at line {} column {})",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
 }
 
 fn classify_send_error(e: reqwest::Error) -> TokenError {

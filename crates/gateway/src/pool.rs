@@ -113,6 +113,8 @@ pub struct Pool {
     affinity: AffinityMap,
     freed: Arc<Notify>,
     queued: AtomicUsize,
+    /// Held for the whole of [`Pool::sync`].
+    syncing: tokio::sync::Mutex<()>,
 }
 
 /// A place in the `max_concurrency` wait queue, given back on drop (also when the waiting future is dropped).
@@ -171,6 +173,7 @@ impl Pool {
             affinity,
             freed: Arc::new(Notify::new()),
             queued: AtomicUsize::new(0),
+            syncing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -250,8 +253,12 @@ impl Pool {
         let entries = self.entries();
         for c in shared {
             if let Some(e) = entries.iter().find(|e| e.id == c.account_id) {
-                let left = (c.until - now).to_std().unwrap_or_default();
-                e.apply_shared(c.model.as_deref(), Instant::now() + left, &c.reason);
+                let left = crate::clock::wait_until(now, c.until);
+                e.apply_shared(
+                    c.model.as_deref(),
+                    crate::clock::instant_in(left),
+                    &c.reason,
+                );
             }
         }
         Ok(())
@@ -283,6 +290,11 @@ impl Pool {
     /// Reloads accounts from the store if anything changed since the last load. Entries of unchanged accounts keep
     /// their state; removed accounts are dropped with all of theirs.
     pub async fn sync(&self) -> Result<bool, StoreError> {
+        // Serialized: two concurrent syncs (the background loop and an admin listing) would each build an entry, hence
+        // a cell and a refresh flight, for the same new account.
+        let _one_at_a_time = self.syncing.lock().await;
+        // Rotations this process obtained but could not store yet (store down, a crash or restart since) go first.
+        self.engine.replay_journal().await;
         let seq = self.store.change_seq().await?;
         let seq = u64::try_from(seq).unwrap_or(0);
         if self.seen_seq.load(Ordering::Acquire) == seq {

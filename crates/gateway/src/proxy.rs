@@ -462,8 +462,9 @@ impl Proxy {
         let now = Instant::now();
         let retry_after = crate::ratelimit::retry_after(headers, engine.now());
         let limits = crate::ratelimit::limits(headers);
+        // Bounded (`clock::MAX_WAIT`), like `retry_after`: `now + wait` below cannot overflow.
         let until_wall =
-            |t: chrono::DateTime<chrono::Utc>| (t - engine.now()).to_std().unwrap_or_default();
+            |t: chrono::DateTime<chrono::Utc>| crate::clock::wait_until(engine.now(), t);
         if let Some(reset) = limits.as_ref().and_then(|l| l.account_rejected_until()) {
             let wait = until_wall(reset).max(retry_after.unwrap_or_default());
             tracing::warn!(

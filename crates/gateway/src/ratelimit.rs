@@ -9,6 +9,7 @@ use http::HeaderMap;
 
 /// How long the upstream asked us to wait, if it said. `retry-after-ms` wins (it is more precise), then
 /// `retry-after` as seconds (integer or decimal), then `retry-after` as an HTTP-date relative to `now`.
+/// Always within [0, [`crate::clock::MAX_WAIT`]]: an absurd value is a long wait, never a panic.
 pub fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
     let text = |name: &str| {
         headers
@@ -17,17 +18,18 @@ pub fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> 
             .map(str::trim)
     };
     if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
-        if ms.is_finite() && ms >= 0.0 {
-            return Some(Duration::from_secs_f64(ms / 1000.0));
+        // +inf is an absurdly long wait (clamped); NaN and negatives are no answer.
+        if !ms.is_nan() && ms >= 0.0 {
+            return Some(crate::clock::duration_secs_f64(ms / 1000.0));
         }
     }
     let value = text("retry-after")?;
     if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(1e9)));
+        return (!secs.is_nan() && secs >= 0.0).then(|| crate::clock::duration_secs_f64(secs));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     let at: DateTime<Utc> = at.into();
-    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+    Some(crate::clock::wait_until(now, at))
 }
 
 /// One `anthropic-ratelimit-unified-{name}-*` window.
@@ -61,10 +63,15 @@ pub struct UnifiedLimits {
 
 const UNIFIED: &str = "anthropic-ratelimit-unified-";
 
+/// A reset moment: Unix seconds (integer or decimal) or RFC 3339. Values outside chrono's range are no answer; `as`
+/// saturates, so no number panics. Callers clamp the wait it implies with [`crate::clock::wait_until`].
 fn epoch(v: &str) -> Option<DateTime<Utc>> {
-    let secs = v.trim().parse::<f64>().ok()?;
-    DateTime::from_timestamp(secs as i64, 0)
-        .or_else(|| DateTime::parse_from_rfc3339(v).ok().map(Into::into))
+    let v = v.trim();
+    match v.parse::<f64>() {
+        Ok(secs) if secs.is_finite() => DateTime::from_timestamp(secs as i64, 0),
+        Ok(_) => None,
+        Err(_) => DateTime::parse_from_rfc3339(v).ok().map(Into::into),
+    }
 }
 
 const API_KEY_WINDOWS: [&str; 4] = ["requests", "tokens", "input-tokens", "output-tokens"];

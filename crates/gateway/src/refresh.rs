@@ -19,6 +19,9 @@
 mod cell;
 mod engine;
 mod flight;
+mod guard;
+mod hold;
+pub mod journal;
 mod persist;
 mod settings;
 
@@ -27,6 +30,7 @@ use tokio::time::Instant;
 
 pub use cell::{CredentialCell, CredentialState};
 pub use engine::RefreshEngine;
+pub use journal::Journal;
 pub use settings::{fresh, RefreshSettings, EXPIRY_SKEW};
 
 /// Why a credential cannot be had right now. Cloned to every waiter of a flight.

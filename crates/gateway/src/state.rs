@@ -45,14 +45,16 @@ pub fn build_state(
     store: SharedStore,
     clock: SharedClock,
     metrics: Option<PrometheusHandle>,
+    journal: crate::refresh::Journal,
 ) -> Result<AppState, reqwest::Error> {
     let http = http_client(&config)?;
     let oauth = OAuthClient::new(http.clone(), config.oauth.clone(), clock.clone());
-    let engine = RefreshEngine::new(
+    let engine = RefreshEngine::with_journal(
         store.clone(),
         Arc::new(oauth),
         clock.clone(),
         RefreshSettings::from(&config.refresh),
+        journal,
     );
     let pool = Arc::new(Pool::new(
         store.clone(),

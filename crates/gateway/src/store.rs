@@ -117,6 +117,19 @@ impl Usage {
     pub fn is_empty(&self) -> bool {
         *self == Usage::default()
     }
+
+    /// Adds `other` field by field, saturating: the numbers come from upstream and must never overflow.
+    pub fn add(&mut self, other: &Usage) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.cache_read_tokens = self
+            .cache_read_tokens
+            .saturating_add(other.cache_read_tokens);
+        self.cache_creation_tokens = self
+            .cache_creation_tokens
+            .saturating_add(other.cache_creation_tokens);
+    }
 }
 
 pub trait Store: Send + Sync + std::fmt::Debug {

@@ -204,6 +204,29 @@ pub(crate) async fn token(State(sh): State<Arc<Shared>>, body: Bytes) -> Respons
             };
             call.finish(drop_connection(), outcome)
         }
+        Some(TokenFault::Hostile {
+            expires_in,
+            headers,
+        }) => match grant(&sh, &req) {
+            Ok(mut v) => {
+                v["expires_in"] = expires_in;
+                let mut r = json_response(StatusCode::OK, &v);
+                for (name, value) in &headers {
+                    set_header(&mut r, name, value);
+                }
+                call.finish(r, "ok")
+            }
+            Err((r, outcome)) => call.finish(r, outcome),
+        },
+        Some(TokenFault::RotateThenGarbage) => match grant(&sh, &req) {
+            Ok(_) => {
+                let mut r =
+                    Response::new(axum::body::Body::from("<html>upstream proxy error</html>"));
+                set_header(&mut r, "content-type", "text/html");
+                call.finish(r, "rotated_then_garbage")
+            }
+            Err((r, outcome)) => call.finish(r, outcome),
+        },
         Some(TokenFault::Slow(_)) | None => match grant(&sh, &req) {
             Ok(v) => call.finish(json_response(StatusCode::OK, &v), "ok"),
             Err((r, outcome)) => call.finish(r, outcome),

@@ -181,4 +181,12 @@ pub enum TokenFault {
     DropConnection,
     /// 400 invalid_grant (nothing rotates).
     InvalidGrant,
+    /// Perform the grant (rotating the family) and answer 200, but with `expires_in` replaced by this JSON value
+    /// (absurdly large, negative, a string…) and these extra headers (e.g. a huge `retry-after-ms`).
+    Hostile {
+        expires_in: serde_json::Value,
+        headers: Vec<(String, String)>,
+    },
+    /// Perform the grant (rotating the family), then answer 200 with a body that is not a token response.
+    RotateThenGarbage,
 }

@@ -19,7 +19,20 @@ pub(super) async fn serve(
         .ok();
     let listen = config.listen;
     let open = config.client_keys.is_empty();
-    let state = crate::state::build_state(config, store.clone(), Arc::new(SystemClock), metrics)?;
+    // Rotations a previous process obtained but could not store are in the journal; `sync` replays them first.
+    let journal = crate::refresh::Journal::open(&config.data_dir).with_context(|| {
+        format!(
+            "opening the rotation journal in {}",
+            config.data_dir.display()
+        )
+    })?;
+    let state = crate::state::build_state(
+        config,
+        store.clone(),
+        Arc::new(SystemClock),
+        metrics,
+        journal,
+    )?;
     state.pool().sync().await.context("loading accounts")?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await

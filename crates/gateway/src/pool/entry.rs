@@ -66,7 +66,8 @@ impl AccountEntry {
     pub(crate) fn claim(&self) {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.served.fetch_add(1, Ordering::Relaxed);
-        self.usage().requests += 1;
+        let mut u = self.usage();
+        u.requests = u.requests.saturating_add(1);
     }
 
     fn usage(&self) -> MutexGuard<'_, Usage> {
@@ -75,11 +76,13 @@ impl AccountEntry {
 
     /// Adds token usage seen in a response.
     pub fn record_tokens(&self, input: u64, output: u64, cache_read: u64, cache_creation: u64) {
-        let mut u = self.usage();
-        u.input_tokens += input;
-        u.output_tokens += output;
-        u.cache_read_tokens += cache_read;
-        u.cache_creation_tokens += cache_creation;
+        self.usage().add(&Usage {
+            requests: 0,
+            input_tokens: input,
+            output_tokens: output,
+            cache_read_tokens: cache_read,
+            cache_creation_tokens: cache_creation,
+        });
     }
 
     /// Takes the usage accumulated since the last flush.
@@ -89,12 +92,7 @@ impl AccountEntry {
 
     /// Puts back usage whose flush failed.
     pub(crate) fn return_usage(&self, back: Usage) {
-        let mut u = self.usage();
-        u.requests += back.requests;
-        u.input_tokens += back.input_tokens;
-        u.output_tokens += back.output_tokens;
-        u.cache_read_tokens += back.cache_read_tokens;
-        u.cache_creation_tokens += back.cache_creation_tokens;
+        self.usage().add(&back);
     }
 
     pub(crate) fn claim_again(&self) {

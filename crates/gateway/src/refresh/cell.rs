@@ -82,18 +82,28 @@ impl CredentialCell {
         if stored.credential != st.account.credential {
             st.pending = None;
             st.failures = 0;
+            // Our own failure backoff was about the old credential; a 429's block binds whatever the credential.
+            if !st.block_rate_limited {
+                st.blocked_until = None;
+            }
         }
-        st.needs_reauth = stored.needs_reauth.clone();
+        // A `needs_reauth` judged the credential the row holds; while the cell holds a newer, unsaved rotation of
+        // that very credential, the verdict is about a token we already replaced and does not override ours.
+        if st.pending.is_none() || stored.needs_reauth.is_none() {
+            st.needs_reauth = stored.needs_reauth.clone();
+        } else {
+            tracing::warn!(account = %stored.name, "ignoring needs_reauth recorded about a refresh token this process already rotated");
+        }
         st.account = Arc::new(stored);
     }
 
     /// Adopts a refresh block another process recorded (`until` is wall-clock).
     pub fn observe_block(&self, now: DateTime<Utc>, until: DateTime<Utc>, reason: &str) {
-        let left = (until - now).to_std().unwrap_or_default();
+        let left = crate::clock::wait_until(now, until);
         if left.is_zero() {
             return;
         }
-        let until_i = Instant::now() + left;
+        let until_i = crate::clock::instant_in(left);
         let mut st = self.lock();
         if st.blocked_until.is_none_or(|t| t < until_i) {
             st.blocked_until = Some(until_i);

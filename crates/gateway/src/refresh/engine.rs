@@ -41,14 +41,28 @@ pub(super) struct Inner {
     pub(super) tasks: TaskTracker,
     /// This process's name as a refresh-lease holder.
     pub(super) holder: String,
+    /// Rotations not yet in the store and refresh tokens in doubt (see `journal.rs`).
+    pub(super) journal: Journal,
 }
 
 impl RefreshEngine {
+    /// An engine whose journal lives in memory only (tests); the server uses [`Self::with_journal`].
+    #[cfg(test)]
     pub fn new(
         store: SharedStore,
         endpoint: Arc<dyn TokenEndpoint>,
         clock: SharedClock,
         settings: RefreshSettings,
+    ) -> Self {
+        Self::with_journal(store, endpoint, clock, settings, Journal::memory())
+    }
+
+    pub fn with_journal(
+        store: SharedStore,
+        endpoint: Arc<dyn TokenEndpoint>,
+        clock: SharedClock,
+        settings: RefreshSettings,
+        journal: Journal,
     ) -> Self {
         let holder = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
         RefreshEngine {
@@ -59,6 +73,7 @@ impl RefreshEngine {
                 settings,
                 tasks: TaskTracker::new(),
                 holder,
+                journal,
             }),
         }
     }
@@ -191,12 +206,11 @@ impl RefreshEngine {
         st.flight = Some(rx.clone());
         let pending = st.pending.clone();
         drop(st);
-        let engine = self.clone();
-        let cell = cell.clone();
+        // The guard settles the cell even if the flight's task panics or is dropped.
+        let guard = super::guard::FlightGuard::new(self.clone(), cell.clone(), tx);
         inner.tasks.spawn(async move {
-            let outcome = engine.fly(account, pending).await;
-            let result = engine.settle(&cell, outcome);
-            let _ = tx.send(Some(result));
+            let outcome = guard.engine().fly(account, pending).await;
+            guard.finish(outcome);
         });
         Ok(Started::Waiting(rx))
     }
@@ -241,7 +255,7 @@ impl RefreshEngine {
 
     /// Applies a flight's outcome to the cell (under its lock, together with ending the flight) and returns what the
     /// waiters get.
-    fn settle(
+    pub(super) fn settle(
         &self,
         cell: &CredentialCell,
         outcome: Outcome,
@@ -267,9 +281,9 @@ impl RefreshEngine {
                 Ok(st.account.clone())
             }
             Outcome::RateLimited(retry_after) => {
-                st.rate_limit_strikes += 1;
+                st.rate_limit_strikes = st.rate_limit_strikes.saturating_add(1);
                 let wait = match retry_after {
-                    Some(d) => d.min(s.max_retry_after),
+                    Some(d) => crate::clock::bounded(d.min(s.max_retry_after)),
                     None => s.rate_limit_backoff.delay(st.rate_limit_strikes),
                 };
                 let until = now + wait;
@@ -296,7 +310,7 @@ impl RefreshEngine {
                 })
             }
             Outcome::Transient { attempts, cause } => {
-                st.failures += 1;
+                st.failures = st.failures.saturating_add(1);
                 let next_try = now + s.transient_backoff.delay(st.failures);
                 st.blocked_until = Some(next_try);
                 st.block_rate_limited = false;
@@ -318,7 +332,7 @@ impl RefreshEngine {
             }
             Outcome::Held { tokens, cause } => {
                 st.pending = Some(tokens);
-                st.failures += 1;
+                st.failures = st.failures.saturating_add(1);
                 st.blocked_until = Some(now + s.transient_backoff.delay(st.failures));
                 st.block_rate_limited = false;
                 let err = RefreshError::Held(cause);
@@ -328,16 +342,14 @@ impl RefreshEngine {
                 Err(err)
             }
             Outcome::StoreDown(cause) => {
-                st.failures += 1;
+                st.failures = st.failures.saturating_add(1);
                 st.blocked_until = Some(now + s.transient_backoff.delay(st.failures));
                 st.block_rate_limited = false;
                 st.block_reason = format!("store unavailable: {cause}");
                 Err(RefreshError::Store(cause))
             }
             Outcome::Blocked { until, reason } => {
-                let left = (until - self.inner.clock.now())
-                    .to_std()
-                    .unwrap_or_default();
+                let left = crate::clock::wait_until(self.inner.clock.now(), until);
                 let until_i = now + left;
                 st.blocked_until = Some(st.blocked_until.map_or(until_i, |t| t.max(until_i)));
                 st.block_rate_limited = reason.contains("429");

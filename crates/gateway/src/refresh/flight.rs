@@ -12,6 +12,8 @@ use crate::oauth::{TokenError, TokenResponse};
 use crate::store::Patch;
 use crate::store::{AccountUpdate, Fence};
 
+use super::journal::Doubt;
+
 use super::settings::LEASE_POLL;
 use super::*;
 
@@ -38,6 +40,8 @@ impl RefreshEngine {
             Ok(a) => a,
             Err(o) => return o,
         };
+        // A rotation this process obtained earlier (even before a restart) and never stored is written, not re-fetched.
+        let pending = pending.or_else(|| self.journal_pending(&stored));
         // One holder at a time across every process sharing the store; others wait for its result.
         let give_up = Instant::now() + inner.settings.lease_ttl.saturating_mul(2);
         let fence = loop {
@@ -84,7 +88,7 @@ impl RefreshEngine {
         let work = async {
             match pending {
                 // A rotation we could not persist before: persist it now, do not call the endpoint.
-                Some(tokens) => self.persist(stored, tokens, &fence).await,
+                Some(tokens) => self.persist_journaled(stored, tokens, &fence).await,
                 None => match self.settled_elsewhere(&started_from, &stored) {
                     Some(done) => done,
                     None => self.exchange(stored, &fence).await,
@@ -136,7 +140,7 @@ impl RefreshEngine {
             _ => None,
         };
         if let Some((wait, reason)) = floor {
-            let until = inner.clock.now() + chrono::Duration::from_std(wait).unwrap_or_default();
+            let until = crate::clock::wall_in(inner.clock.now(), wait);
             if let Ok(Some(a)) = inner.store.get_account(id).await {
                 let update = AccountUpdate {
                     refresh_block: Patch::Set((until, reason.to_string())),
@@ -151,7 +155,10 @@ impl RefreshEngine {
                 }
             }
         }
-        if let Err(e) = inner.store.release_refresh_lease(id, &fence).await {
+        if matches!(outcome, Outcome::Held { .. }) {
+            // Other replicas must not send the refresh token our unsaved rotation replaced: keep the lease.
+            self.spawn_keep_held(id, fence);
+        } else if let Err(e) = inner.store.release_refresh_lease(id, &fence).await {
             tracing::debug!(error = %e, "could not release the refresh lease; it expires on its own");
         }
         outcome
@@ -187,14 +194,27 @@ impl RefreshEngine {
     }
 
     /// Calls the token endpoint (bounded attempts) and persists the result under `fence`.
+    ///
+    /// The lost-answer rule: a refresh token sent without an answer seen (lost, timed out, an unparsable 200) is sent
+    /// at most once more, ever — the doubt is journaled, so it outlives this flight and the process. If that one more
+    /// send gets no usable answer either (lost again, 5xx), the token is never sent again: the account needs re-auth.
     pub(super) async fn exchange(&self, stored: Account, fence: &Fence) -> Outcome {
         let inner = &self.inner;
         let Some(refresh_token) = stored.credential.refresh_token.clone() else {
             return Outcome::NeedsReauth("no refresh token stored".into());
         };
         let mut attempts = 0u32;
-        let mut lost_once = false;
         loop {
+            let in_doubt = inner
+                .journal
+                .doubt(stored.id)
+                .filter(|d| d.refresh_token == refresh_token);
+            if let Some(d) = &in_doubt {
+                if d.retried {
+                    return self.give_up_in_doubt(&stored, "a previous try").await;
+                }
+                self.mark_doubt(stored.id, &refresh_token, true).await;
+            }
             attempts += 1;
             let result = match tokio::time::timeout(
                 inner.settings.call_timeout,
@@ -212,64 +232,107 @@ impl RefreshEngine {
             metrics::counter!("gateway_refresh_attempts_total", "outcome" => outcome).increment(1);
             tracing::info!(account = %stored.name, attempt = attempts, outcome, "token refresh attempt");
             let err = match result {
-                Ok(tokens) => return self.persist(stored, tokens, fence).await,
+                Ok(tokens) => return self.keep_rotation(stored, tokens, fence).await,
                 Err(e) => e,
             };
             match err {
+                // A 429 or a refused connection processed nothing: the one more send is still unused.
                 TokenError::RateLimited { retry_after } => {
-                    return Outcome::RateLimited(retry_after)
+                    if in_doubt.is_some() {
+                        self.mark_doubt(stored.id, &refresh_token, false).await;
+                    }
+                    return Outcome::RateLimited(retry_after);
                 }
                 TokenError::Rejected { .. } => {
-                    // Someone may have rotated the token under us: only a credential that is still ours is given up.
-                    match inner.store.get_account(stored.id).await {
-                        Ok(Some(now_stored))
-                            if now_stored.credential.refresh_token.as_deref()
-                                != Some(refresh_token.as_str()) =>
-                        {
-                            tracing::info!(account = %stored.name, "refresh token rotated elsewhere; adopting the stored one");
-                            return Outcome::Refreshed(Arc::new(now_stored));
-                        }
-                        Ok(Some(now_stored)) => {
-                            let reason = if lost_once {
-                                format!("the token endpoint's answer to a refresh was lost, and the refresh token was then refused ({err}); the outcome of that refresh is unknown: log in again or re-import the account")
-                            } else {
-                                format!("the refresh token was refused ({err}): log in again or re-import the account")
-                            };
-                            let update = AccountUpdate {
-                                needs_reauth: Patch::Set(reason.clone()),
-                                last_error: Patch::Set(reason.clone()),
-                                ..Default::default()
-                            };
-                            if let Err(e) = inner
-                                .store
-                                .update_account(now_stored.id, now_stored.version, update)
-                                .await
-                            {
-                                tracing::warn!(account = %stored.name, error = %e, "could not persist needs_reauth");
-                            }
-                            return Outcome::NeedsReauth(reason);
-                        }
-                        Ok(None) => return Outcome::Removed,
-                        Err(e) => return Outcome::StoreDown(e.to_string()),
-                    }
+                    return self
+                        .rejected(&stored, &refresh_token, &err, in_doubt.is_some())
+                        .await
                 }
-                e if e.outcome_unknown() && !lost_once => {
+                TokenError::Connect(_) if in_doubt.is_some() => {
+                    self.mark_doubt(stored.id, &refresh_token, false).await;
+                }
+                e if in_doubt.is_some() => {
+                    return self.give_up_in_doubt(&stored, &e.to_string()).await
+                }
+                e if e.outcome_unknown() => {
                     // The endpoint may have rotated the token without us seeing the answer. The old token is tried
                     // exactly once more: if it was not rotated this simply succeeds.
-                    lost_once = true;
                     tracing::warn!(account = %stored.name, error = %e, "refresh answer lost; retrying once with the same token");
+                    self.mark_doubt(stored.id, &refresh_token, false).await;
                     continue;
                 }
-                e => {
-                    if attempts >= inner.settings.max_attempts {
-                        return Outcome::Transient {
-                            attempts,
-                            cause: e.to_string(),
-                        };
-                    }
-                    tokio::time::sleep(inner.settings.transient_backoff.delay(attempts)).await;
-                }
+                _ => {}
             }
+            if attempts >= inner.settings.max_attempts {
+                return Outcome::Transient {
+                    attempts,
+                    cause: err.to_string(),
+                };
+            }
+            tokio::time::sleep(inner.settings.transient_backoff.delay(attempts)).await;
+        }
+    }
+
+    async fn mark_doubt(&self, id: crate::account::AccountId, refresh_token: &str, retried: bool) {
+        let doubt = Doubt {
+            refresh_token: refresh_token.to_string(),
+            retried,
+        };
+        self.inner.journal.record_doubt(id, Some(doubt)).await;
+    }
+
+    /// The one more send of a token in doubt got no usable answer: never send it again.
+    async fn give_up_in_doubt(&self, stored: &Account, last: &str) -> Outcome {
+        let reason = format!("the token endpoint's answer to a refresh was lost, and the one more try with the same refresh token got no usable answer either ({last}); the outcome is unknown and the token is not sent again: log in again or re-import the account");
+        self.persist_reauth(stored, &reason).await;
+        Outcome::NeedsReauth(reason)
+    }
+
+    /// The endpoint refused the refresh token. Someone may have rotated it under us: only a credential that is still
+    /// ours is given up.
+    async fn rejected(
+        &self,
+        stored: &Account,
+        refresh_token: &str,
+        err: &TokenError,
+        lost_before: bool,
+    ) -> Outcome {
+        self.inner.journal.record_doubt(stored.id, None).await;
+        match self.inner.store.get_account(stored.id).await {
+            Ok(Some(now_stored))
+                if now_stored.credential.refresh_token.as_deref() != Some(refresh_token) =>
+            {
+                tracing::info!(account = %stored.name, "refresh token rotated elsewhere; adopting the stored one");
+                Outcome::Refreshed(Arc::new(now_stored))
+            }
+            Ok(Some(now_stored)) => {
+                let reason = if lost_before {
+                    format!("the token endpoint's answer to a refresh was lost, and the refresh token was then refused ({err}); the outcome of that refresh is unknown: log in again or re-import the account")
+                } else {
+                    format!("the refresh token was refused ({err}): log in again or re-import the account")
+                };
+                self.persist_reauth(&now_stored, &reason).await;
+                Outcome::NeedsReauth(reason)
+            }
+            Ok(None) => Outcome::Removed,
+            Err(e) => Outcome::StoreDown(e.to_string()),
+        }
+    }
+
+    /// Marks the account as needing re-auth in the store (compare-and-set on the version it was judged at).
+    async fn persist_reauth(&self, judged: &Account, reason: &str) {
+        let update = AccountUpdate {
+            needs_reauth: crate::store::Patch::Set(reason.to_string()),
+            last_error: crate::store::Patch::Set(reason.to_string()),
+            ..Default::default()
+        };
+        if let Err(e) = self
+            .inner
+            .store
+            .update_account(judged.id, judged.version, update)
+            .await
+        {
+            tracing::warn!(account = %judged.name, error = %e, "could not persist needs_reauth");
         }
     }
 }

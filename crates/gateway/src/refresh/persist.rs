@@ -10,8 +10,48 @@ use crate::store::{AccountUpdate, Fence, StoreError};
 use super::*;
 
 use super::flight::Outcome;
+use super::journal::Rotation;
 
 impl RefreshEngine {
+    /// New tokens from the endpoint: journaled before anything else is done with them, then persisted.
+    pub(super) async fn keep_rotation(
+        &self,
+        stored: Account,
+        tokens: TokenResponse,
+        fence: &Fence,
+    ) -> Outcome {
+        let rotation = Rotation::new(stored.credential.refresh_token.clone(), &tokens, self.now());
+        self.inner
+            .journal
+            .record_rotation(stored.id, rotation)
+            .await;
+        self.persist_journaled(stored, tokens, fence).await
+    }
+
+    /// [`Self::persist`], and the journal forgets the rotation unless it is still unsaved (held).
+    pub(super) async fn persist_journaled(
+        &self,
+        stored: Account,
+        tokens: TokenResponse,
+        fence: &Fence,
+    ) -> Outcome {
+        let (id, access) = (stored.id, tokens.access_token.clone());
+        let outcome = self.persist(stored, tokens, fence).await;
+        if !matches!(outcome, Outcome::Held { .. }) {
+            self.inner.journal.forget_rotation(id, &access).await;
+        }
+        outcome
+    }
+
+    /// The journal's unsaved rotation of this account, if it replaced the refresh token the store still holds.
+    pub(super) fn journal_pending(&self, stored: &Account) -> Option<TokenResponse> {
+        self.inner
+            .journal
+            .rotation(stored.id)
+            .filter(|r| r.replaced == stored.credential.refresh_token)
+            .map(|r| r.tokens(self.now()))
+    }
+
     /// Writes new tokens with compare-and-set on the version read at the start of the flight, fenced by the refresh
     /// lease, and lifts any refresh block.
     pub(super) async fn persist(
@@ -21,10 +61,7 @@ impl RefreshEngine {
         fence: &Fence,
     ) -> Outcome {
         let inner = &self.inner;
-        let expires_at = tokens.expires_in.map(|s| {
-            inner.clock.now()
-                + chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 2_000))
-        });
+        let expires_at = tokens.expires_at(inner.clock.now());
         let credential = Credential {
             secret: tokens.access_token.clone(),
             // A provider that does not rotate answers without a refresh token: keep the one we have.

@@ -8,8 +8,9 @@ use super::sqlite::apply_update;
 use super::{AccountUpdate, Fence, SharedCooldown, StoreError, StoreFuture, Usage};
 use crate::account::{Account, AccountId, NewAccount};
 
-/// (holder, fence, expires)
-type LeaseRow = (String, i64, chrono::DateTime<chrono::Utc>);
+/// (holder, fence, expires). Lease time is the store's own clock, as in SQL (the database's clock); here it is tokio's,
+/// so paused-time tests can expire leases.
+type LeaseRow = (String, i64, tokio::time::Instant);
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -23,6 +24,11 @@ pub struct MemoryStore {
     pub fail_writes: AtomicBool,
     /// When set, every operation fails.
     pub fail_all: AtomicBool,
+    /// When set, a fenced write (a flight storing a rotation) panics: a bug inside a refresh task, after the endpoint
+    /// rotated the token.
+    pub panic_on_fenced_write: AtomicBool,
+    /// When set, every write hangs forever (a store that accepted the connection but never answers).
+    pub hang_writes: AtomicBool,
     pub writes: AtomicUsize,
 }
 
@@ -34,6 +40,13 @@ impl MemoryStore {
             return Err(StoreError::Unavailable("injected store failure".into()));
         }
         Ok(())
+    }
+
+    /// Never returns while `hang_writes` is set.
+    async fn hang(&self) {
+        if self.hang_writes.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<AccountId, Account>> {
@@ -71,6 +84,7 @@ impl super::Store for MemoryStore {
 
     fn insert_account(&self, a: NewAccount) -> StoreFuture<'_, Account> {
         Box::pin(async move {
+            self.hang().await;
             self.check(true)?;
             let mut map = self.map();
             if map.values().any(|x| x.name == a.name) {
@@ -112,6 +126,7 @@ impl super::Store for MemoryStore {
         update: AccountUpdate,
     ) -> StoreFuture<'_, Account> {
         Box::pin(async move {
+            self.hang().await;
             self.check(true)?;
             let mut map = self.map();
             let account = map
@@ -134,6 +149,7 @@ impl super::Store for MemoryStore {
 
     fn remove_account(&self, id: AccountId) -> StoreFuture<'_, ()> {
         Box::pin(async move {
+            self.hang().await;
             self.check(true)?;
             self.map()
                 .remove(&id)
@@ -158,22 +174,16 @@ impl super::Store for MemoryStore {
     ) -> StoreFuture<'_, Option<i64>> {
         let holder = holder.to_string();
         Box::pin(async move {
+            self.hang().await;
             self.check(true)?;
-            let now = crate::clock::system_now();
+            let now = tokio::time::Instant::now();
             let mut leases = lock(&self.leases);
             let fence = match leases.get(&id) {
                 Some((h, _, expires)) if *expires >= now && *h != holder => return Ok(None),
                 Some((_, fence, _)) => fence + 1,
                 None => 1,
             };
-            leases.insert(
-                id,
-                (
-                    holder,
-                    fence,
-                    now + chrono::Duration::from_std(ttl).unwrap_or_default(),
-                ),
-            );
+            leases.insert(id, (holder, fence, now + crate::clock::bounded(ttl)));
             Ok(Some(fence))
         })
     }
@@ -186,11 +196,11 @@ impl super::Store for MemoryStore {
     ) -> StoreFuture<'_, bool> {
         let fence = fence.clone();
         Box::pin(async move {
+            self.hang().await;
             self.check(true)?;
             match lock(&self.leases).get_mut(&id) {
                 Some(l) if l.0 == fence.holder && l.1 == fence.token => {
-                    l.2 = crate::clock::system_now()
-                        + chrono::Duration::from_std(ttl).unwrap_or_default();
+                    l.2 = tokio::time::Instant::now() + crate::clock::bounded(ttl);
                     Ok(true)
                 }
                 _ => Ok(false),
@@ -201,10 +211,11 @@ impl super::Store for MemoryStore {
     fn release_refresh_lease(&self, id: AccountId, fence: &Fence) -> StoreFuture<'_, ()> {
         let fence = fence.clone();
         Box::pin(async move {
+            self.hang().await;
             self.check(true)?;
             if let Some(l) = lock(&self.leases).get_mut(&id) {
                 if l.0 == fence.holder && l.1 == fence.token {
-                    l.2 = chrono::DateTime::UNIX_EPOCH;
+                    l.2 = tokio::time::Instant::now() - std::time::Duration::from_nanos(1);
                 }
             }
             Ok(())
@@ -220,10 +231,16 @@ impl super::Store for MemoryStore {
     ) -> StoreFuture<'_, Account> {
         let fence = fence.clone();
         Box::pin(async move {
+            #[allow(clippy::panic)] // failure injection for tests: a panic inside a refresh flight
+            if self.panic_on_fenced_write.load(Ordering::SeqCst) {
+                panic!("injected panic in a fenced write");
+            }
+            self.hang().await;
             let held = lock(&self.leases)
                 .get(&id)
                 .is_some_and(|l| l.0 == fence.holder && l.1 == fence.token);
             if !held {
+                self.hang().await;
                 self.check(true)?;
                 return Err(StoreError::Fenced(id));
             }
@@ -233,6 +250,7 @@ impl super::Store for MemoryStore {
 
     fn put_cooldown(&self, cooldown: SharedCooldown) -> StoreFuture<'_, ()> {
         Box::pin(async move {
+            self.hang().await;
             self.check(true)?;
             let mut all = lock(&self.cooldowns);
             all.retain(|c| !(c.account_id == cooldown.account_id && c.model == cooldown.model));
@@ -257,6 +275,7 @@ impl super::Store for MemoryStore {
 
     fn clear_cooldowns(&self, id: AccountId) -> StoreFuture<'_, ()> {
         Box::pin(async move {
+            self.hang().await;
             self.check(true)?;
             lock(&self.cooldowns).retain(|c| c.account_id != id);
             Ok(())
@@ -265,15 +284,11 @@ impl super::Store for MemoryStore {
 
     fn add_usage(&self, batch: Vec<(AccountId, Usage)>) -> StoreFuture<'_, ()> {
         Box::pin(async move {
+            self.hang().await;
             self.check(true)?;
             let mut all = lock(&self.usage);
             for (id, u) in batch {
-                let t = all.entry(id).or_default();
-                t.requests += u.requests;
-                t.input_tokens += u.input_tokens;
-                t.output_tokens += u.output_tokens;
-                t.cache_read_tokens += u.cache_read_tokens;
-                t.cache_creation_tokens += u.cache_creation_tokens;
+                all.entry(id).or_default().add(&u);
             }
             self.writes.fetch_add(1, Ordering::SeqCst);
             Ok(())

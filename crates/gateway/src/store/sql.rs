@@ -48,12 +48,22 @@ pub const PRUNE_COOLDOWNS: &str = "DELETE FROM cooldowns WHERE until_ms < ?";
 pub const LIST_COOLDOWNS: &str =
     "SELECT account_id, model, until_ms, reason FROM cooldowns WHERE until_ms > ?";
 pub const CLEAR_COOLDOWNS: &str = "DELETE FROM cooldowns WHERE account_id = ?";
-pub const ADD_USAGE: &str = "INSERT INTO usage (account_id, requests, input_tokens, output_tokens, cache_read_tokens, \
-     cache_creation_tokens) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account_id) DO UPDATE SET \
-     requests = usage.requests + excluded.requests, input_tokens = usage.input_tokens + excluded.input_tokens, \
-     output_tokens = usage.output_tokens + excluded.output_tokens, \
-     cache_read_tokens = usage.cache_read_tokens + excluded.cache_read_tokens, \
-     cache_creation_tokens = usage.cache_creation_tokens + excluded.cache_creation_tokens";
+/// Totals saturate at the largest 64-bit integer instead of overflowing (a PostgreSQL bigint overflow would fail the
+/// whole batch on every flush; SQLite would turn the total into a float).
+pub const ADD_USAGE: &str = concat!(
+    "INSERT INTO usage (account_id, requests, input_tokens, output_tokens, cache_read_tokens, \
+     cache_creation_tokens) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account_id) DO UPDATE SET ",
+    "requests = CASE WHEN usage.requests > 9223372036854775807 - excluded.requests THEN 9223372036854775807 \
+     ELSE usage.requests + excluded.requests END, ",
+    "input_tokens = CASE WHEN usage.input_tokens > 9223372036854775807 - excluded.input_tokens \
+     THEN 9223372036854775807 ELSE usage.input_tokens + excluded.input_tokens END, ",
+    "output_tokens = CASE WHEN usage.output_tokens > 9223372036854775807 - excluded.output_tokens \
+     THEN 9223372036854775807 ELSE usage.output_tokens + excluded.output_tokens END, ",
+    "cache_read_tokens = CASE WHEN usage.cache_read_tokens > 9223372036854775807 - excluded.cache_read_tokens \
+     THEN 9223372036854775807 ELSE usage.cache_read_tokens + excluded.cache_read_tokens END, ",
+    "cache_creation_tokens = CASE WHEN usage.cache_creation_tokens > 9223372036854775807 - excluded.cache_creation_tokens \
+     THEN 9223372036854775807 ELSE usage.cache_creation_tokens + excluded.cache_creation_tokens END"
+);
 pub const SELECT_USAGE: &str =
     "SELECT account_id, requests, input_tokens, output_tokens, cache_read_tokens, \
      cache_creation_tokens FROM usage ORDER BY account_id";
