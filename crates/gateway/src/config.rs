@@ -30,6 +30,12 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Usage counters are written to the store in one batch this often (never a write per request).
     pub usage_flush_secs: f64,
+    /// Browser origins (`scheme://host[:port]`) allowed to call the gateway (CORS). A request carrying any other
+    /// `Origin` is refused before it reaches an account. Empty (the default) = no browser may call.
+    pub cors_allowed_origins: Vec<String>,
+    /// Host names accepted in the `Host` header besides loopback names and the `listen` address, checked when
+    /// `client_keys` is empty (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
     pub upstream: UpstreamConfig,
     pub oauth: OAuthConfig,
     pub refresh: RefreshConfig,
@@ -126,6 +132,9 @@ pub struct PoolConfig {
     pub affinity_load_factor: f64,
     /// Request headers that name a conversation, tried in order before `metadata.user_id` and the prompt prefix.
     pub session_headers: Vec<String>,
+    /// After a 401/403, the account's credential is checked alone (no client headers) at most this often; within the
+    /// interval the last check's verdict stands.
+    pub credential_check_interval_secs: f64,
 }
 
 impl Default for Config {
@@ -139,6 +148,8 @@ impl Default for Config {
             max_body_bytes: 32 * 1024 * 1024,
             log_format: LogFormat::Text,
             usage_flush_secs: 5.0,
+            cors_allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             upstream: UpstreamConfig::default(),
             oauth: OAuthConfig::default(),
             refresh: RefreshConfig::default(),
@@ -205,6 +216,7 @@ impl Default for PoolConfig {
             affinity_ttl_secs: 3600.0,
             affinity_load_factor: 2.0,
             session_headers: vec!["x-claude-code-session-id".into(), "x-session-id".into()],
+            credential_check_interval_secs: 60.0,
         }
     }
 }
@@ -334,6 +346,10 @@ impl Config {
             ),
             ("pool.affinity_ttl_secs", self.pool.affinity_ttl_secs),
             ("pool.affinity_load_factor", self.pool.affinity_load_factor),
+            (
+                "pool.credential_check_interval_secs",
+                self.pool.credential_check_interval_secs,
+            ),
         ] {
             if !(v.is_finite() && v > 0.0) {
                 return Err(bad(key, "must be a positive number of seconds"));
@@ -356,6 +372,24 @@ impl Config {
         }
         if self.refresh.scan_interval_secs == 0 {
             return Err(bad("refresh.scan_interval_secs", "must be at least 1"));
+        }
+        for o in &self.cors_allowed_origins {
+            if !crate::browser::is_origin(o) {
+                return Err(bad(
+                    "cors_allowed_origins",
+                    &format!("{o:?} is not an origin like \"https://chat.example.com\" (scheme, host, optional port; no path)"),
+                ));
+            }
+        }
+        if let Some(h) = self
+            .allowed_hosts
+            .iter()
+            .find(|h| h.is_empty() || h.contains(['/', ':', ' ']))
+        {
+            return Err(bad(
+                "allowed_hosts",
+                &format!("{h:?} is not a host name (no scheme, port or path)"),
+            ));
         }
         Ok(())
     }
@@ -435,6 +469,17 @@ token_url = "http://127.0.0.1:1234/v1/oauth/token"
             .unwrap_err()
             .to_string();
         assert!(err.contains("client_keys"), "{err}");
+        let err = Config::parse(
+            "cors_allowed_origins = [\"http://a.example/path\"]\n",
+            "f.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("cors_allowed_origins"), "{err}");
+        let err = Config::parse("allowed_hosts = [\"gw.example:8080\"]\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("allowed_hosts"), "{err}");
         let err = Config::parse("[refresh]\nmax_attempts = 0\n", "f.toml")
             .unwrap_err()
             .to_string();

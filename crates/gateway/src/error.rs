@@ -28,6 +28,9 @@ pub enum GatewayError {
     InvalidRequest(String),
     #[error("request body is larger than the gateway's limit of {limit} bytes (max_body_bytes)")]
     BodyTooLarge { limit: u64 },
+    /// The request may not be served at all (a browser origin not allowed, a `Host` this gateway does not serve).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     /// Every usable account is cooling down or backing off; one is free again after `retry_after_secs`.
@@ -115,6 +118,7 @@ impl GatewayError {
             GatewayError::Unauthorized(_)
             | GatewayError::InvalidRequest(_)
             | GatewayError::BodyTooLarge { .. }
+            | GatewayError::Forbidden(_)
             | GatewayError::NotFound(_) => Fault::Client,
             GatewayError::UpstreamUnreachable(_) | GatewayError::UpstreamTimeout => Fault::Upstream,
             GatewayError::RateLimited { .. }
@@ -134,6 +138,7 @@ impl GatewayError {
             GatewayError::Unauthorized(_)
             | GatewayError::InvalidRequest(_)
             | GatewayError::BodyTooLarge { .. }
+            | GatewayError::Forbidden(_)
             | GatewayError::NotFound(_)
             | GatewayError::NoAccount(_)
             | GatewayError::Internal(_) => false,
@@ -145,6 +150,7 @@ impl GatewayError {
             GatewayError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             GatewayError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::NoAccount(_) | GatewayError::Unavailable { .. } => {
@@ -162,6 +168,7 @@ impl GatewayError {
             GatewayError::Unauthorized(_) => "authentication_error",
             GatewayError::InvalidRequest(_) => "invalid_request_error",
             GatewayError::BodyTooLarge { .. } => "request_too_large",
+            GatewayError::Forbidden(_) => "permission_error",
             GatewayError::NotFound(_) => "not_found_error",
             GatewayError::RateLimited { .. } => "rate_limit_error",
             GatewayError::UpstreamTimeout => "timeout_error",

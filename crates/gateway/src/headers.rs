@@ -1,7 +1,12 @@
 //! Header policy between client and upstream.
 //!
 //! Requests: the client's headers pass through (they are the client's own, not disguised) except hop-by-hop headers,
-//! the client's gateway credential, and headers the HTTP client sets itself; the chosen account's credential is added.
+//! the client's gateway credential, headers the HTTP client sets itself, and headers that describe the browser or the
+//! proxies in between rather than the API call (`Origin`, `Referer`, `Cookie`, `Sec-*`, `Forwarded`, `X-Forwarded-*`,
+//! `X-Real-IP`, `True-Client-IP`, `CF-*`, `Via`): Anthropic answers any request carrying `Origin` with a 401 whatever
+//! the credential, and the others only tell upstream about the client's network. The client's own API headers
+//! (`anthropic-*`, `user-agent`, `x-app`, session headers, `x-stainless-*`) pass untouched; the chosen account's
+//! credential is added.
 //! Responses: only headers useful to a client pass back (content type, request id, rate-limit and retry headers).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -28,13 +33,23 @@ const DROP_REQUEST: &[&str] = &[
     "transfer-encoding",
     "upgrade",
     "accept-encoding",
+    // Browser-only and proxy-identifying headers.
+    "origin",
+    "referer",
     "cookie",
     "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
     "x-real-ip",
+    "true-client-ip",
+    "via",
 ];
+
+/// Prefixes of request headers never forwarded upstream: `sec-*` is reserved to browsers (the Fetch standard forbids
+/// scripts to set it), `x-forwarded-*` and `cf-*` are added by proxies and CDNs.
+const DROP_REQUEST_PREFIXES: &[&str] = &["sec-", "x-forwarded-", "cf-"];
+
+fn dropped(name: &str) -> bool {
+    DROP_REQUEST.contains(&name) || DROP_REQUEST_PREFIXES.iter().any(|p| name.starts_with(p))
+}
 
 /// Builds the upstream request headers for `account` from the client's.
 pub fn upstream_request(client: &HeaderMap, account: &Account) -> HeaderMap {
@@ -48,10 +63,7 @@ pub fn upstream_request(client: &HeaderMap, account: &Account) -> HeaderMap {
         .collect();
     for (name, value) in client {
         let n = name.as_str();
-        if DROP_REQUEST.contains(&n)
-            || connection_listed.iter().any(|c| c == n)
-            || n == "anthropic-beta"
-        {
+        if dropped(n) || connection_listed.iter().any(|c| c == n) || n == "anthropic-beta" {
             continue;
         }
         out.append(name.clone(), value.clone());
@@ -197,6 +209,54 @@ mod tests {
         assert_eq!(out["anthropic-version"], "2099-01-01");
         let out = upstream_request(&client(), &account(AccountKind::Oauth));
         assert_eq!(out["anthropic-beta"], "a,b,oauth-2025-04-20");
+    }
+
+    #[test]
+    fn browser_and_proxy_headers_stay_here_and_api_headers_pass() {
+        let mut c = HeaderMap::new();
+        for (n, v) in [
+            ("origin", "http://chat.example"),
+            ("referer", "http://chat.example/c/1"),
+            ("cookie", "session=1"),
+            ("sec-fetch-mode", "cors"),
+            ("sec-fetch-site", "cross-site"),
+            ("sec-ch-ua", "\"Chromium\";v=\"130\""),
+            ("sec-ch-ua-platform", "\"Linux\""),
+            ("forwarded", "for=10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-host", "gw.example"),
+            ("x-forwarded-port", "443"),
+            ("x-real-ip", "10.0.0.1"),
+            ("true-client-ip", "10.0.0.1"),
+            ("cf-connecting-ip", "10.0.0.1"),
+            ("cf-ray", "abc"),
+            ("via", "1.1 proxy"),
+        ] {
+            c.insert(HeaderName::from_static(n), HeaderValue::from_static(v));
+        }
+        let kept = [
+            ("anthropic-version", "2023-06-01"),
+            ("anthropic-dangerous-direct-browser-access", "true"),
+            ("user-agent", "claude-cli/2.0"),
+            ("x-app", "cli"),
+            ("x-claude-code-session-id", "s-1"),
+            ("x-stainless-lang", "js"),
+            ("x-stainless-retry-count", "0"),
+            ("content-type", "application/json"),
+        ];
+        for (n, v) in kept {
+            c.insert(HeaderName::from_static(n), HeaderValue::from_static(v));
+        }
+        let out = upstream_request(&c, &account(AccountKind::ApiKey));
+        let names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
+        for (n, v) in kept {
+            assert_eq!(out[n], v, "{n} passes untouched");
+        }
+        assert_eq!(
+            names.len(),
+            kept.len() + 1,
+            "only the client's API headers and the credential: {names:?}"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod anthropic;
 mod auth;
 mod backoff;
 mod body;
+mod browser;
 pub mod cli;
 mod clock;
 mod config;

@@ -42,6 +42,10 @@ pub fn router(state: AppState) -> Router {
                     .into_dialect_response(Dialect::of_request(uri.path(), &headers))
             },
         )
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::browser::guard,
+        ))
         .with_state(state)
 }
 

@@ -2,6 +2,14 @@
 //! gateway's tests and benchmarks. See `/work/shared/reference/anthropic-wire.md` for the wire
 //! format it follows.
 //!
+//! Refusals it models as Anthropic answers them: the CORS rule (a request carrying `Origin` without
+//! `anthropic-dangerous-direct-browser-access: true` gets 401 `authentication_error` "CORS requests must set
+//! 'anthropic-dangerous-direct-browser-access' header", checked before the credential), banned organizations
+//! ([`Simulator::ban`]), beta flags an organization may not use ([`Simulator::forbid_beta`]), revoked OAuth tokens and
+//! removed API keys. Not modelled: organizations whose settings forbid CORS even with the header, per-model access,
+//! spend limits and credit balances (inject those with [`Fault`]s), and the `access-control-*` headers Anthropic sends
+//! to browsers.
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! let sim = simulator::Simulator::start().await?;
@@ -93,6 +101,32 @@ impl Simulator {
 
     pub fn add_api_key(&self, key: &str) {
         self.shared.lock().api_keys.insert(key.to_string());
+    }
+
+    /// Later calls with this API key get 401 authentication_error "invalid x-api-key".
+    pub fn remove_api_key(&self, key: &str) {
+        self.shared.lock().api_keys.remove(key);
+    }
+
+    /// Every later API call (messages, count_tokens, models) with `credential` gets `status` with this error type and
+    /// message, whatever the request: how Anthropic answers for a banned or disabled organization, e.g. 403
+    /// `permission_error` "OAuth authentication is currently not allowed for this organization." or 400
+    /// `invalid_request_error` "This organization has been disabled.".
+    pub fn ban(&self, credential: &str, status: u16, error_type: &str, message: &str) {
+        self.shared.lock().bans.insert(
+            credential.to_string(),
+            (status, error_type.to_string(), message.to_string()),
+        );
+    }
+
+    /// Requests carrying `flag` among their `anthropic-beta` values get 403 `permission_error`, whatever the
+    /// credential: a feature the organization may not use. The wording is the simulator's own (Anthropic's varies by
+    /// feature); the gateway must not depend on it.
+    pub fn forbid_beta(&self, flag: &str) {
+        self.shared.lock().forbidden_betas.insert(
+            flag.to_string(),
+            format!("Your organization does not have access to the beta feature '{flag}'."),
+        );
     }
 
     /// Generate, register and return a new API key (`sk-ant-api03-sim-…`).

@@ -51,7 +51,49 @@ fn has_beta(headers: &HeaderMap, flag: &str) -> bool {
         .any(|f| f.trim() == flag)
 }
 
+/// Anthropic answers any request that carries `Origin` (a browser's) without the opt-in header with 401, whatever
+/// the credential.
+fn check_cors(headers: &HeaderMap) -> Result<(), Response> {
+    let opted_in = headers
+        .get("anthropic-dangerous-direct-browser-access")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    if headers.contains_key("origin") && !opted_in {
+        return Err(api_error(
+            401,
+            "authentication_error",
+            "CORS requests must set 'anthropic-dangerous-direct-browser-access' header",
+        ));
+    }
+    Ok(())
+}
+
+/// After a credential was recognized: its organization's ban, then beta flags nobody here may use.
+fn check_policy(sh: &Shared, headers: &HeaderMap, cred: &Credential) -> Result<(), Response> {
+    let st = sh.lock();
+    if let Some((status, kind, message)) = cred.value.as_ref().and_then(|v| st.bans.get(v)) {
+        return Err(api_error(*status, kind, message));
+    }
+    let forbidden = headers
+        .get_all("anthropic-beta")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|f| st.forbidden_betas.get(f.trim()));
+    match forbidden {
+        Some(message) => Err(api_error(403, "permission_error", message)),
+        None => Ok(()),
+    }
+}
+
 fn authenticate(sh: &Shared, headers: &HeaderMap) -> Result<Credential, Response> {
+    check_cors(headers)?;
+    let cred = recognize(sh, headers)?;
+    check_policy(sh, headers, &cred)?;
+    Ok(cred)
+}
+
+fn recognize(sh: &Shared, headers: &HeaderMap) -> Result<Credential, Response> {
     let cred = credential_of(headers);
     if sh.cfg.accept_any_key {
         return Ok(match cred {
@@ -514,7 +556,13 @@ async fn answer_messages(sh: &Arc<Shared>, headers: &HeaderMap, body: Bytes) -> 
         Ok(v) => v,
         Err(r) => return with_headers(r, &rl),
     };
-    let fault = sh.take_fault(cred.value.as_deref()).map(|f| f.kind);
+    let fault = match sh.take_fault(cred.value.as_deref()).map(|f| f.kind) {
+        Some(FaultKind::Delayed(d, inner)) => {
+            tokio::time::sleep(d).await;
+            Some(*inner)
+        }
+        other => other,
+    };
     let mut guard = DisconnectGuard::new(sh);
     if !sh.cfg.latency.is_zero() {
         tokio::time::sleep(sh.cfg.latency).await;
@@ -571,6 +619,15 @@ async fn answer_messages(sh: &Arc<Shared>, headers: &HeaderMap, body: Bytes) -> 
         }
         Some(FaultKind::StallStream { after_events }) => {
             body_fault = Some(BodyFault::Stall(after_events))
+        }
+        Some(FaultKind::Delayed(_, inner)) => {
+            // One level of delay is applied above; a nested one answers as a plain 500 so the mistake shows.
+            guard.done();
+            return api_error(
+                500,
+                "api_error",
+                &format!("nested Delayed fault: {inner:?}"),
+            );
         }
     }
 

@@ -113,6 +113,10 @@ pub(crate) struct State {
     faults: VecDeque<Fault>,
     token_faults: VecDeque<TokenFault>,
     pub(crate) ratelimit_headers: HashMap<String, Vec<(String, String)>>,
+    /// Credentials whose organization refuses them permanently: (status, error type, message) on every API call.
+    pub(crate) bans: HashMap<String, (u16, String, String)>,
+    /// `anthropic-beta` flags no organization here may use: flag → message of the 403.
+    pub(crate) forbidden_betas: HashMap<String, String>,
     requests: Vec<Record>,
     token_calls: Vec<(u64, TokenCall)>,
     pub(crate) request_counts: HashMap<String, u64>,

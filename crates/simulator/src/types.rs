@@ -161,6 +161,8 @@ pub enum FaultKind {
     StallStream { after_events: usize },
     /// Close the TCP connection without any response.
     DropConnection,
+    /// Wait this long, then apply the inner fault (e.g. a 401 that arrives after a concurrent refresh).
+    Delayed(Duration, Box<FaultKind>),
 }
 
 /// A fault for the OAuth token endpoint (applies to the next call, whatever its grant type).
