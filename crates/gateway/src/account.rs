@@ -66,6 +66,9 @@ pub struct Account {
     /// Set when the credential can no longer be refreshed; the token endpoint is not called again until the account is
     /// re-imported or logged in again.
     pub needs_reauth: Option<String>,
+    /// Set when Anthropic refuses the account's organization permanently (banned, disabled, OAuth not allowed for it):
+    /// the upstream message. A new login does not help; `accounts enable` or a re-import clears it.
+    pub banned: Option<String>,
     /// The last error worth showing an operator (upstream message, refresh failure), secrets never included.
     pub last_error: Option<String>,
     pub email: Option<String>,

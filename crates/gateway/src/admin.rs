@@ -69,6 +69,12 @@ async fn refresh(State(state): State<AppState>, Path(id): Path<String>) -> Respo
         Ok(e) => e,
         Err(e) => return e.into_response(),
     };
+    if let Some(ban) = &e.cell.account().banned {
+        return GatewayError::InvalidRequest(format!(
+            "this account is banned by Anthropic ({ban}); `claude-gateway accounts enable` clears that"
+        ))
+        .into_response();
+    }
     if !e.cell.account().refreshable() {
         return GatewayError::InvalidRequest("this account has no refresh token".into())
             .into_response();

@@ -152,6 +152,7 @@ mod tests {
             },
             disabled: false,
             needs_reauth: None,
+            banned: None,
             last_error: None,
             email: None,
             account_uuid: None,

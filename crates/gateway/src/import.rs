@@ -2,7 +2,7 @@
 //! no refresh token) and CLIProxyAPI's `claude-*.json` files or directories of them.
 //!
 //! Importing the same account twice updates it (matched by account UUID, then email, then refresh or access token)
-//! and clears a `needs_reauth` flag, because the credential is new.
+//! and clears a `needs_reauth` flag or a ban, because the credential is new.
 
 use std::path::{Path, PathBuf};
 
@@ -221,6 +221,7 @@ pub async fn save(
         let update = AccountUpdate {
             credential: Some(c.credential.clone()),
             needs_reauth: Patch::Clear,
+            banned: Patch::Clear,
             last_error: Patch::Clear,
             email: Patch::set_some(c.email.clone()),
             account_uuid: Patch::set_some(c.account_uuid.clone()),

@@ -5,6 +5,7 @@ pub mod account;
 mod admin;
 mod affinity;
 mod anthropic;
+mod attribution;
 mod auth;
 mod backoff;
 mod body;

@@ -25,8 +25,10 @@ use crate::error::GatewayError;
 use crate::refresh::{CredentialState, RefreshEngine};
 use crate::store::{SharedCooldown, SharedStore, StoreError};
 
+mod check;
 mod entry;
 
+pub use check::{secret_id, CheckSlot, Checked, Verdict};
 pub use entry::AccountEntry;
 #[cfg(test)]
 use entry::MAX_MODEL_COOLDOWNS;
@@ -459,6 +461,8 @@ impl Pool {
         c.entry.in_flight() as f64 > self.settings.affinity_load_factor * average + 2.0
     }
 
+    /// Why nothing can serve, for the client: how many accounts are in which state and what the operator can do, never
+    /// their names, emails or upstream messages (those are in the admin API and the logs).
     fn no_account_error(&self) -> GatewayError {
         let entries = self.entries();
         if entries.is_empty() {
@@ -468,26 +472,44 @@ impl Pool {
                     .into(),
             );
         }
-        let reasons: Vec<String> = entries
-            .iter()
-            .map(|e| {
-                let a = e.cell.account();
-                let why = if a.disabled {
-                    "disabled".to_string()
-                } else {
-                    match e.cell.state() {
-                        (CredentialState::NeedsReauth, _, r) => {
-                            format!("needs re-authentication: {}", r.unwrap_or_default())
-                        }
-                        _ => "unusable".to_string(),
-                    }
-                };
-                format!("{} ({why})", a.name)
-            })
-            .collect();
+        let (mut disabled, mut banned, mut reauth, mut other) = (0, 0, 0, 0);
+        for e in entries.iter() {
+            let a = e.cell.account();
+            if a.disabled {
+                disabled += 1;
+            } else if a.banned.is_some() {
+                banned += 1;
+            } else if e.cell.state().0 == CredentialState::NeedsReauth {
+                reauth += 1;
+            } else {
+                other += 1;
+            }
+            tracing::debug!(account = %a.name, disabled = a.disabled, banned = ?a.banned, "account unusable");
+        }
+        let mut parts = Vec::new();
+        if reauth > 0 {
+            parts.push(format!(
+                "{reauth} need{} re-authentication (`claude-gateway login` or `accounts import`)",
+                if reauth == 1 { "s" } else { "" }
+            ));
+        }
+        if banned > 0 {
+            parts.push(format!(
+                "{banned} refused by Anthropic for good (banned or disabled organization; see the admin API)"
+            ));
+        }
+        if disabled > 0 {
+            parts.push(format!(
+                "{disabled} disabled (`claude-gateway accounts enable`)"
+            ));
+        }
+        if other > 0 {
+            parts.push(format!("{other} unusable for now"));
+        }
         GatewayError::NoAccount(format!(
-            "no usable upstream account: {}. Enable an account, log in again, or add one",
-            reasons.join("; ")
+            "no usable upstream account among {}: {}",
+            entries.len(),
+            parts.join("; ")
         ))
     }
 
@@ -545,7 +567,7 @@ fn usable(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Arc<Account>, Skip> {
     let (account, state, until) = entry.cell.gate();
-    if account.disabled {
+    if account.disabled || account.banned.is_some() {
         return Err(Skip::Unusable);
     }
     match (state, until) {

@@ -14,9 +14,10 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use crate::account::{Account, AccountId, AccountKind};
+use crate::attribution::Attribution;
 use crate::config::PoolConfig;
 use crate::error::GatewayError;
-use crate::pool::{jittered, AccountEntry, Criteria, Pool, Slot};
+use crate::pool::{jittered, secret_id, AccountEntry, Criteria, Pool, Slot, Verdict};
 use crate::refresh::RefreshError;
 use crate::relay::{Opened, Relay};
 
@@ -26,6 +27,7 @@ pub struct Proxy {
     base_url: String,
     pool: Arc<Pool>,
     policy: FailoverPolicy,
+    attribution: Attribution,
 }
 
 /// How far a request fails over and how long the failures it meets cool an account, as durations (from `[pool]`).
@@ -186,8 +188,16 @@ enum Attempt {
     Done(Response),
     /// Try another account; the response is what the client gets if none is left.
     Failover(Response),
-    /// Use the same account again with a replaced credential (after a 401).
-    RetrySame,
+    /// Upstream refused (401/403, or a ban message): whose fault it is decides what happens (`crate::attribution`).
+    Refused(Refused),
+}
+
+/// An upstream refusal, before it is attributed.
+struct Refused {
+    /// Upstream's answer as the client would get it.
+    response: Response,
+    status: u16,
+    message: String,
 }
 
 impl Proxy {
@@ -197,11 +207,19 @@ impl Proxy {
         pool: Arc<Pool>,
         settings: &PoolConfig,
     ) -> Self {
+        let base_url = base_url.trim_end_matches('/').to_string();
+        let attribution = Attribution::new(
+            http.clone(),
+            &base_url,
+            crate::clock::secs(settings.credential_check_interval_secs),
+            pool.engine().tasks().clone(),
+        );
         Proxy {
             http,
-            base_url: base_url.trim_end_matches('/').to_string(),
+            base_url,
             pool,
             policy: FailoverPolicy::from(settings),
+            attribution,
         }
     }
 
@@ -246,38 +264,7 @@ impl Proxy {
                 }
             };
             tried.push(slot.entry.id);
-            let mut replaced = false;
-            let outcome = loop {
-                let account = match self.pool.engine().credential(&slot.entry.cell).await {
-                    Ok(a) => a,
-                    Err(e) => break Err(e),
-                };
-                attempts += 1;
-                match self
-                    .attempt(
-                        &req,
-                        &slot,
-                        &account.credential.secret,
-                        account.kind,
-                        replaced,
-                    )
-                    .await
-                {
-                    Attempt::RetrySame if !replaced => {
-                        replaced = true;
-                        match self
-                            .pool
-                            .engine()
-                            .replace_rejected(&slot.entry.cell, &account.credential.secret)
-                            .await
-                        {
-                            Ok(_) => continue,
-                            Err(e) => break Err(e),
-                        }
-                    }
-                    other => break Ok(other),
-                }
-            };
+            let outcome = self.serve_on(&req, &slot, &mut attempts).await;
             match outcome {
                 Ok(Attempt::Done(response)) => return response,
                 Ok(Attempt::Failover(response)) => {
@@ -288,8 +275,8 @@ impl Proxy {
                         });
                     }
                 }
-                // attempt() asks for a retry only once per slot (before the credential was replaced).
-                Ok(Attempt::RetrySame) => {}
+                // serve_on attributes every refusal before it returns.
+                Ok(Attempt::Refused(r)) => return r.response,
                 Err(refresh) => {
                     // The credential cannot be had now; the pool will not offer this account again for this request.
                     tracing::info!(account = slot.entry.id, error = %refresh, "account skipped");
@@ -313,15 +300,105 @@ impl Proxy {
 }
 
 impl Proxy {
-    /// One upstream call with `secret` on the slot's account, and what happens next.
-    async fn attempt(
+    /// Attempts on one account: again with a replaced credential when upstream refused one the cell no longer holds
+    /// or an OAuth token it rejected (one forced refresh), and every refusal attributed before anything is done about
+    /// it.
+    async fn serve_on(
         &self,
         req: &Forward,
         slot: &Slot,
-        secret: &str,
-        kind: AccountKind,
-        replaced: bool,
+        attempts: &mut u32,
+    ) -> Result<Attempt, RefreshError> {
+        let entry = &slot.entry;
+        let engine = self.pool.engine();
+        let mut replaced = false;
+        loop {
+            let account = engine.credential(&entry.cell).await?;
+            let secret = &account.credential.secret;
+            *attempts += 1;
+            let refused = match self.attempt(req, slot, secret).await {
+                Attempt::Refused(r) => r,
+                other => return Ok(other),
+            };
+            if replaced {
+                return Ok(self.attribute(entry, refused, None).await);
+            }
+            // A rejection is about the token sent: if a refresh or re-import replaced it meanwhile, try the new one.
+            if entry.cell.account().credential.secret != *secret {
+                replaced = true;
+                continue;
+            }
+            let refresh_may_help = refused.status == 401
+                && account.kind == AccountKind::Oauth
+                && !crate::attribution::is_ban(&refused.message)
+                && !self.attribution.vouched(entry, secret);
+            if !refresh_may_help {
+                return Ok(self.attribute(entry, refused, None).await);
+            }
+            replaced = true;
+            match engine.replace_rejected(&entry.cell, secret).await {
+                Ok(_) => continue,
+                Err(e) => match e.retry_at() {
+                    // The refresh is backing off: the rejected token must not be re-sent on every request.
+                    Some(until) => return Ok(self.attribute(entry, refused, Some(until)).await),
+                    None => return Err(e),
+                },
+            }
+        }
+    }
+
+    /// Decides whose fault a refusal is by checking the credential alone (see `crate::attribution`): the client's
+    /// request (upstream's answer is relayed, nothing else happens), the credential (`needs_reauth`, or a cooldown
+    /// until its refresh may run when that is what blocks it), the organization (`banned`), or unknown (relayed).
+    async fn attribute(
+        &self,
+        entry: &Arc<AccountEntry>,
+        refused: Refused,
+        refresh_blocked_until: Option<Instant>,
     ) -> Attempt {
+        let (account, checked) = self.attribution.check(entry).await;
+        let current = checked.secret_id == secret_id(&account.credential.secret);
+        let secret = &account.credential.secret;
+        let engine = self.pool.engine();
+        let blame = match (&checked.verdict, refresh_blocked_until) {
+            (Verdict::Works, _) => "request",
+            (Verdict::Unknown, None) => "unknown",
+            // A verdict about a credential the cell no longer holds says nothing about the one it holds now.
+            (_, _) if !current => "replaced",
+            (Verdict::Unknown | Verdict::Rejected(_), Some(until)) => {
+                self.pool.cool_account(
+                    entry,
+                    until,
+                    format!(
+                        "upstream answered {} and the token refresh is backing off",
+                        refused.status
+                    ),
+                );
+                "credential"
+            }
+            (Verdict::Rejected(reason), None) => {
+                tracing::error!(account = %account.name, %reason, "credential rejected; account needs re-authentication");
+                engine.mark_rejected(&entry.cell, secret, reason.clone());
+                "credential"
+            }
+            (Verdict::Banned(message), _) => {
+                tracing::error!(account = %account.name, %message, "Anthropic refuses the organization; account banned");
+                engine.mark_banned(&entry.cell, secret, message.clone());
+                "organization"
+            }
+        };
+        metrics::counter!("gateway_refusals_total", "blame" => blame).increment(1);
+        match blame {
+            "request" | "unknown" => {
+                tracing::info!(account = %account.name, status = refused.status, message = %refused.message, blame, "refusal relayed to the client; the account stays in service");
+                Attempt::Done(refused.response)
+            }
+            _ => Attempt::Failover(refused.response),
+        }
+    }
+
+    /// One upstream call with `secret` on the slot's account, and what happens next.
+    async fn attempt(&self, req: &Forward, slot: &Slot, secret: &str) -> Attempt {
         let account = account_with_secret(&slot.entry, secret);
         let sent_at = Instant::now();
         let response = match self.send(req, &account).await {
@@ -334,9 +411,7 @@ impl Proxy {
         }
         metrics::counter!("gateway_upstream_attempts_total", "outcome" => status_label(status.as_u16())).increment(1);
         if !status.is_success() {
-            return self
-                .on_error(req, slot, kind, replaced, response, sent_at)
-                .await;
+            return self.on_error(req, slot, response, sent_at).await;
         }
         if req.stream && is_event_stream(response.headers()) {
             return self.open_stream(slot, &account, response).await;
@@ -410,8 +485,6 @@ impl Proxy {
         &self,
         req: &Forward,
         slot: &Slot,
-        kind: AccountKind,
-        replaced: bool,
         response: reqwest::Response,
         sent_at: Instant,
     ) -> Attempt {
@@ -422,12 +495,11 @@ impl Proxy {
         let passthrough = error_response(status, &headers, body.clone());
         let message = upstream_message(&body);
         match status.as_u16() {
-            401 if kind == AccountKind::Oauth && !replaced => Attempt::RetrySame,
-            401 | 403 => {
-                let reason = format!("upstream answered {}: {message}", status.as_u16());
-                self.pool.engine().mark_rejected(&entry.cell, reason);
-                Attempt::Failover(passthrough)
-            }
+            s if crate::attribution::needs_attribution(s, &message) => Attempt::Refused(Refused {
+                response: passthrough,
+                status: s,
+                message,
+            }),
             429 => {
                 self.cool_after_429(slot, req.model.as_deref(), &headers, &body, &message);
                 Attempt::Failover(passthrough)
@@ -608,7 +680,7 @@ fn error_response(status: reqwest::StatusCode, headers: &HeaderMap, body: Bytes)
 }
 
 /// The `error.message` of an Anthropic error body, or a prefix of the body; never includes request secrets.
-fn upstream_message(body: &[u8]) -> String {
+pub(crate) fn upstream_message(body: &[u8]) -> String {
     crate::error::AnthropicError::parse(body)
         .message
         .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned())

@@ -46,6 +46,8 @@ pub struct AccountUpdate {
     pub credential: Option<Credential>,
     pub disabled: Option<bool>,
     pub needs_reauth: Patch<String>,
+    /// Set when Anthropic refuses the organization for good; `Clear` lifts the ban.
+    pub banned: Patch<String>,
     pub last_error: Patch<String>,
     pub email: Patch<String>,
     pub account_uuid: Patch<String>,

@@ -13,7 +13,8 @@ pub struct AccountView {
     pub id: AccountId,
     pub name: String,
     pub kind: &'static str,
-    /// `ready`, `cooling_down`, `refresh_backoff`, `needs_reauth` or `disabled`.
+    /// `ready`, `cooling_down`, `refresh_backoff`, `needs_reauth`, `banned` (Anthropic refuses the organization for
+    /// good; `last_error` has its message) or `disabled`.
     pub state: &'static str,
     pub expires_at: Option<String>,
     pub cooldown_until: Option<String>,
@@ -61,6 +62,9 @@ pub fn state_name(
     if account.disabled {
         return "disabled";
     }
+    if account.banned.is_some() {
+        return "banned";
+    }
     if account.needs_reauth.is_some() {
         return "needs_reauth";
     }
@@ -84,8 +88,9 @@ impl AccountView {
             cooldown_until: None,
             refresh_retry_at: None,
             last_error: account
-                .needs_reauth
+                .banned
                 .clone()
+                .or_else(|| account.needs_reauth.clone())
                 .or_else(|| account.last_error.clone()),
             email: account.email.clone(),
             organization: account.organization_name.clone(),
@@ -116,7 +121,10 @@ impl AccountView {
             expires_at: account.credential.expires_at.map(rfc3339),
             cooldown_until: cooling.map(|t| rfc3339(instant_to_wall(clock, t))),
             refresh_retry_at: retry_at.map(|t| rfc3339(instant_to_wall(clock, t))),
-            last_error: cred_error
+            last_error: account
+                .banned
+                .clone()
+                .or(cred_error)
                 .or_else(|| entry.cooldown_reason())
                 .or_else(|| account.last_error.clone()),
             email: account.email.clone(),

@@ -140,6 +140,7 @@ async fn enable(store: &SharedStore, account: &str) -> anyhow::Result<()> {
     let update = AccountUpdate {
         disabled: Some(false),
         needs_reauth: Patch::Clear,
+        banned: Patch::Clear,
         ..Default::default()
     };
     store.update_account(a.id, a.version, update).await?;

@@ -72,6 +72,7 @@ pub async fn migrate(
             .await?;
         let update = AccountUpdate {
             needs_reauth: store::Patch::to(a.needs_reauth.clone()),
+            banned: store::Patch::to(a.banned.clone()),
             last_error: store::Patch::to(a.last_error.clone()),
             max_concurrency: store::Patch::to(a.max_concurrency),
             ..Default::default()

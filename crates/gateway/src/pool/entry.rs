@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::Swrr;
+use super::{CheckSlot, Swrr};
 use crate::account::{Account, AccountId};
 use crate::ratelimit::UnifiedLimits;
 use crate::refresh::CredentialCell;
@@ -42,6 +42,8 @@ pub struct AccountEntry {
     cooldowns: Mutex<Cooldowns>,
     /// Usage not yet written to the store (flushed in batches).
     pending_usage: Mutex<Usage>,
+    /// The credential checks that decide whose fault a refusal is (`crate::attribution`).
+    pub check: CheckSlot,
 }
 
 impl AccountEntry {
@@ -56,6 +58,7 @@ impl AccountEntry {
             utilization_bits: AtomicU64::new(NO_UTILIZATION),
             cooldowns: Mutex::new(Cooldowns::default()),
             pending_usage: Mutex::new(Usage::default()),
+            check: CheckSlot::default(),
         })
     }
 

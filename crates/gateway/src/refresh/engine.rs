@@ -82,16 +82,42 @@ impl RefreshEngine {
         self.inner.clock.now()
     }
 
-    /// Takes an account out of service after upstream refused its credential (401 after a refresh, 403). Persisted so
-    /// it survives restarts; cleared by re-import, login or `accounts enable`.
-    pub fn mark_rejected(&self, cell: &Arc<CredentialCell>, reason: String) {
+    /// Takes an account out of service after upstream refused `secret` itself (a credential check failed). Persisted
+    /// so it survives restarts; cleared by re-import, login or `accounts enable`.
+    ///
+    /// A rejection is about the token that was sent: when the cell no longer holds `secret` (a refresh or re-import
+    /// replaced it meanwhile) nothing is marked and `false` is returned.
+    pub fn mark_rejected(&self, cell: &Arc<CredentialCell>, secret: &str, reason: String) -> bool {
         let account = {
             let mut st = cell.lock();
+            if st.account.credential.secret != secret {
+                return false;
+            }
             st.needs_reauth = Some(reason.clone());
             st.last_error = Some(reason.clone());
             st.account.clone()
         };
         self.spawn_persist_reauth(account, reason);
+        true
+    }
+
+    /// Records that Anthropic refuses the account's organization permanently (`message` is upstream's), here and in
+    /// the store. Like [`Self::mark_rejected`], only while the cell still holds `secret`.
+    pub fn mark_banned(&self, cell: &Arc<CredentialCell>, secret: &str, message: String) -> bool {
+        let account = {
+            let mut st = cell.lock();
+            if st.account.credential.secret != secret {
+                return false;
+            }
+            let mut banned = (*st.account).clone();
+            banned.banned = Some(message.clone());
+            banned.last_error = Some(message.clone());
+            st.last_error = Some(message.clone());
+            st.account = Arc::new(banned);
+            st.account.clone()
+        };
+        self.spawn_persist_ban(account, message);
+        true
     }
 
     /// The tracker of refresh flights (shutdown waits on it).
@@ -126,7 +152,7 @@ impl RefreshEngine {
     pub fn refresh_ahead_all<'a>(&self, cells: impl IntoIterator<Item = &'a Arc<CredentialCell>>) {
         for cell in cells {
             let a = cell.account();
-            if !a.disabled && a.refreshable() {
+            if !a.disabled && a.banned.is_none() && a.refreshable() {
                 self.refresh_ahead(cell);
             }
         }
@@ -235,6 +261,29 @@ impl RefreshEngine {
                     Err(StoreError::Conflict { .. }) => continue,
                     Err(e) => {
                         tracing::warn!(account = id, error = %e, "could not record the refresh block in the store");
+                        return;
+                    }
+                    Ok(_) => return,
+                }
+            }
+        });
+    }
+
+    /// Writes a ban, re-reading the row on a lost compare-and-set; gives up when the stored secret is no longer the
+    /// banned one (someone re-imported the account).
+    fn spawn_persist_ban(&self, account: Arc<Account>, message: String) {
+        let store = self.inner.store.clone();
+        self.inner.tasks.spawn(async move {
+            for _ in 0..3 {
+                let Ok(Some(stored)) = store.get_account(account.id).await else { return };
+                if stored.credential.secret != account.credential.secret || stored.banned.as_ref() == Some(&message) {
+                    return;
+                }
+                let update = AccountUpdate { banned: Patch::Set(message.clone()), last_error: Patch::Set(message.clone()), ..Default::default() };
+                match store.update_account(account.id, stored.version, update).await {
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => {
+                        tracing::warn!(account = %account.name, error = %e, "could not persist the ban");
                         return;
                     }
                     Ok(_) => return,

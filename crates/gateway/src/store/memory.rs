@@ -99,6 +99,7 @@ impl super::Store for MemoryStore {
                 credential: a.credential,
                 disabled: a.disabled,
                 needs_reauth: None,
+                banned: None,
                 last_error: None,
                 email: a.email,
                 account_uuid: a.account_uuid,

@@ -26,7 +26,7 @@ pub const INSERT_ACCOUNT: &str = "INSERT INTO accounts (name, kind, secret, refr
 pub const UPDATE_ACCOUNT: &str = "UPDATE accounts SET name = ?, secret = ?, refresh_token = ?, expires_at_ms = ?, \
      disabled = ?, needs_reauth = ?, last_error = ?, email = ?, account_uuid = ?, organization_uuid = ?, \
      organization_name = ?, priority = ?, weight = ?, max_concurrency = ?, refresh_blocked_until_ms = ?, \
-     refresh_block_reason = ?, version = version + 1, updated_at_ms = ? WHERE id = ? AND version = ?";
+     refresh_block_reason = ?, banned = ?, version = version + 1, updated_at_ms = ? WHERE id = ? AND version = ?";
 pub const FENCE_CONDITION: &str =
     " AND EXISTS (SELECT 1 FROM refresh_leases WHERE account_id = ? AND holder = ? AND fence = ?)";
 pub const DELETE_ACCOUNT: &str = "DELETE FROM accounts WHERE id = ?";
@@ -123,6 +123,7 @@ macro_rules! sql_store {
                 },
                 disabled: r.try_get::<i64, _>("disabled").map_err(get_err)? != 0,
                 needs_reauth: r.try_get("needs_reauth").map_err(get_err)?,
+                banned: r.try_get("banned").map_err(get_err)?,
                 last_error: r.try_get("last_error").map_err(get_err)?,
                 email: r.try_get("email").map_err(get_err)?,
                 account_uuid: r.try_get("account_uuid").map_err(get_err)?,
@@ -185,6 +186,7 @@ macro_rules! sql_store {
                     .bind(account.max_concurrency.map(i64::from))
                     .bind(account.refresh_blocked_until.map(to_millis))
                     .bind(&account.refresh_block_reason)
+                    .bind(&account.banned)
                     .bind(now)
                     .bind(id)
                     .bind(expected_version);

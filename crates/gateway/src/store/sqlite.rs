@@ -104,6 +104,7 @@ pub(crate) fn apply_update(account: &mut Account, u: AccountUpdate) {
         account.disabled = v;
     }
     u.needs_reauth.apply(&mut account.needs_reauth);
+    u.banned.apply(&mut account.banned);
     u.last_error.apply(&mut account.last_error);
     u.email.apply(&mut account.email);
     u.account_uuid.apply(&mut account.account_uuid);
