@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 
 use crate::account::{Account, AccountId, Credential, NewAccount};
 
+pub mod deadline;
 pub mod memory;
 pub mod postgres;
 mod sql;

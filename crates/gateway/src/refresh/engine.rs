@@ -64,6 +64,12 @@ impl RefreshEngine {
         settings: RefreshSettings,
         journal: Journal,
     ) -> Self {
+        // Every store call of the engine has a deadline (the lease's time-to-live): a hung store must not stall a
+        // flight, whose lease renewal would otherwise go on forever.
+        let store: SharedStore = Arc::new(crate::store::deadline::DeadlineStore::new(
+            store,
+            settings.lease_ttl,
+        ));
         let holder = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
         RefreshEngine {
             inner: Arc::new(Inner {

@@ -28,13 +28,10 @@ impl RefreshEngine {
             if inner.tasks.is_closed() {
                 return;
             }
-            match store_call(
-                inner,
-                inner
-                    .store
-                    .renew_refresh_lease(id, &fence, inner.settings.lease_ttl),
-            )
-            .await
+            match inner
+                .store
+                .renew_refresh_lease(id, &fence, inner.settings.lease_ttl)
+                .await
             {
                 Ok(true) => {}
                 Ok(false) => return,
@@ -44,7 +41,7 @@ impl RefreshEngine {
             }
             tokio::time::sleep(every).await;
         }
-        if let Err(e) = store_call(inner, inner.store.release_refresh_lease(id, &fence)).await {
+        if let Err(e) = inner.store.release_refresh_lease(id, &fence).await {
             tracing::debug!(account = id, error = %e, "could not release the refresh lease; it expires on its own");
         }
     }
@@ -56,7 +53,7 @@ impl RefreshEngine {
         let inner = &self.inner;
         let mut written = 0;
         for (id, rotation) in inner.journal.rotations() {
-            let stored = match store_call(inner, inner.store.get_account(id)).await {
+            let stored = match inner.store.get_account(id).await {
                 Ok(Some(a)) => a,
                 Ok(None) => {
                     inner
@@ -93,12 +90,7 @@ impl RefreshEngine {
                 refresh_block: crate::store::Patch::Clear,
                 ..Default::default()
             };
-            match store_call(
-                inner,
-                inner.store.update_account(id, stored.version, update),
-            )
-            .await
-            {
+            match inner.store.update_account(id, stored.version, update).await {
                 Ok(a) => {
                     tracing::info!(account = %a.name, "journaled rotation written to the store");
                     inner
@@ -113,18 +105,5 @@ impl RefreshEngine {
             }
         }
         written
-    }
-}
-
-/// A store call with a deadline (the lease's time-to-live): a hung store must not stall a flight or a lease keeper.
-pub(super) async fn store_call<T>(
-    inner: &super::engine::Inner,
-    call: crate::store::StoreFuture<'_, T>,
-) -> Result<T, crate::store::StoreError> {
-    match tokio::time::timeout(inner.settings.lease_ttl, call).await {
-        Ok(r) => r,
-        Err(_) => Err(crate::store::StoreError::Unavailable(
-            "the store did not answer within the lease time-to-live".into(),
-        )),
     }
 }

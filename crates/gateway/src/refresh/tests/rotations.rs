@@ -328,3 +328,31 @@ async fn a_stale_fence_cannot_write() {
         "{err:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_store_write_ends_the_flight_instead_of_renewing_its_lease_forever() {
+    let r = rig(vec![Answer::Gate], expired()).await;
+    let waiter = {
+        let (engine, cell) = (r.engine.clone(), r.cell.clone());
+        tokio::spawn(async move { engine.credential(&cell).await })
+    };
+    r.endpoint.entered.notified().await;
+    // The store accepts the rotation's write and never answers.
+    r.store.hang_writes.store(true, Ordering::SeqCst);
+    r.endpoint.release.notify_one();
+    let _ = waiter.await.unwrap();
+    for _ in 0..10 {
+        tokio::time::advance(Duration::from_secs(10)).await;
+        tokio::task::yield_now().await;
+    }
+    assert!(!r.cell.refreshing(), "the flight ended at the store call's deadline");
+    assert_eq!(r.cell.state().0, CredentialState::Held, "and kept its rotation");
+    let id = r.cell.account().id;
+    assert!(r.engine.inner.journal.rotation(id).is_some());
+    // The store answers again: the rotation is stored without a new exchange.
+    r.store.hang_writes.store(false, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let a = r.engine.credential(&r.cell).await.unwrap();
+    assert_eq!(a.credential.secret, "at-1");
+    assert_eq!(r.endpoint.calls().len(), 1);
+}
