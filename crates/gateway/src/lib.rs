@@ -14,6 +14,8 @@ pub mod cli;
 mod clock;
 mod config;
 mod error;
+#[cfg(test)]
+mod fuzz;
 mod headers;
 mod import;
 mod login;

@@ -59,11 +59,15 @@ impl Usage {
 
     /// OpenAI usage: the prompt counts every input token, cached or not.
     pub fn openai(&self) -> Value {
-        let prompt = self.input + self.cache_creation + self.cache_read;
+        // Upstream numbers: saturating, never an overflow.
+        let prompt = self
+            .input
+            .saturating_add(self.cache_creation)
+            .saturating_add(self.cache_read);
         json!({
             "prompt_tokens": prompt,
             "completion_tokens": self.output,
-            "total_tokens": prompt + self.output,
+            "total_tokens": prompt.saturating_add(self.output),
             "prompt_tokens_details": {"cached_tokens": self.cache_read},
         })
     }

@@ -345,8 +345,15 @@ async fn a_hung_store_write_ends_the_flight_instead_of_renewing_its_lease_foreve
         tokio::time::advance(Duration::from_secs(10)).await;
         tokio::task::yield_now().await;
     }
-    assert!(!r.cell.refreshing(), "the flight ended at the store call's deadline");
-    assert_eq!(r.cell.state().0, CredentialState::Held, "and kept its rotation");
+    assert!(
+        !r.cell.refreshing(),
+        "the flight ended at the store call's deadline"
+    );
+    assert_eq!(
+        r.cell.state().0,
+        CredentialState::Held,
+        "and kept its rotation"
+    );
     let id = r.cell.account().id;
     assert!(r.engine.inner.journal.rotation(id).is_some());
     // The store answers again: the rotation is stored without a new exchange.
