@@ -1,4 +1,5 @@
-//! The admin API (`Authorization: Bearer <admin_key>`): account states, cooldown reset, refresh now.
+//! The admin API (`Authorization: Bearer <admin_key>`): account states, cooldown reset, refresh now; client keys
+//! ([`keys`]); usage and the request log ([`usage`]).
 //!
 //! `GET /admin/accounts` answers `{"accounts":[{"id","name","kind","state","expires_at","cooldown_until","last_error",…}]}`;
 //! that shape is a contract, fields may be added.
@@ -14,8 +15,13 @@ use crate::pool::AccountEntry;
 use crate::state::AppState;
 use crate::view::AccountView;
 
+pub mod keys;
+pub mod usage;
+
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .merge(keys::routes())
+        .merge(usage::routes())
         .route("/admin/accounts", get(list))
         .route("/admin/accounts/{id}/reset", post(reset))
         .route("/admin/accounts/{id}/refresh", post(refresh))

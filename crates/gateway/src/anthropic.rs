@@ -27,7 +27,7 @@ pub(crate) fn path_and_query(req: &Request) -> String {
         .unwrap_or_else(|| req.uri().path().to_string())
 }
 
-async fn messages_like(state: AppState, req: Request) -> Response {
+async fn messages_like(state: AppState, req: Request, route: &'static str) -> Response {
     let pq = path_and_query(&req);
     let (parts, body) = req.into_parts();
     let body = match crate::body::read_body(&state, &parts.headers, body).await {
@@ -40,17 +40,22 @@ async fn messages_like(state: AppState, req: Request) -> Response {
         body,
         &state.config.pool.session_headers,
     ) {
-        Ok(f) => state.proxy.forward(f).await,
+        Ok(f) => {
+            state
+                .proxy
+                .forward(f.with_client(&parts.extensions, route))
+                .await
+        }
         Err(e) => e.into_response(),
     }
 }
 
 async fn messages(State(state): State<AppState>, req: Request) -> Response {
-    messages_like(state, req).await
+    messages_like(state, req, "/v1/messages").await
 }
 
 async fn count_tokens(State(state): State<AppState>, req: Request) -> Response {
-    messages_like(state, req).await
+    messages_like(state, req, "/v1/messages/count_tokens").await
 }
 
 /// Forwards upstream; OpenAI clients (no `anthropic-version`) get the answer reshaped by [`crate::openai::models`].
@@ -70,7 +75,10 @@ async fn models(State(state): State<AppState>, req: Request) -> Response {
         model: None,
         stream: false,
         affinity: None,
-    };
+        tenant: crate::keys::Tenant::Open,
+        route: "/v1/models",
+    }
+    .with_client(req.extensions(), "/v1/models");
     let response = state.proxy.forward(f).await;
     match dialect {
         Dialect::Anthropic => response,

@@ -8,14 +8,7 @@ use axum::response::{IntoResponse, Response};
 use crate::error::{Dialect, GatewayError};
 use crate::state::AppState;
 
-/// Compares secrets in time independent of where they differ.
-fn secret_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
+use crate::keys::ring::secret_eq;
 
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(k) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
@@ -31,25 +24,17 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-pub async fn client_auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let keys = &state.config.client_keys;
-    if !keys.is_empty() {
-        let dialect = Dialect::of_request(req.uri().path(), req.headers());
-        match presented_key(req.headers()) {
-            None => {
-                return GatewayError::Unauthorized(
-                    "missing client key: send it as x-api-key or Authorization: Bearer".into(),
-                )
-                .into_dialect_response(dialect)
-            }
-            Some(k) if !keys.iter().any(|c| secret_eq(c, k)) => {
-                return GatewayError::Unauthorized("invalid client key".into())
-                    .into_dialect_response(dialect)
-            }
-            Some(_) => {}
+/// Resolves the presented key to a [`crate::keys::Tenant`] (static config key, managed key, or an open gateway) and
+/// attaches it to the request's extensions; refuses missing, unknown, disabled and expired keys in the route's dialect.
+pub async fn client_auth(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let now = state.clock.now();
+    match state.keys().authenticate(presented_key(req.headers()), now) {
+        Ok(tenant) => {
+            req.extensions_mut().insert(tenant);
+            next.run(req).await
         }
+        Err(e) => e.into_dialect_response(Dialect::of_request(req.uri().path(), req.headers())),
     }
-    next.run(req).await
 }
 
 pub async fn admin_auth(State(state): State<AppState>, req: Request, next: Next) -> Response {

@@ -14,6 +14,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod accounts;
+mod keys;
 mod migrate;
 mod serve;
 
@@ -41,6 +42,17 @@ pub enum Command {
     /// Store maintenance.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Manage client keys (tenants with limits).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Usage and cost per key, account or model.
+    Usage {
+        #[arg(long, value_enum, default_value = "key")]
+        by: keys::By,
+        /// `30m`, `24h`, `7d` before now, or an RFC 3339 time.
+        #[arg(long, default_value = "24h")]
+        since: String,
+    },
     /// Add an OAuth account by signing in (authorization code + PKCE).
     Login {
         /// Account name (default: the account's email).
@@ -166,6 +178,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve::serve(config, origin, store).await,
         Command::Accounts(cmd) => accounts::run(cmd, store).await,
+        Command::Keys(cmd) => keys::run(cmd, store).await,
+        Command::Usage { by, since } => keys::usage(store, by, &since).await,
         Command::Store(StoreCommand::Migrate { from, to }) => {
             migrate::run(Some(store), from.as_deref(), &to).await
         }

@@ -36,6 +36,11 @@ pub struct Config {
     /// Host names accepted in the `Host` header besides loopback names and the `listen` address, checked when
     /// `client_keys` is empty (DNS rebinding).
     pub allowed_hosts: Vec<String>,
+    /// Per-request usage rows are kept this many days; hourly rollups `usage_rollup_retention_days`.
+    pub usage_retention_days: u32,
+    pub usage_rollup_retention_days: u32,
+    /// Model prices (USD per million tokens) replacing or adding to the shipped table (`prices.toml`).
+    pub prices: std::collections::BTreeMap<String, crate::pricing::ModelPrice>,
     pub upstream: UpstreamConfig,
     pub oauth: OAuthConfig,
     pub refresh: RefreshConfig,
@@ -150,6 +155,9 @@ impl Default for Config {
             usage_flush_secs: 5.0,
             cors_allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
+            usage_retention_days: 30,
+            usage_rollup_retention_days: 400,
+            prices: std::collections::BTreeMap::new(),
             upstream: UpstreamConfig::default(),
             oauth: OAuthConfig::default(),
             refresh: RefreshConfig::default(),

@@ -39,6 +39,14 @@ pub enum GatewayError {
         message: String,
         retry_after_secs: u64,
     },
+    /// A client key's own limit refuses the request (`limit` names it: `rpm`, `concurrency`, `tokens_per_day`,
+    /// `usd_per_month`); it resets after `retry_after_secs`.
+    #[error("{message}")]
+    KeyLimit {
+        limit: &'static str,
+        message: String,
+        retry_after_secs: u64,
+    },
     /// No account can serve at all (none configured, all disabled or needing re-authentication).
     #[error("{0}")]
     NoAccount(String),
@@ -119,6 +127,7 @@ impl GatewayError {
             | GatewayError::InvalidRequest(_)
             | GatewayError::BodyTooLarge { .. }
             | GatewayError::Forbidden(_)
+            | GatewayError::KeyLimit { .. }
             | GatewayError::NotFound(_) => Fault::Client,
             GatewayError::UpstreamUnreachable(_) | GatewayError::UpstreamTimeout => Fault::Upstream,
             GatewayError::RateLimited { .. }
@@ -135,6 +144,10 @@ impl GatewayError {
             | GatewayError::Unavailable { .. }
             | GatewayError::UpstreamUnreachable(_)
             | GatewayError::UpstreamTimeout => true,
+            // Waiting helps for a minute's or a slot's limit; a day's or a month's is not worth an SDK's retries.
+            GatewayError::KeyLimit {
+                retry_after_secs, ..
+            } => *retry_after_secs <= 60,
             GatewayError::Unauthorized(_)
             | GatewayError::InvalidRequest(_)
             | GatewayError::BodyTooLarge { .. }
@@ -152,7 +165,9 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
-            GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::RateLimited { .. } | GatewayError::KeyLimit { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             GatewayError::NoAccount(_) | GatewayError::Unavailable { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -170,7 +185,7 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => "request_too_large",
             GatewayError::Forbidden(_) => "permission_error",
             GatewayError::NotFound(_) => "not_found_error",
-            GatewayError::RateLimited { .. } => "rate_limit_error",
+            GatewayError::RateLimited { .. } | GatewayError::KeyLimit { .. } => "rate_limit_error",
             GatewayError::UpstreamTimeout => "timeout_error",
             GatewayError::NoAccount(_)
             | GatewayError::Unavailable { .. }
@@ -182,6 +197,9 @@ impl GatewayError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             GatewayError::RateLimited {
+                retry_after_secs, ..
+            }
+            | GatewayError::KeyLimit {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
             GatewayError::Unavailable {
@@ -229,6 +247,12 @@ impl GatewayError {
             }
         }
         mark_own(response.headers_mut(), self.retryable());
+        if let GatewayError::KeyLimit { limit, .. } = &self {
+            // Which of the key's limits refused it, for scripts (the message says it for people).
+            response
+                .headers_mut()
+                .insert("x-gateway-key-limit", HeaderValue::from_static(limit));
+        }
         response
     }
 

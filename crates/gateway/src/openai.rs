@@ -61,7 +61,7 @@ pub async fn chat_completions(State(state): State<AppState>, req: Request) -> Re
         upstream_body.into(),
         &state.config.pool.session_headers,
     ) {
-        Ok(f) => f,
+        Ok(f) => f.with_client(&parts.extensions, "/v1/chat/completions"),
         Err(e) => return e.into_openai_response(),
     };
     let labels = Labels {

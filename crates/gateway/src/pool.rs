@@ -101,6 +101,8 @@ pub struct Criteria<'a> {
     pub model: Option<&'a str>,
     pub affinity: Option<u64>,
     pub exclude: &'a [AccountId],
+    /// Account-name globs the client key may use (empty: any).
+    pub accounts: &'a [String],
 }
 
 #[derive(Debug)]
@@ -373,6 +375,16 @@ impl Pool {
         for entry in entries.iter() {
             if want.exclude.contains(&entry.id) {
                 continue;
+            }
+            if !want.accounts.is_empty() {
+                let name = &entry.cell.account().name;
+                if !want
+                    .accounts
+                    .iter()
+                    .any(|g| crate::keys::limits::glob(g, name))
+                {
+                    continue;
+                }
             }
             match usable(entry, want.model, now) {
                 Ok(account) => {

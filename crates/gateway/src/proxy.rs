@@ -17,9 +17,11 @@ use crate::account::{Account, AccountId, AccountKind};
 use crate::attribution::Attribution;
 use crate::config::PoolConfig;
 use crate::error::GatewayError;
+use crate::keys::Tenant;
 use crate::pool::{jittered, secret_id, AccountEntry, Criteria, Pool, Slot, Verdict};
 use crate::refresh::RefreshError;
 use crate::relay::{Opened, Relay};
+use crate::usage::{Meter, MeterSpec, UsageLog};
 
 #[derive(Debug, Clone)]
 pub struct Proxy {
@@ -28,6 +30,7 @@ pub struct Proxy {
     pool: Arc<Pool>,
     policy: FailoverPolicy,
     attribution: Attribution,
+    usage: Arc<UsageLog>,
 }
 
 /// How far a request fails over and how long the failures it meets cool an account, as durations (from `[pool]`).
@@ -121,6 +124,10 @@ pub struct Forward {
     pub stream: bool,
     /// The conversation this request belongs to, for prompt-cache affinity.
     pub affinity: Option<u64>,
+    /// Who sent it (the client-auth middleware's finding); its key's limits apply.
+    pub tenant: Tenant,
+    /// The route the client called, for usage records (`/v1/messages`, `/v1/chat/completions`, …).
+    pub route: &'static str,
 }
 
 impl Forward {
@@ -179,7 +186,18 @@ impl Forward {
             model: Some(model),
             stream: routing.stream.unwrap_or(false),
             affinity,
+            tenant: Tenant::Open,
+            route: "/v1/messages",
         })
+    }
+
+    /// The tenant from the request's extensions (set by `auth::client_auth`) and the route called.
+    pub fn with_client(mut self, extensions: &axum::http::Extensions, route: &'static str) -> Forward {
+        if let Some(t) = extensions.get::<Tenant>() {
+            self.tenant = t.clone();
+        }
+        self.route = route;
+        self
     }
 }
 
@@ -206,6 +224,7 @@ impl Proxy {
         base_url: String,
         pool: Arc<Pool>,
         settings: &PoolConfig,
+        usage: Arc<UsageLog>,
     ) -> Self {
         let base_url = base_url.trim_end_matches('/').to_string();
         let attribution = Attribution::new(
@@ -220,16 +239,53 @@ impl Proxy {
             pool,
             policy: FailoverPolicy::from(settings),
             attribution,
+            usage,
         }
+    }
+
+    pub fn usage(&self) -> &Arc<UsageLog> {
+        &self.usage
     }
 
     pub fn pool(&self) -> &Arc<Pool> {
         &self.pool
     }
 
-    /// Serves one client request: choose an account, get a valid credential, send, and fail over on upstream
-    /// failures until `max_attempts` upstream calls were made or the failover deadline passed.
+    /// Serves one client request: check its key's limits (a refused request goes nowhere upstream), then choose an
+    /// account, get a valid credential, send, and fail over on upstream failures until `max_attempts` upstream calls
+    /// were made or the failover deadline passed. Every request leaves one usage record.
     pub async fn forward(&self, req: Forward) -> Response {
+        let admission = match &req.tenant {
+            Tenant::Managed(k) => match k.admit(req.model.as_deref(), self.usage.now()) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    let meter = self.meter(&req, None);
+                    meter.status(e.status().as_u16());
+                    return fail(&meter, e);
+                }
+            },
+            Tenant::Open | Tenant::Static => None,
+        };
+        let meter = self.meter(&req, admission);
+        let response = self.forward_metered(req, &meter).await;
+        meter.status(response.status().as_u16());
+        response
+    }
+
+    fn meter(&self, req: &Forward, admission: Option<crate::keys::ring::Admission>) -> Meter {
+        Meter::new(
+            Arc::clone(&self.usage),
+            MeterSpec {
+                tenant: req.tenant.clone(),
+                route: req.route,
+                model: req.model.clone(),
+                stream: req.stream,
+                admission,
+            },
+        )
+    }
+
+    async fn forward_metered(&self, req: Forward, meter: &Meter) -> Response {
         let started = Instant::now();
         let deadline = started + self.policy.deadline;
         let mut tried: Vec<AccountId> = Vec::new();
@@ -238,10 +294,15 @@ impl Proxy {
         // When accounts were skipped because their refresh is backing off: the soonest moment one may serve again.
         let mut refresh_retry: Option<Instant> = None;
         loop {
+            let accounts = match &req.tenant {
+                Tenant::Managed(k) => k.key().limits.accounts.clone(),
+                Tenant::Open | Tenant::Static => Vec::new(),
+            };
             let want = Criteria {
                 model: req.model.as_deref(),
                 affinity: req.affinity,
                 exclude: &tried,
+                accounts: &accounts,
             };
             let slot = match self.pool.acquire(want).await {
                 Ok(slot) => slot,
@@ -249,7 +310,7 @@ impl Proxy {
                     if let Some(response) = last_failure {
                         return response;
                     }
-                    return match (e, refresh_retry) {
+                    let e = match (e, refresh_retry) {
                         (GatewayError::RateLimited { message, retry_after_secs }, Some(t)) => GatewayError::RateLimited {
                             message,
                             retry_after_secs: retry_after_secs.min(crate::clock::retry_after_secs(t)),
@@ -259,12 +320,12 @@ impl Proxy {
                             retry_after_secs: crate::clock::retry_after_secs(t),
                         },
                         (e, _) => e,
-                    }
-                    .into_response();
+                    };
+                    return fail(meter, e);
                 }
             };
             tried.push(slot.entry.id);
-            let outcome = self.serve_on(&req, &slot, &mut attempts).await;
+            let outcome = self.serve_on(&req, &slot, &mut attempts, meter).await;
             match outcome {
                 Ok(Attempt::Done(response)) => return response,
                 Ok(Attempt::Failover(response)) => {
@@ -308,6 +369,7 @@ impl Proxy {
         req: &Forward,
         slot: &Slot,
         attempts: &mut u32,
+        meter: &Meter,
     ) -> Result<Attempt, RefreshError> {
         let entry = &slot.entry;
         let engine = self.pool.engine();
@@ -316,7 +378,8 @@ impl Proxy {
             let account = engine.credential(&entry.cell).await?;
             let secret = &account.credential.secret;
             *attempts += 1;
-            let refused = match self.attempt(req, slot, secret).await {
+            meter.attempt(entry.id, &account.name);
+            let refused = match self.attempt(req, slot, secret, meter).await {
                 Attempt::Refused(r) => r,
                 other => return Ok(other),
             };
@@ -398,12 +461,12 @@ impl Proxy {
     }
 
     /// One upstream call with `secret` on the slot's account, and what happens next.
-    async fn attempt(&self, req: &Forward, slot: &Slot, secret: &str) -> Attempt {
+    async fn attempt(&self, req: &Forward, slot: &Slot, secret: &str, meter: &Meter) -> Attempt {
         let account = account_with_secret(&slot.entry, secret);
         let sent_at = Instant::now();
         let response = match self.send(req, &account).await {
             Ok(r) => r,
-            Err(e) => return self.on_unreachable(&slot.entry, &account, &e, sent_at),
+            Err(e) => return self.on_unreachable(&slot.entry, &account, &e, sent_at, meter),
         };
         let status = response.status();
         if let Some(limits) = crate::ratelimit::limits(response.headers()) {
@@ -411,13 +474,14 @@ impl Proxy {
         }
         metrics::counter!("gateway_upstream_attempts_total", "outcome" => status_label(status.as_u16())).increment(1);
         if !status.is_success() {
-            return self.on_error(req, slot, response, sent_at).await;
+            return self.on_error(req, slot, response, sent_at, meter).await;
         }
         if req.stream && is_event_stream(response.headers()) {
-            return self.open_stream(slot, &account, response).await;
+            return self.open_stream(slot, &account, response, meter).await;
         }
         slot.entry.record_success(slot.probe);
-        relay_answer(slot, response).await
+        meter.first_byte();
+        relay_answer(slot, response, meter).await
     }
 
     async fn send(
@@ -441,6 +505,7 @@ impl Proxy {
         account: &Account,
         e: &reqwest::Error,
         sent_at: Instant,
+        meter: &Meter,
     ) -> Attempt {
         self.pool.cool_account(
             entry,
@@ -450,7 +515,7 @@ impl Proxy {
         metrics::counter!("gateway_upstream_attempts_total", "outcome" => "error").increment(1);
         let err = GatewayError::from_upstream(e);
         tracing::warn!(account = %account.name, error = %err, "upstream attempt failed");
-        Attempt::Failover(err.into_response())
+        Attempt::Failover(fail(meter, err))
     }
 
     /// A 2xx event stream: held until the upstream's `message_start`, so an early `event: error` can still fail over.
@@ -459,11 +524,13 @@ impl Proxy {
         slot: &Slot,
         account: &Account,
         response: reqwest::Response,
+        meter: &Meter,
     ) -> Attempt {
         let status = response.status();
         let headers = crate::headers::client_response(response.headers());
         match Relay::open(response, Slot::clone_for(slot), account.name.clone()).await {
-            Opened::Started(relay) => {
+            Opened::Started(mut relay) => {
+                relay.meter(meter.clone());
                 slot.entry.record_success(slot.probe);
                 Attempt::Done(stream_response(status, headers, relay))
             }
@@ -487,6 +554,7 @@ impl Proxy {
         slot: &Slot,
         response: reqwest::Response,
         sent_at: Instant,
+        meter: &Meter,
     ) -> Attempt {
         let entry = &slot.entry;
         let status = response.status();
@@ -494,6 +562,7 @@ impl Proxy {
         let body = read_capped(response, MAX_ERROR_BODY).await;
         let passthrough = error_response(status, &headers, body.clone());
         let message = upstream_message(&body);
+        meter.error(&upstream_error_type(&body).unwrap_or_else(|| "api_error".into()));
         match status.as_u16() {
             s if crate::attribution::needs_attribution(s, &message) => Attempt::Refused(Refused {
                 response: passthrough,
@@ -580,6 +649,22 @@ impl Proxy {
     }
 }
 
+/// Records a gateway-written error in the request's meter and answers it (Anthropic dialect; the OpenAI route
+/// reshapes it).
+fn fail(meter: &Meter, e: GatewayError) -> Response {
+    meter.error(e.anthropic_type());
+    e.into_response()
+}
+
+/// The `error.type` of an Anthropic error body.
+fn upstream_error_type(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()?
+        .pointer("/error/type")?
+        .as_str()
+        .map(str::to_string)
+}
+
 /// A 429 that is about money, not rate: spend limits, exhausted credits, billing.
 fn not_a_rate_limit(error_type: Option<&str>, message: &str) -> bool {
     let m = message.to_ascii_lowercase();
@@ -616,7 +701,7 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
 
 /// A 2xx non-stream answer. One that arrives whole anyway (known small length) is read, its usage counted, and sent
 /// with its length (one write, no chunked re-encoding); a larger or unsized one streams through a usage tap.
-async fn relay_answer(slot: &Slot, response: reqwest::Response) -> Attempt {
+async fn relay_answer(slot: &Slot, response: reqwest::Response, meter: &Meter) -> Attempt {
     let status = response.status();
     let headers = crate::headers::client_response(response.headers());
     let known_small = response
@@ -625,13 +710,17 @@ async fn relay_answer(slot: &Slot, response: reqwest::Response) -> Attempt {
     let body = if known_small {
         match response.bytes().await {
             Ok(bytes) => {
-                crate::relay::record_usage_of(&slot.entry, &bytes);
+                crate::relay::record_usage_of(&slot.entry, &bytes, Some(meter));
                 Body::from(bytes)
             }
-            Err(e) => return Attempt::Failover(GatewayError::from_upstream(&e).into_response()),
+            Err(e) => return Attempt::Failover(fail(meter, GatewayError::from_upstream(&e))),
         }
     } else {
-        Body::from_stream(crate::relay::UsageTap::new(response, Slot::clone_for(slot)))
+        Body::from_stream(crate::relay::UsageTap::new(
+            response,
+            Slot::clone_for(slot),
+            Some(meter.clone()),
+        ))
     };
     let mut out = Response::new(body);
     *out.status_mut() = status;

@@ -15,6 +15,7 @@ use futures_util::{Stream, StreamExt};
 
 use crate::pool::Slot;
 use crate::sse::{SseDecoder, SseEvent};
+use crate::usage::Meter;
 
 type Upstream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
@@ -25,7 +26,7 @@ const MAX_HELD: usize = 1024 * 1024;
 const MAX_USAGE_TAP: usize = 4 * 1024 * 1024;
 
 /// Counts the token usage of a whole non-stream answer.
-pub fn record_usage_of(entry: &crate::pool::AccountEntry, body: &[u8]) {
+pub fn record_usage_of(entry: &crate::pool::AccountEntry, body: &[u8], meter: Option<&Meter>) {
     #[derive(serde::Deserialize)]
     struct Answer {
         usage: Option<serde_json::Value>,
@@ -33,6 +34,9 @@ pub fn record_usage_of(entry: &crate::pool::AccountEntry, body: &[u8]) {
     let mut watch = StreamWatch::default();
     if let Ok(a) = serde_json::from_slice::<Answer>(body) {
         watch.usage(a.usage.as_ref());
+    }
+    if let Some(m) = meter {
+        m.add_tokens(&watch.tokens);
     }
     entry.record_tokens(
         watch.input_tokens,
@@ -47,14 +51,16 @@ pub struct UsageTap {
     upstream: Upstream,
     copy: Option<Vec<u8>>,
     slot: Slot,
+    meter: Option<Meter>,
 }
 
 impl UsageTap {
-    pub fn new(response: reqwest::Response, slot: Slot) -> Self {
+    pub fn new(response: reqwest::Response, slot: Slot, meter: Option<Meter>) -> Self {
         UsageTap {
             upstream: Box::pin(response.bytes_stream()),
             copy: Some(Vec::new()),
             slot,
+            meter,
         }
     }
 }
@@ -80,6 +86,9 @@ impl Stream for UsageTap {
                     let mut watch = StreamWatch::default();
                     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&copy) {
                         watch.usage(v.get("usage"));
+                    }
+                    if let Some(m) = &this.meter {
+                        m.add_tokens(&watch.tokens);
                     }
                     this.slot.entry.record_tokens(
                         watch.input_tokens,
@@ -107,6 +116,8 @@ pub struct StreamWatch {
     pub output_tokens: u64,
     pub cache_read_tokens: u64,
     pub cache_creation_tokens: u64,
+    /// The same usage with cache writes split by lifetime.
+    pub tokens: crate::store::tenants::Tokens,
 }
 
 impl StreamWatch {
@@ -143,6 +154,7 @@ impl StreamWatch {
 
     fn usage(&mut self, usage: Option<&serde_json::Value>) {
         let Some(u) = usage else { return };
+        crate::usage::merge_usage(&mut self.tokens, u);
         let n = |k: &str| u.get(k).and_then(|v| v.as_u64());
         if let Some(v) = n("input_tokens") {
             self.input_tokens = v;
@@ -176,9 +188,16 @@ pub struct Relay {
     ended: bool,
     account: String,
     slot: Slot,
+    meter: Option<Meter>,
 }
 
 impl Relay {
+    /// Counts this stream's usage in the request's meter (set once the stream was chosen to answer).
+    pub fn meter(&mut self, meter: Meter) {
+        meter.first_byte();
+        self.meter = Some(meter);
+    }
+
     /// Reads the upstream until `message_start` (holding the bytes), an error event, or the end.
     pub async fn open(response: reqwest::Response, slot: Slot, account: String) -> Opened {
         let mut relay = Relay {
@@ -188,6 +207,7 @@ impl Relay {
             ended: false,
             account,
             slot,
+            meter: None,
         };
         loop {
             match relay.upstream.next().await {
@@ -233,6 +253,9 @@ impl Relay {
         self.ended = true;
         metrics::counter!("gateway_streams_total", "outcome" => outcome).increment(1);
         self.record_usage();
+        if let (Some(m), false) = (&self.meter, outcome == "complete") {
+            m.error(self.watch.error.as_deref().unwrap_or("api_error"));
+        }
     }
 
     /// Counts the tokens seen so far (Anthropic bills a stream's input from `message_start` on, and its output as far
@@ -251,6 +274,9 @@ impl Relay {
             w.cache_read_tokens,
             w.cache_creation_tokens,
         );
+        if let Some(m) = &self.meter {
+            m.add_tokens(&w.tokens);
+        }
     }
 
     fn failure_event(&mut self, message: &str) -> Bytes {
@@ -322,6 +348,9 @@ impl Drop for Relay {
             // The client went away: the upstream response is dropped with us, and what it used so far is counted.
             metrics::counter!("gateway_streams_total", "outcome" => "client_gone").increment(1);
             self.record_usage();
+            if let Some(m) = &self.meter {
+                m.error("client_gone");
+            }
             tracing::debug!(account = %self.account, "client left mid-stream; upstream request dropped");
         }
     }

@@ -112,6 +112,11 @@ pub async fn background(state: AppState, shutdown: CancellationToken) {
     scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut flush = tokio::time::interval(crate::clock::secs(state.config.usage_flush_secs));
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Request records and key counters: once a second, so key limits hold across replicas within a second.
+    let mut records = tokio::time::interval(Duration::from_secs(1));
+    records.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut prune = tokio::time::interval(Duration::from_secs(3600));
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Replicas sharing PostgreSQL hear about changes at once; the 1 s poll stays as the fallback.
     let changed = Arc::new(tokio::sync::Notify::new());
     if let Some(url) = &state.config.store_url {
@@ -128,6 +133,13 @@ pub async fn background(state: AppState, shutdown: CancellationToken) {
             _ = sync.tick() => sync_once(&state).await,
             _ = changed.notified() => sync_once(&state).await,
             _ = scan.tick() => state.pool().refresh_ahead(),
+            _ = records.tick() => flush_records(&state).await,
+            _ = prune.tick() => {
+                let usage = state.proxy.usage();
+                if let Err(e) = usage.prune(&state.store, state.config.usage_retention_days, state.config.usage_rollup_retention_days).await {
+                    tracing::warn!(error = %e, "could not delete usage past retention");
+                }
+            }
             _ = flush.tick() => {
                 if let Err(e) = state.pool().flush_usage().await {
                     tracing::warn!(error = %e, "could not write usage; kept for the next flush");
@@ -138,11 +150,22 @@ pub async fn background(state: AppState, shutdown: CancellationToken) {
     if let Err(e) = state.pool().flush_usage().await {
         tracing::warn!(error = %e, "could not write the last usage batch");
     }
+    flush_records(&state).await;
+}
+
+/// Writes request records and key counters, and adopts every replica's key counters.
+pub async fn flush_records(state: &AppState) {
+    if let Err(e) = state.proxy.usage().flush(&state.store).await {
+        tracing::warn!(error = %e, "could not write request records; kept for the next flush");
+    }
 }
 
 async fn sync_once(state: &AppState) {
     if let Err(e) = state.pool().sync().await {
         tracing::warn!(error = %e, "could not reload accounts from the store");
+    }
+    if let Err(e) = state.sync_keys().await {
+        tracing::warn!(error = %e, "could not reload client keys from the store");
     }
     if let Err(e) = state.pool().sync_cooldowns().await {
         tracing::debug!(error = %e, "could not read shared cooldowns");

@@ -7,11 +7,14 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::keys::KeyRing;
 use crate::oauth::OAuthClient;
 use crate::pool::Pool;
+use crate::pricing::PriceTable;
 use crate::proxy::Proxy;
 use crate::refresh::{RefreshEngine, RefreshSettings};
 use crate::store::SharedStore;
+use crate::usage::UsageLog;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -25,6 +28,20 @@ pub struct AppState {
 impl AppState {
     pub fn pool(&self) -> &Arc<Pool> {
         self.proxy.pool()
+    }
+
+    /// The client keys this replica knows (static and managed).
+    pub fn keys(&self) -> &Arc<KeyRing> {
+        self.proxy.usage().ring()
+    }
+
+    /// Reloads managed keys when the store changed.
+    pub async fn sync_keys(&self) -> Result<bool, crate::store::StoreError> {
+        let Some(tenants) = self.store.tenants() else {
+            return Ok(false);
+        };
+        let seq = self.store.change_seq().await?;
+        self.keys().sync(seq, tenants).await
     }
 }
 
@@ -61,7 +78,19 @@ pub fn build_state(
         engine,
         crate::pool::PoolSettings::from(&config.pool),
     ));
-    let proxy = Proxy::new(http, config.upstream.base_url.clone(), pool, &config.pool);
+    let ring = Arc::new(KeyRing::new(&config.client_keys));
+    let usage = Arc::new(UsageLog::new(
+        PriceTable::new(&config.prices),
+        ring,
+        clock.clone(),
+    ));
+    let proxy = Proxy::new(
+        http,
+        config.upstream.base_url.clone(),
+        pool,
+        &config.pool,
+        usage,
+    );
     Ok(AppState {
         config: Arc::new(config),
         store,

@@ -17,6 +17,8 @@ pub mod memory;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
+pub mod tenants;
+mod tenants_sql;
 
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 pub type SharedStore = Arc<dyn Store>;
@@ -29,6 +31,10 @@ pub enum StoreError {
     Conflict { id: AccountId, expected: i64 },
     #[error("an account named {0:?} already exists")]
     DuplicateName(String),
+    #[error("no client key {0}")]
+    KeyNotFound(String),
+    #[error("a client key named {0:?} already exists")]
+    DuplicateKey(String),
     #[error("account {0}'s refresh lease was taken by another holder")]
     Fenced(AccountId),
     #[error("store unavailable: {0}")]
@@ -190,6 +196,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Adds a batch of usage to the totals.
     fn add_usage(&self, batch: Vec<(AccountId, Usage)>) -> StoreFuture<'_, ()>;
     fn usage_totals(&self) -> StoreFuture<'_, Vec<(AccountId, Usage)>>;
+    /// Client keys, their counters and the usage log; `None` for stores that keep none (the in-memory test store).
+    fn tenants(&self) -> Option<&dyn tenants::TenantStore> {
+        None
+    }
 }
 
 /// Finds an account by id (all digits) or by name.

@@ -309,6 +309,44 @@ struct Reply {
     tool: Option<ToolCall>,
     input_tokens: u64,
     output_tokens: u64,
+    cache: Cache,
+}
+
+/// Prompt-cache usage a request asks for with `sim_cache_5m=N`, `sim_cache_1h=N`, `sim_cache_read=N` anywhere in its
+/// body (so it survives the gateway's OpenAI translation). The simulator does not model a real cache: what is asked is
+/// reported, as Anthropic reports it — `cache_creation_input_tokens` with the `cache_creation` breakdown by lifetime
+/// in the message (and in `message_start`), and the cumulative totals without the breakdown in `message_delta`.
+#[derive(Debug, Default, Clone, Copy)]
+struct Cache {
+    write_5m: u64,
+    write_1h: u64,
+    read: u64,
+}
+
+fn marker(body: &[u8], name: &str) -> u64 {
+    let needle = format!("{name}=");
+    let Some(at) = body
+        .windows(needle.len())
+        .position(|w| w == needle.as_bytes())
+    else {
+        return 0;
+    };
+    let digits: String = body[at + needle.len()..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .map(|b| char::from(*b))
+        .collect();
+    digits.parse().unwrap_or(0)
+}
+
+impl Cache {
+    fn of(body: &[u8]) -> Cache {
+        Cache {
+            write_5m: marker(body, "sim_cache_5m"),
+            write_1h: marker(body, "sim_cache_1h"),
+            read: marker(body, "sim_cache_read"),
+        }
+    }
 }
 
 const MAX_ECHO_CHARS: usize = 4000;
@@ -384,6 +422,7 @@ impl Reply {
             tool,
             input_tokens: input_tokens(body),
             output_tokens,
+            cache: Cache::of(body),
         }
     }
 
@@ -398,9 +437,14 @@ impl Reply {
     fn usage(&self, output_tokens: u64) -> Value {
         json!({
             "input_tokens": self.input_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
+            "cache_creation_input_tokens": self.cache.write_5m + self.cache.write_1h,
+            "cache_read_input_tokens": self.cache.read,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": self.cache.write_5m,
+                "ephemeral_1h_input_tokens": self.cache.write_1h,
+            },
             "output_tokens": output_tokens,
+            "service_tier": "standard",
         })
     }
 
@@ -499,7 +543,12 @@ impl Reply {
             &json!({
                 "type": "message_delta",
                 "delta": {"stop_reason": self.stop_reason(), "stop_sequence": null},
-                "usage": {"output_tokens": self.output_tokens},
+                "usage": {
+                    "input_tokens": self.input_tokens,
+                    "cache_creation_input_tokens": self.cache.write_5m + self.cache.write_1h,
+                    "cache_read_input_tokens": self.cache.read,
+                    "output_tokens": self.output_tokens,
+                },
             }),
         ));
         ev.push(sse::event("message_stop", &json!({"type": "message_stop"})));

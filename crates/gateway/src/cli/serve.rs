@@ -18,7 +18,6 @@ pub(super) async fn serve(
         .install_recorder()
         .ok();
     let listen = config.listen;
-    let open = config.client_keys.is_empty();
     // Rotations a previous process obtained but could not store are in the journal; `sync` replays them first.
     let journal = crate::refresh::Journal::open(&config.data_dir).with_context(|| {
         format!(
@@ -34,13 +33,14 @@ pub(super) async fn serve(
         journal,
     )?;
     state.pool().sync().await.context("loading accounts")?;
+    state.sync_keys().await.context("loading client keys")?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
     let accounts = state.pool().entries().len();
     tracing::info!(config = %origin, store = %store.describe(), accounts, "listening on http://{addr}");
-    if open {
+    if state.keys().is_open() {
         tracing::warn!("no client_keys configured: any local client may use the gateway (allowed on loopback only)");
     }
     if accounts == 0 {

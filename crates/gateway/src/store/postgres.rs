@@ -100,3 +100,7 @@ super::sql::sql_store!(
     |s: &str| sql::numbered(s),
     Some("SELECT pg_notify('gateway_changes', '')")
 );
+
+super::tenants_sql::tenant_store!(PostgresStore, sqlx::postgres::PgRow, |s: &str| {
+    sql::numbered(s)
+});

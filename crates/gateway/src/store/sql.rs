@@ -224,6 +224,10 @@ macro_rules! sql_store {
                 self.description.clone()
             }
 
+            fn tenants(&self) -> Option<&dyn super::tenants::TenantStore> {
+                Some(self)
+            }
+
             fn ping(&self) -> StoreFuture<'_, ()> {
                 Box::pin(async move {
                     sqlx::query("SELECT 1").execute(&self.pool).await.map_err(unavailable)?;

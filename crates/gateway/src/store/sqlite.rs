@@ -137,6 +137,9 @@ super::sql::sql_store!(
     None
 );
 
+super::tenants_sql::tenant_store!(SqliteStore, sqlx::sqlite::SqliteRow, |s: &str| s
+    .to_string());
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {

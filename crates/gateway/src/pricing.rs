@@ -1,0 +1,148 @@
+//! Model prices and the cost of a request. The table ships in the repository (`prices.toml`) and entries in the
+//! config's `[prices."MODEL"]` replace or add to it.
+//!
+//! Promise: costs are exact integer arithmetic in nano-dollars (prices are whole thousandths of a dollar per million
+//! tokens, i.e. whole nano-dollars per token), both cache-write lifetimes are priced separately, and a model with no
+//! matching entry has cost `None`, never a guess.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::keys::limits::glob;
+use crate::store::tenants::Tokens;
+
+/// The table shipped with the gateway.
+const SHIPPED: &str = include_str!("../prices.toml");
+
+/// One model's prices in USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPrice {
+    pub input: f64,
+    pub output: f64,
+    pub cache_write_5m: f64,
+    pub cache_write_1h: f64,
+    pub cache_read: f64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Shipped {
+    prices: BTreeMap<String, ModelPrice>,
+}
+
+/// Nano-dollars per token for each kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NanoPrice {
+    input: i64,
+    output: i64,
+    cache_write_5m: i64,
+    cache_write_1h: i64,
+    cache_read: i64,
+}
+
+impl From<ModelPrice> for NanoPrice {
+    fn from(p: ModelPrice) -> Self {
+        // USD per million tokens × 1e9 nano / 1e6 tokens = × 1000 per token.
+        let n = |usd: f64| (usd * 1000.0).round() as i64;
+        NanoPrice {
+            input: n(p.input),
+            output: n(p.output),
+            cache_write_5m: n(p.cache_write_5m),
+            cache_write_1h: n(p.cache_write_1h),
+            cache_read: n(p.cache_read),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PriceTable {
+    /// Patterns, longest first (the most specific match wins).
+    entries: Vec<(String, NanoPrice)>,
+}
+
+impl PriceTable {
+    /// The shipped table with `overrides` on top.
+    pub fn new(overrides: &BTreeMap<String, ModelPrice>) -> PriceTable {
+        let mut all: BTreeMap<String, ModelPrice> = toml::from_str::<Shipped>(SHIPPED)
+            .map(|s| s.prices)
+            .unwrap_or_default();
+        all.extend(overrides.iter().map(|(k, v)| (k.clone(), *v)));
+        let mut entries: Vec<(String, NanoPrice)> = all
+            .into_iter()
+            .map(|(k, v)| (k, NanoPrice::from(v)))
+            .collect();
+        entries.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+        PriceTable { entries }
+    }
+
+    fn price(&self, model: &str) -> Option<&NanoPrice> {
+        self.entries
+            .iter()
+            .find(|(pattern, _)| glob(pattern, model))
+            .map(|(_, p)| p)
+    }
+
+    /// The cost in nano-dollars, `None` for a model without a price.
+    pub fn cost_nanos(&self, model: &str, t: &Tokens) -> Option<i64> {
+        let p = self.price(model)?;
+        let n = |tokens: u64| i64::try_from(tokens).unwrap_or(i64::MAX);
+        Some(
+            n(t.input) * p.input
+                + n(t.output) * p.output
+                + n(t.cache_creation_5m) * p.cache_write_5m
+                + n(t.cache_creation_1h) * p.cache_write_1h
+                + n(t.cache_read) * p.cache_read,
+        )
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_table_parses_and_prices_both_cache_write_lifetimes() {
+        assert!(toml::from_str::<Shipped>(SHIPPED).is_ok());
+        let table = PriceTable::new(&BTreeMap::new());
+        let t = Tokens {
+            input: 1000,
+            output: 200,
+            cache_creation_5m: 300,
+            cache_creation_1h: 400,
+            cache_read: 500,
+        };
+        // Sonnet 4.5: $3 in, $15 out, $3.75 5m write, $6 1h write, $0.30 read per million.
+        let expected = 1000 * 3000 + 200 * 15000 + 300 * 3750 + 400 * 6000 + 500 * 300;
+        assert_eq!(
+            table.cost_nanos("claude-sonnet-4-5-20250929", &t),
+            Some(expected)
+        );
+        assert_eq!(table.cost_nanos("gpt-4o", &t), None);
+    }
+
+    #[test]
+    fn config_entries_override_and_the_longest_pattern_wins() {
+        let mut o = BTreeMap::new();
+        let p = ModelPrice {
+            input: 1.0,
+            output: 2.0,
+            cache_write_5m: 0.0,
+            cache_write_1h: 0.0,
+            cache_read: 0.0,
+        };
+        o.insert("claude-sonnet-4-5-special".to_string(), p);
+        let table = PriceTable::new(&o);
+        let t = Tokens {
+            input: 1,
+            output: 1,
+            ..Tokens::default()
+        };
+        assert_eq!(
+            table.cost_nanos("claude-sonnet-4-5-special", &t),
+            Some(3000)
+        );
+        assert_eq!(table.cost_nanos("claude-sonnet-4-5", &t), Some(18000));
+    }
+}

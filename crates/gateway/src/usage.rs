@@ -1,0 +1,358 @@
+//! Usage and cost per request: a [`Meter`] travels with each client request (and its response body) and, when the
+//! last part of the request is gone, becomes one [`RequestRecord`] in a bounded in-memory batch. A background flush
+//! writes the batch (rows, hourly rollups, key counters) in one transaction once a second — never on the request path.
+//!
+//! Promise: every request through [`crate::proxy::Proxy::forward`] yields exactly one record, with the tokens the
+//! answer reported (streams: `message_start` then `message_delta`, cumulative; failover attempts before
+//! `message_start` report none; an abandoned stream reports what arrived before the client left), priced by
+//! [`PriceTable`] (unknown model → cost unknown).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+
+use crate::clock::SharedClock;
+use crate::keys::ring::Admission;
+use crate::keys::{KeyRing, Tenant};
+use crate::pricing::PriceTable;
+use crate::store::tenants::{RequestRecord, Tokens, UsageBatch};
+use crate::store::{SharedStore, StoreError};
+
+/// Most records held between flushes; beyond it records are dropped and counted (`gateway_usage_dropped_total`).
+const MAX_PENDING: usize = 200_000;
+
+/// Most key names used as a metrics label; later keys are counted under `other`.
+const MAX_KEY_LABELS: usize = 100;
+
+/// The records waiting for the next flush, the price table and the keys.
+#[derive(Debug)]
+pub struct UsageLog {
+    pending: Mutex<Vec<RequestRecord>>,
+    dropped: AtomicU64,
+    prices: PriceTable,
+    ring: Arc<KeyRing>,
+    clock: SharedClock,
+    labels: Mutex<std::collections::HashSet<String>>,
+}
+
+impl UsageLog {
+    pub fn new(prices: PriceTable, ring: Arc<KeyRing>, clock: SharedClock) -> UsageLog {
+        UsageLog {
+            pending: Mutex::new(Vec::new()),
+            dropped: AtomicU64::new(0),
+            prices,
+            ring,
+            clock,
+            labels: Mutex::new(Default::default()),
+        }
+    }
+
+    pub fn ring(&self) -> &Arc<KeyRing> {
+        &self.ring
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    fn rows(&self) -> std::sync::MutexGuard<'_, Vec<RequestRecord>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, r: RequestRecord) {
+        let mut rows = self.rows();
+        if rows.len() >= MAX_PENDING {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("gateway_usage_dropped_total").increment(1);
+            return;
+        }
+        rows.push(r);
+    }
+
+    /// The metrics label for a key: its name while fewer than [`MAX_KEY_LABELS`] names are in use, else `other`.
+    fn label(&self, tenant: &Tenant) -> String {
+        let name = tenant.name();
+        let mut labels = self.labels.lock().unwrap_or_else(|e| e.into_inner());
+        if labels.contains(&name) || labels.len() < MAX_KEY_LABELS && labels.insert(name.clone()) {
+            name
+        } else {
+            "other".into()
+        }
+    }
+
+    /// Writes the records and key counters gathered since the last flush and reads back every replica's counters.
+    /// On failure the batch is kept for the next flush (up to the bound).
+    pub async fn flush(&self, store: &SharedStore) -> Result<usize, StoreError> {
+        let Some(tenants) = store.tenants() else {
+            self.rows().clear();
+            return Ok(0);
+        };
+        let requests = std::mem::take(&mut *self.rows());
+        let keys = self.ring.take_batch();
+        let n = requests.len();
+        let batch = UsageBatch {
+            requests,
+            counters: keys.counters,
+            in_flight: keys.in_flight,
+            last_used: keys.last_used,
+        };
+        let kept = batch.requests.clone();
+        if let Err(e) = tenants.record_usage(batch).await {
+            self.ring.restore();
+            let mut rows = self.rows();
+            let room = MAX_PENDING.saturating_sub(rows.len());
+            rows.splice(0..0, kept.into_iter().take(room));
+            return Err(e);
+        }
+        let (totals, in_flight) = tenants.counters(self.ring.query(self.now())).await?;
+        self.ring.settle(&totals, &in_flight);
+        Ok(n)
+    }
+
+    /// Deletes rows past retention.
+    pub async fn prune(
+        &self,
+        store: &SharedStore,
+        rows_days: u32,
+        rollup_days: u32,
+    ) -> Result<(), StoreError> {
+        let Some(tenants) = store.tenants() else {
+            return Ok(());
+        };
+        let now = self.now();
+        let days = |d: u32| now - chrono::Duration::days(i64::from(d));
+        tenants
+            .prune_usage(days(rows_days), days(rollup_days), now)
+            .await
+    }
+}
+
+/// What is known about a request so far.
+#[derive(Debug, Default)]
+struct Seen {
+    account: Option<(i64, String)>,
+    status: u16,
+    error_type: Option<String>,
+    tokens: Tokens,
+    ttfb: Option<Duration>,
+}
+
+#[derive(Debug)]
+struct MeterInner {
+    log: Arc<UsageLog>,
+    started: Instant,
+    at: DateTime<Utc>,
+    tenant: Tenant,
+    route: &'static str,
+    model: String,
+    stream: bool,
+    seen: Mutex<Seen>,
+    /// The key's concurrency slot: held until the response body is gone.
+    _admission: Option<Admission>,
+}
+
+/// One request's usage in the making; clones go with the response body. Recorded when the last clone drops.
+#[derive(Debug, Clone)]
+pub struct Meter(Arc<MeterInner>);
+
+/// What a request is, for its record.
+#[derive(Debug)]
+pub struct MeterSpec {
+    pub tenant: Tenant,
+    pub route: &'static str,
+    pub model: Option<String>,
+    pub stream: bool,
+    pub admission: Option<Admission>,
+}
+
+impl Meter {
+    pub fn new(log: Arc<UsageLog>, spec: MeterSpec) -> Meter {
+        let at = log.now();
+        Meter(Arc::new(MeterInner {
+            log,
+            started: Instant::now(),
+            at,
+            tenant: spec.tenant,
+            route: spec.route,
+            model: spec.model.unwrap_or_default(),
+            stream: spec.stream,
+            seen: Mutex::new(Seen::default()),
+            _admission: spec.admission,
+        }))
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.0.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The account of the attempt now running (the last one to call this served the answer).
+    pub fn attempt(&self, account_id: i64, account: &str) {
+        let mut s = self.seen();
+        s.account = Some((account_id, account.to_string()));
+        s.error_type = None;
+    }
+
+    /// The answer's head reached (or is about to reach) the client.
+    pub fn first_byte(&self) {
+        let mut s = self.seen();
+        if s.ttfb.is_none() {
+            s.ttfb = Some(self.0.started.elapsed());
+        }
+    }
+
+    pub fn status(&self, status: u16) {
+        self.seen().status = status;
+    }
+
+    pub fn error(&self, error_type: &str) {
+        self.seen().error_type = Some(error_type.to_string());
+    }
+
+    pub fn add_tokens(&self, t: &Tokens) {
+        self.seen().tokens.add(t);
+    }
+}
+
+impl Drop for MeterInner {
+    fn drop(&mut self) {
+        let seen = std::mem::take(self.seen.get_mut().unwrap_or_else(|e| e.into_inner()));
+        let cost = self.log.prices.cost_nanos(&self.model, &seen.tokens);
+        let now = self.log.now();
+        if let Tenant::Managed(k) = &self.tenant {
+            k.record(seen.tokens.total(), cost, now);
+        }
+        let (account_id, account) = seen.account.unwrap_or_default();
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let record = RequestRecord {
+            at: self.at,
+            key_id: self.tenant.key_id().unwrap_or(0),
+            key: self.tenant.name(),
+            account_id,
+            account,
+            model: self.model.clone(),
+            route: self.route.to_string(),
+            stream: self.stream,
+            status: seen.status,
+            error_type: seen.error_type,
+            tokens: seen.tokens,
+            latency_ms: millis(self.started.elapsed()),
+            ttfb_ms: seen.ttfb.map(millis),
+            cost_nanos: cost,
+        };
+        self.metrics(&record);
+        self.log.push(record);
+    }
+}
+
+impl MeterInner {
+    fn metrics(&self, r: &RequestRecord) {
+        if !matches!(self.tenant, Tenant::Managed(_)) {
+            return;
+        }
+        let key = self.log.label(&self.tenant);
+        metrics::counter!("gateway_key_requests_total", "key" => key.clone()).increment(1);
+        let t = &r.tokens;
+        for (kind, n) in [
+            ("input", t.input),
+            ("output", t.output),
+            ("cache_creation_5m", t.cache_creation_5m),
+            ("cache_creation_1h", t.cache_creation_1h),
+            ("cache_read", t.cache_read),
+        ] {
+            metrics::counter!("gateway_key_tokens_total", "key" => key.clone(), "kind" => kind)
+                .increment(n);
+        }
+        if let Some(c) = r.cost_nanos {
+            metrics::counter!("gateway_key_cost_nanodollars_total", "key" => key)
+                .increment(u64::try_from(c).unwrap_or(0));
+        }
+    }
+}
+
+/// Sets the fields an Anthropic `usage` object carries (streams repeat them cumulatively, so later values replace
+/// earlier ones; absent fields are kept). Cache writes come from `usage.cache_creation` (`ephemeral_5m_input_tokens`,
+/// `ephemeral_1h_input_tokens`); a `cache_creation_input_tokens` without that breakdown counts as 5-minute writes
+/// (the default lifetime).
+pub fn merge_usage(t: &mut Tokens, usage: &serde_json::Value) {
+    let n = |k: &str| usage.get(k).and_then(serde_json::Value::as_u64);
+    let part = |k: &str| {
+        usage
+            .get("cache_creation")
+            .and_then(|b| b.get(k))
+            .and_then(serde_json::Value::as_u64)
+    };
+    if let Some(v) = n("input_tokens") {
+        t.input = v;
+    }
+    if let Some(v) = n("output_tokens") {
+        t.output = v;
+    }
+    if let Some(v) = n("cache_read_input_tokens") {
+        t.cache_read = v;
+    }
+    match (
+        part("ephemeral_5m_input_tokens"),
+        part("ephemeral_1h_input_tokens"),
+    ) {
+        (None, None) => {
+            // `message_delta` repeats the total without the breakdown: keep the known split when it adds up.
+            if let Some(total) = n("cache_creation_input_tokens") {
+                if t.cache_creation_5m + t.cache_creation_1h != total {
+                    t.cache_creation_1h = t.cache_creation_1h.min(total);
+                    t.cache_creation_5m = total - t.cache_creation_1h;
+                }
+            }
+        }
+        (c5, c1) => {
+            t.cache_creation_5m = c5.unwrap_or(0);
+            t.cache_creation_1h = c1.unwrap_or(0);
+        }
+    }
+}
+
+/// The tokens of one whole `usage` object.
+#[cfg(test)]
+fn tokens_of(usage: &serde_json::Value) -> Tokens {
+    let mut t = Tokens::default();
+    merge_usage(&mut t, usage);
+    t
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_writes_are_split_by_lifetime_from_the_breakdown() {
+        let u = serde_json::json!({"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 7,
+            "cache_creation_input_tokens": 30,
+            "cache_creation": {"ephemeral_5m_input_tokens": 10, "ephemeral_1h_input_tokens": 20}});
+        let t = tokens_of(&u);
+        assert_eq!(
+            (
+                t.input,
+                t.output,
+                t.cache_creation_5m,
+                t.cache_creation_1h,
+                t.cache_read
+            ),
+            (10, 5, 10, 20, 7)
+        );
+        let old = serde_json::json!({"input_tokens": 1, "cache_creation_input_tokens": 30});
+        assert_eq!(tokens_of(&old).cache_creation_5m, 30);
+        // A message_delta carrying only output keeps what message_start said.
+        let mut t = tokens_of(&u);
+        merge_usage(
+            &mut t,
+            &serde_json::json!({"output_tokens": 9, "cache_creation_input_tokens": 30}),
+        );
+        assert_eq!(
+            (t.input, t.output, t.cache_creation_5m, t.cache_creation_1h),
+            (10, 9, 10, 20)
+        );
+    }
+}
