@@ -192,7 +192,11 @@ impl Forward {
     }
 
     /// The tenant from the request's extensions (set by `auth::client_auth`) and the route called.
-    pub fn with_client(mut self, extensions: &axum::http::Extensions, route: &'static str) -> Forward {
+    pub fn with_client(
+        mut self,
+        extensions: &axum::http::Extensions,
+        route: &'static str,
+    ) -> Forward {
         if let Some(t) = extensions.get::<Tenant>() {
             self.tenant = t.clone();
         }
