@@ -2,7 +2,8 @@
 //! ([`keys`]); usage and the request log ([`usage`]).
 //!
 //! `GET /admin/accounts` answers `{"accounts":[{"id","name","kind","state","expires_at","cooldown_until","last_error",…}]}`;
-//! that shape is a contract, fields may be added.
+//! that shape is a contract, fields may be added. Beside it, `token_endpoint`: the token-endpoint budget, its pause
+//! (until when, why) and the refresh queue; `GET /admin/refresh` shows that view with the accounts refreshing now.
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +24,7 @@ pub fn routes() -> Router<AppState> {
         .merge(keys::routes())
         .merge(usage::routes())
         .route("/admin/accounts", get(list))
+        .route("/admin/refresh", get(refresh_view))
         .route("/admin/accounts/{id}/reset", post(reset))
         .route("/admin/accounts/{id}/refresh", post(refresh))
 }
@@ -47,7 +49,21 @@ async fn list(State(state): State<AppState>) -> Response {
             v
         })
         .collect();
-    Json(serde_json::json!({ "accounts": accounts })).into_response()
+    let token_endpoint = state.pool().engine().budget_view().await;
+    Json(serde_json::json!({ "accounts": accounts, "token_endpoint": token_endpoint })).into_response()
+}
+
+/// The token endpoint's budget, pause and refresh queue, and the accounts whose refresh runs now.
+async fn refresh_view(State(state): State<AppState>) -> Response {
+    let token_endpoint = state.pool().engine().budget_view().await;
+    let refreshing: Vec<serde_json::Value> = state
+        .pool()
+        .entries()
+        .iter()
+        .filter(|e| e.cell.refreshing())
+        .map(|e| serde_json::json!({ "id": e.id, "name": e.cell.account().name }))
+        .collect();
+    Json(serde_json::json!({ "token_endpoint": token_endpoint, "refreshing": refreshing })).into_response()
 }
 
 fn entry(state: &AppState, id: &str) -> Result<std::sync::Arc<AccountEntry>, GatewayError> {

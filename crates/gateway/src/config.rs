@@ -105,6 +105,23 @@ pub struct RefreshConfig {
     /// Refresh lease time-to-live (replicas sharing a store refresh one at a time). The holder renews it every third of
     /// this while its refresh runs; a holder that dies frees it after this.
     pub lease_secs: f64,
+    /// Token-endpoint calls per second across every replica sharing the store (the endpoint limits the caller, not
+    /// one account). Every call counts: request-driven and proactive refreshes, retries.
+    pub max_calls_per_sec: f64,
+    /// Calls that may go out at once after a quiet period (the bucket's depth).
+    pub max_calls_burst: u32,
+    /// What a token-endpoint 429 pauses: every refresh (`endpoint`, the default) or only that account's (`account`).
+    pub rate_limit_scope: RateLimitScope,
+}
+
+/// The scope of a token-endpoint 429.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimitScope {
+    /// The endpoint rate-limits the caller (client and address): a 429 pauses every account's refresh.
+    Endpoint,
+    /// The endpoint rate-limits per account: a 429 pauses only that account's refresh.
+    Account,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -204,6 +221,9 @@ impl Default for RefreshConfig {
             backoff_max_secs: 1800,
             max_retry_after_secs: 86_400,
             lease_secs: 30.0,
+            max_calls_per_sec: 2.0,
+            max_calls_burst: 2,
+            rate_limit_scope: RateLimitScope::Endpoint,
         }
     }
 }
@@ -368,6 +388,13 @@ impl Config {
         }
         if self.refresh.lease_secs < 1.0 {
             return Err(bad("refresh.lease_secs", "must be at least 1 second"));
+        }
+        let rate = self.refresh.max_calls_per_sec;
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(bad("refresh.max_calls_per_sec", "must be a positive number of calls per second"));
+        }
+        if self.refresh.max_calls_burst == 0 {
+            return Err(bad("refresh.max_calls_burst", "must be at least 1"));
         }
         if self.refresh.max_attempts == 0 {
             return Err(bad("refresh.max_attempts", "must be at least 1"));

@@ -586,7 +586,7 @@ fn usable(
         (CredentialState::NeedsReauth, _) => return Err(Skip::Unusable),
         // A refresh that is backing off only matters once the current token no longer works.
         (CredentialState::RefreshBackoff, _)
-            if crate::refresh::fresh(&account, now, crate::refresh::EXPIRY_SKEW) => {}
+            if entry.cell.fresh_for_request(&account, now) => {}
         (CredentialState::RefreshBackoff | CredentialState::Held, Some(t)) => {
             return Err(Skip::Cooling(
                 t.max(Instant::now() + Duration::from_secs(1)),

@@ -13,9 +13,13 @@
 //!   process) may have rotated it already. After a successful exchange the new tokens are written to the store
 //!   (compare-and-set on the version) *before* the cell publishes them; if the write fails the cell keeps the
 //!   tokens as pending and the account is held (not used) until a later flight persists them, without calling the endpoint.
+//! - The token endpoint is one resource for all accounts: every call takes a turn from a budget shared through the
+//!   store (`refresh/budget.rs`), requests' refreshes before proactive ones, and a 429 pauses every refresh
+//!   (`rate_limit_scope = "endpoint"`).
 //! - A 429 blocks every path (request, proactive, admin) until its Retry-After (or a jittered backoff) has passed: the
 //!   block is checked under the same lock that starts flights.
 
+mod budget;
 mod cell;
 mod engine;
 mod flight;
@@ -31,7 +35,7 @@ use tokio::time::Instant;
 pub use cell::{CredentialCell, CredentialState};
 pub use engine::RefreshEngine;
 pub use journal::Journal;
-pub use settings::{fresh, RefreshSettings, EXPIRY_SKEW};
+pub use settings::{expiry_skew, fresh, lifetime_of, proactive_lead, RefreshSettings};
 
 /// Why a credential cannot be had right now. Cloned to every waiter of a flight.
 #[derive(Debug, Clone, thiserror::Error)]

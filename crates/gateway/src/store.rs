@@ -112,6 +112,28 @@ pub struct SharedCooldown {
     pub reason: String,
 }
 
+/// The token endpoint's pacing state, shared by every process using the store (one row for the whole store).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TokenEndpointState {
+    /// The budget's theoretical arrival time (GCRA): calls are spent up to this moment.
+    pub spent_until: Option<DateTime<Utc>>,
+    /// A token-endpoint 429 pauses every refresh until then (`rate_limit_scope = "endpoint"`).
+    pub paused_until: Option<DateTime<Utc>>,
+    pub pause_reason: Option<String>,
+}
+
+/// The answer to asking for one token-endpoint call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenCallSlot {
+    /// The call may go out now; it was counted.
+    Granted,
+    /// Not before `until`; `paused` carries the reason when the endpoint is paused (a 429).
+    Wait {
+        until: DateTime<Utc>,
+        paused: Option<String>,
+    },
+}
+
 /// Usage to add to an account's totals.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Usage {
@@ -188,6 +210,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         fence: &Fence,
         update: AccountUpdate,
     ) -> StoreFuture<'_, Account>;
+    /// Counts one token-endpoint call against the shared budget if it fits: one call per `interval`, at most `window`
+    /// worth of calls ahead of `now` (the burst), and none while the endpoint is paused.
+    fn take_token_call(
+        &self,
+        now: DateTime<Utc>,
+        interval: Duration,
+        window: Duration,
+    ) -> StoreFuture<'_, TokenCallSlot>;
+    /// Pauses every token-endpoint call until `until` (never shortens a longer pause).
+    fn pause_token_endpoint(&self, until: DateTime<Utc>, reason: &str) -> StoreFuture<'_, ()>;
+    fn token_endpoint_state(&self) -> StoreFuture<'_, TokenEndpointState>;
     /// Records a message-endpoint cooldown (a later one for the same scope replaces it).
     fn put_cooldown(&self, cooldown: SharedCooldown) -> StoreFuture<'_, ()>;
     /// Cooldowns still in force at `now`.
@@ -199,6 +232,28 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Client keys, their counters and the usage log; `None` for stores that keep none (the in-memory test store).
     fn tenants(&self) -> Option<&dyn tenants::TenantStore> {
         None
+    }
+}
+
+/// The budget decision shared by every store: GCRA with the burst as its tolerance. `spent_until` is the stored
+/// theoretical arrival time; returns the new one when the call fits, else when to ask again.
+pub fn budget_decision(
+    spent_until: DateTime<Utc>,
+    paused_until: DateTime<Utc>,
+    now: DateTime<Utc>,
+    interval: Duration,
+    window: Duration,
+) -> Result<DateTime<Utc>, DateTime<Utc>> {
+    let interval = chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::MAX);
+    let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+    let next = spent_until.max(now) + interval;
+    if paused_until > now {
+        return Err(paused_until.max(next - window));
+    }
+    if next - window <= now {
+        Ok(next)
+    } else {
+        Err(next - window)
     }
 }
 

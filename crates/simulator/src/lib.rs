@@ -190,6 +190,20 @@ impl Simulator {
         self.shared.push_token_fault(fault);
     }
 
+    /// For `period` from now, answer every token-endpoint call with 429 and this `retry-after` (what the real
+    /// endpoint does when it rate-limits the caller: the limit is the client's and address's, not one account's).
+    /// Not modelled: the real endpoint's threshold and window are not published, so the simulator never starts
+    /// rate limiting on its own; a test decides when it does.
+    pub fn rate_limit_token_endpoint(&self, period: Duration, retry_after: Option<&str>) {
+        self.shared
+            .rate_limit_token_endpoint(period, retry_after.map(str::to_string));
+    }
+
+    /// Time since the simulator started, the clock of [`TokenCall::at`].
+    pub fn elapsed(&self) -> Duration {
+        self.shared.elapsed()
+    }
+
     /// Extra headers on every messages response for `credential` (they override the defaults).
     pub fn set_ratelimit_headers(&self, credential: &str, headers: Vec<(String, String)>) {
         self.shared

@@ -176,9 +176,10 @@ pub(crate) async fn token(State(sh): State<Arc<Shared>>, body: Bytes) -> Respons
             retry_after,
             retry_after_ms,
         }) => {
+            // The shape platform.claude.com answers (seen in clients' logs): an Anthropic-style error object.
             let mut r = json_response(
                 StatusCode::TOO_MANY_REQUESTS,
-                &json!({"error": "rate_limit_error", "error_description": "Rate limited. Please try again later."}),
+                &json!({"error": {"type": "rate_limit_error", "message": "Rate limited. Please try again later."}}),
             );
             if let Some(ra) = retry_after {
                 set_header(&mut r, "retry-after", &ra);

@@ -120,6 +120,8 @@ pub(crate) struct State {
     requests: Vec<Record>,
     token_calls: Vec<(u64, TokenCall)>,
     pub(crate) request_counts: HashMap<String, u64>,
+    /// Until then every token call is rate limited (the caller's limit, whatever the account), with this Retry-After.
+    token_rate_limit: Option<(Instant, Option<String>)>,
 }
 
 impl State {
@@ -219,6 +221,7 @@ pub(crate) struct Shared {
     disconnect_notify: Notify,
     in_flight: AtomicUsize,
     seq: AtomicU64,
+    started: Instant,
 }
 
 impl Shared {
@@ -231,6 +234,7 @@ impl Shared {
             disconnect_notify: Notify::new(),
             in_flight: AtomicUsize::new(0),
             seq: AtomicU64::new(0),
+            started: Instant::now(),
         }
     }
 
@@ -275,7 +279,28 @@ impl Shared {
     }
 
     pub(crate) fn take_token_fault(&self) -> Option<TokenFault> {
-        self.lock().token_faults.pop_front()
+        let mut st = self.lock();
+        if let Some((until, retry_after)) = &st.token_rate_limit {
+            if Instant::now() < *until {
+                return Some(TokenFault::RateLimited {
+                    retry_after: retry_after.clone(),
+                    retry_after_ms: None,
+                });
+            }
+            st.token_rate_limit = None;
+        }
+        st.token_faults.pop_front()
+    }
+
+    pub(crate) fn rate_limit_token_endpoint(&self, period: Duration, retry_after: Option<String>) {
+        self.lock().token_rate_limit = Instant::now()
+            .checked_add(period)
+            .map(|until| (until, retry_after));
+    }
+
+    /// Time since the simulator started (the clock of [`TokenCall::at`]).
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.started.elapsed()
     }
 
     // ---- records ----
@@ -356,6 +381,7 @@ impl Shared {
         refresh_token: Option<String>,
     ) -> u64 {
         let seq = self.next_seq();
+        let at = self.elapsed();
         self.lock().token_calls.push((
             seq,
             TokenCall {
@@ -363,6 +389,7 @@ impl Shared {
                 refresh_token,
                 status: 0,
                 outcome: "pending".to_string(),
+                at,
             },
         ));
         seq

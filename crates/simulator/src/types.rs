@@ -90,6 +90,8 @@ pub struct TokenCall {
     /// `rotated_then_dropped`, `invalid_request`, `unsupported_grant_type`, `pending`
     /// (still being answered) or `abandoned` (client went away before the answer).
     pub outcome: String,
+    /// When the call arrived, counted from the simulator's start.
+    pub at: Duration,
 }
 
 /// A fault for the messages endpoint.

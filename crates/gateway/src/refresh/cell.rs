@@ -1,6 +1,8 @@
 //! One account's credential and refresh state, and the lock every refresh decision is taken under.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
@@ -27,6 +29,11 @@ pub(super) type FlightResult = Option<Result<Arc<Account>, RefreshError>>;
 pub(super) struct CellState {
     pub(super) account: Arc<Account>,
     pub(super) flight: Option<watch::Receiver<FlightResult>>,
+    /// Whether a request waits for the running flight (its token call goes before proactive ones).
+    pub(super) flight_urgent: Arc<AtomicBool>,
+    /// How long the current token lives (from its rotation to its expiry): the request-path margin and the proactive
+    /// lead scale with it.
+    pub(super) lifetime: Duration,
     pub(super) blocked_until: Option<Instant>,
     pub(super) block_rate_limited: bool,
     pub(super) block_reason: String,
@@ -47,10 +54,13 @@ pub struct CredentialCell {
 impl CredentialCell {
     pub fn new(account: Account) -> Arc<Self> {
         let needs_reauth = account.needs_reauth.clone();
+        let lifetime = lifetime_of(&account);
         Arc::new(CredentialCell {
             state: Mutex::new(CellState {
                 account: Arc::new(account),
                 flight: None,
+                flight_urgent: Arc::default(),
+                lifetime,
                 blocked_until: None,
                 block_rate_limited: false,
                 block_reason: String::new(),
@@ -86,6 +96,7 @@ impl CredentialCell {
             if !st.block_rate_limited {
                 st.blocked_until = None;
             }
+            st.lifetime = lifetime_of(&stored);
         }
         // A `needs_reauth` judged the credential the row holds; while the cell holds a newer, unsaved rotation of
         // that very credential, the verdict is about a token we already replaced and does not override ours.
@@ -151,6 +162,13 @@ impl CredentialCell {
             ),
             _ => (CredentialState::Ready, None, st.last_error.clone()),
         }
+    }
+
+    /// Whether `account`'s token (as returned by [`Self::gate`]) is good for a request at `now`: valid for more than the
+    /// margin its lifetime calls for.
+    pub fn fresh_for_request(&self, account: &Account, now: DateTime<Utc>) -> bool {
+        let lifetime = self.lock().lifetime;
+        fresh(account, now, expiry_skew(lifetime))
     }
 
     /// Whether a flight is running (tests and admin).

@@ -1,5 +1,6 @@
 //! The engine: the decision point (`begin`), waiting, settling a flight's outcome into its cell.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -19,7 +20,7 @@ use super::*;
 
 #[derive(Debug, Clone, Copy)]
 enum Want<'a> {
-    /// A token valid for at least [`EXPIRY_SKEW`].
+    /// A token valid for at least the margin its lifetime calls for ([`expiry_skew`]).
     Fresh,
     /// Upstream rejected this secret: replace it unless the cell already moved on.
     Replace(&'a str),
@@ -39,6 +40,7 @@ pub(super) struct Inner {
     pub(super) clock: SharedClock,
     pub(super) settings: RefreshSettings,
     pub(super) tasks: TaskTracker,
+    pub(super) budget: super::budget::Budget,
     /// This process's name as a refresh-lease holder.
     pub(super) holder: String,
     /// Rotations not yet in the store and refresh tokens in doubt (see `journal.rs`).
@@ -78,6 +80,7 @@ impl RefreshEngine {
                 clock,
                 settings,
                 tasks: TaskTracker::new(),
+                budget: Default::default(),
                 holder,
                 journal,
             }),
@@ -154,14 +157,36 @@ impl RefreshEngine {
         let _ = self.begin(cell, Want::Ahead);
     }
 
-    /// The proactive scan: [`Self::refresh_ahead`] for every enabled account that can be refreshed.
+    /// The proactive scan: starts the refreshes of enabled accounts within their lead time, soonest expiry first, and
+    /// no more than the token-endpoint budget serves until the next scan, so tokens that expire together are refreshed
+    /// as a steady trickle over the lead window rather than a burst.
     pub fn refresh_ahead_all<'a>(&self, cells: impl IntoIterator<Item = &'a Arc<CredentialCell>>) {
-        for cell in cells {
-            let a = cell.account();
-            if !a.disabled && a.banned.is_none() && a.refreshable() {
-                self.refresh_ahead(cell);
-            }
+        let now = self.now();
+        let mut due: Vec<(DateTime<Utc>, &Arc<CredentialCell>)> = cells
+            .into_iter()
+            .filter_map(|cell| {
+                let st = cell.lock();
+                let a = &st.account;
+                let due = !a.disabled
+                    && a.banned.is_none()
+                    && a.refreshable()
+                    && st.flight.is_none()
+                    && st.needs_reauth.is_none()
+                    && !self.ahead_fresh(&st, now);
+                due.then(|| (a.credential.expires_at.unwrap_or(now), cell))
+            })
+            .collect();
+        due.sort_by_key(|(expires, _)| *expires);
+        for (_, cell) in due.into_iter().take(self.ahead_quota()) {
+            self.refresh_ahead(cell);
         }
+    }
+
+    /// Whether the cell's token is valid beyond its (per-account jittered, lifetime-scaled) proactive lead.
+    fn ahead_fresh(&self, st: &super::cell::CellState, now: DateTime<Utc>) -> bool {
+        let s = &self.inner.settings;
+        let jitter = 1.0 + s.lead_jitter * crate::backoff::spread(st.account.id);
+        st.pending.is_none() && fresh(&st.account, now, proactive_lead(s.lead, st.lifetime, jitter))
     }
 
     /// Starts a refresh now unless one runs or a backoff forbids it (admin "refresh now"). Never waits.
@@ -201,22 +226,21 @@ impl RefreshEngine {
         if account.kind == AccountKind::ApiKey {
             return Ok(Started::Ready(account));
         }
-        let usable = st.pending.is_none() && fresh(&account, now, EXPIRY_SKEW);
+        let usable = st.pending.is_none() && fresh(&account, now, expiry_skew(st.lifetime));
         match want {
             Want::Fresh if usable => return Ok(Started::Ready(account)),
             Want::Replace(secret) if usable && account.credential.secret != secret => {
                 return Ok(Started::Ready(account))
             }
-            Want::Ahead => {
-                let jitter = 1.0 + inner.settings.lead_jitter * crate::backoff::spread(account.id);
-                let lead = inner.settings.lead.mul_f64(jitter.max(0.0));
-                if st.pending.is_none() && fresh(&account, now, lead) {
-                    return Ok(Started::Ready(account));
-                }
-            }
+            Want::Ahead if self.ahead_fresh(&st, now) => return Ok(Started::Ready(account)),
             _ => {}
         }
+        let urgent = !matches!(want, Want::Ahead);
         if let Some(rx) = &st.flight {
+            if urgent {
+                // A request waits for this flight now: its token call goes before proactive ones.
+                st.flight_urgent.store(true, Ordering::SeqCst);
+            }
             return Ok(Started::Waiting(rx.clone()));
         }
         if account.credential.refresh_token.is_none() {
@@ -234,14 +258,26 @@ impl RefreshEngine {
                 reason: st.block_reason.clone(),
             });
         }
+        if let Some(p) = self.endpoint_pause().filter(|_| st.pending.is_none()) {
+            return Err(RefreshError::Backoff {
+                until: p.until,
+                until_wall: p.until_wall,
+                rate_limited: true,
+                reason: p.reason,
+            });
+        }
         let (tx, rx) = watch::channel(None);
         st.flight = Some(rx.clone());
+        let flight_urgent = Arc::new(AtomicBool::new(urgent));
+        st.flight_urgent = flight_urgent.clone();
         let pending = st.pending.clone();
         drop(st);
         // The guard settles the cell even if the flight's task panics or is dropped.
         let guard = super::guard::FlightGuard::new(self.clone(), cell.clone(), tx);
+        let ahead = (!urgent).then(|| self.ahead_flight());
         inner.tasks.spawn(async move {
-            let outcome = guard.engine().fly(account, pending).await;
+            let outcome = guard.engine().fly(account, pending, &flight_urgent).await;
+            drop(ahead);
             guard.finish(outcome);
         });
         Ok(Started::Waiting(rx))
@@ -298,6 +334,16 @@ impl RefreshEngine {
         });
     }
 
+    /// Pauses every refresh (here at once, in the store soon; the flight already recorded the pause's floor there).
+    fn spawn_pause_endpoint(&self, until: DateTime<Utc>, reason: &str) {
+        if !self.inner.settings.endpoint_scope {
+            return;
+        }
+        self.note_pause(until, reason);
+        let (engine, reason) = (self.clone(), reason.to_string());
+        self.inner.tasks.spawn(async move { engine.pause_endpoint(until, &reason).await });
+    }
+
     pub(super) fn spawn_persist_reauth(&self, account: Arc<Account>, reason: String) {
         let store = self.inner.store.clone();
         self.inner.tasks.spawn(async move {
@@ -331,6 +377,9 @@ impl RefreshEngine {
                 st.last_error = None;
                 st.needs_reauth = None;
                 if account.version > st.account.version {
+                    if account.credential != st.account.credential {
+                        st.lifetime = lifetime_of(&account);
+                    }
                     st.account = account.clone();
                 }
                 Ok(st.account.clone())
@@ -357,6 +406,8 @@ impl RefreshEngine {
                 st.block_reason = reason.clone();
                 st.last_error = Some(reason.clone());
                 tracing::warn!(account = %name, wait_secs = wait.as_secs_f64(), "token refresh rate limited");
+                // The endpoint limits the caller, not this account: every refresh waits (scope "endpoint").
+                self.spawn_pause_endpoint(crate::clock::instant_to_wall(self.inner.clock.as_ref(), until), &reason);
                 Err(RefreshError::Backoff {
                     until,
                     until_wall: crate::clock::instant_to_wall(self.inner.clock.as_ref(), until),

@@ -1,6 +1,7 @@
 //! A flight: re-read the store, take the refresh lease (renewed while working), exchange, record the floor of any
 //! failure's wait before releasing the lease.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ impl RefreshEngine {
         &self,
         started_from: Arc<Account>,
         pending: Option<TokenResponse>,
+        urgent: &AtomicBool,
     ) -> Outcome {
         let inner = &self.inner;
         let id = started_from.id;
@@ -91,7 +93,7 @@ impl RefreshEngine {
                 Some(tokens) => self.persist_journaled(stored, tokens, &fence).await,
                 None => match self.settled_elsewhere(&started_from, &stored) {
                     Some(done) => done,
-                    None => self.exchange(stored, &fence).await,
+                    None => self.exchange(stored, &fence, urgent).await,
                 },
             }
         };
@@ -141,6 +143,10 @@ impl RefreshEngine {
         };
         if let Some((wait, reason)) = floor {
             let until = crate::clock::wall_in(inner.clock.now(), wait);
+            if matches!(outcome, Outcome::RateLimited(_)) {
+                // Scope "endpoint": every refresh of every process waits, recorded before the lease is released.
+                self.pause_endpoint(until, reason).await;
+            }
             if let Ok(Some(a)) = inner.store.get_account(id).await {
                 let update = AccountUpdate {
                     refresh_block: Patch::Set((until, reason.to_string())),
@@ -178,7 +184,7 @@ impl RefreshEngine {
             ));
         }
         if stored.credential.secret != started_from.credential.secret
-            && fresh(stored, now, EXPIRY_SKEW)
+            && fresh(stored, now, expiry_skew(lifetime_of(stored)))
         {
             tracing::info!(account = %stored.name, "credential already rotated elsewhere; adopting it");
             return Some(Outcome::Refreshed(Arc::new(stored.clone())));
@@ -198,7 +204,12 @@ impl RefreshEngine {
     /// The lost-answer rule: a refresh token sent without an answer seen (lost, timed out, an unparsable 200) is sent
     /// at most once more, ever — the doubt is journaled, so it outlives this flight and the process. If that one more
     /// send gets no usable answer either (lost again, 5xx), the token is never sent again: the account needs re-auth.
-    pub(super) async fn exchange(&self, stored: Account, fence: &Fence) -> Outcome {
+    pub(super) async fn exchange(
+        &self,
+        stored: Account,
+        fence: &Fence,
+        urgent: &AtomicBool,
+    ) -> Outcome {
         let inner = &self.inner;
         let Some(refresh_token) = stored.credential.refresh_token.clone() else {
             return Outcome::NeedsReauth("no refresh token stored".into());
@@ -213,6 +224,12 @@ impl RefreshEngine {
                 if d.retried {
                     return self.give_up_in_doubt(&stored, "a previous try").await;
                 }
+            }
+            // Every call, retries included, takes its turn from the token endpoint's budget.
+            if let Err(outcome) = self.take_turn(urgent).await {
+                return outcome;
+            }
+            if in_doubt.is_some() {
                 self.mark_doubt(stored.id, &refresh_token, true).await;
             }
             attempts += 1;

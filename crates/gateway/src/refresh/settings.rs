@@ -11,8 +11,36 @@ use crate::config::RefreshConfig;
 /// How often a process waiting for another's refresh re-reads the store.
 pub(super) const LEASE_POLL: Duration = Duration::from_millis(200);
 
-/// A token this close to expiry is treated as expired on the request path (a request takes time to reach upstream).
-pub const EXPIRY_SKEW: Duration = Duration::from_secs(30);
+/// The most a token's end is brought forward on the request path (a request takes time to reach upstream).
+pub const MAX_EXPIRY_SKEW: Duration = Duration::from_secs(30);
+
+/// Assumed lifetime of a token whose expiry is unknown or implausible.
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(8 * 3600);
+
+/// How long before its expiry a token that lives `lifetime` counts as expired on the request path: a tenth of its
+/// life, at most [`MAX_EXPIRY_SKEW`]. A fixed skew would make a short-lived token count as expired the moment it is
+/// issued, so every request would start another exchange.
+pub fn expiry_skew(lifetime: Duration) -> Duration {
+    (lifetime / 10).min(MAX_EXPIRY_SKEW)
+}
+
+/// The proactive lead for a token that lives `lifetime`: `lead`, but at most half its life (so a token just issued
+/// is not due at once), times the account's jitter factor.
+pub fn proactive_lead(lead: Duration, lifetime: Duration, jitter: f64) -> Duration {
+    lead.min(lifetime / 2).mul_f64(jitter.max(0.0))
+}
+
+/// The lifetime of the account's current token as far as the row tells: from its last write (the rotation that
+/// stored it, when the credential just changed) to its expiry. At least one second.
+pub fn lifetime_of(account: &Account) -> Duration {
+    match account.credential.expires_at {
+        None => DEFAULT_LIFETIME,
+        Some(exp) => (exp - account.updated_at)
+            .to_std()
+            .unwrap_or(DEFAULT_LIFETIME)
+            .max(Duration::from_secs(1)),
+    }
+}
 
 /// Timing knobs of the engine, as durations.
 #[derive(Debug, Clone)]
@@ -27,6 +55,14 @@ pub struct RefreshSettings {
     pub max_retry_after: Duration,
     /// How long a refresh lease is held at most (a holder that dies frees it after this).
     pub lease_ttl: Duration,
+    /// The token-endpoint budget: one call per `call_interval` across every process sharing the store …
+    pub call_interval: Duration,
+    /// … with at most this many at once after a quiet period.
+    pub call_burst: u32,
+    /// Whether a token-endpoint 429 pauses every account's refresh (`rate_limit_scope = "endpoint"`).
+    pub endpoint_scope: bool,
+    /// How often the proactive scan runs (it starts at most what the budget can serve until the next scan).
+    pub scan_interval: Duration,
 }
 
 impl From<&RefreshConfig> for RefreshSettings {
@@ -45,6 +81,11 @@ impl From<&RefreshConfig> for RefreshSettings {
             ),
             max_retry_after: Duration::from_secs(c.max_retry_after_secs),
             lease_ttl: Duration::from_secs_f64(c.lease_secs),
+            call_interval: Duration::try_from_secs_f64(1.0 / c.max_calls_per_sec)
+                .unwrap_or(Duration::from_secs(1)),
+            call_burst: c.max_calls_burst.max(1),
+            endpoint_scope: c.rate_limit_scope == crate::config::RateLimitScope::Endpoint,
+            scan_interval: Duration::from_secs(c.scan_interval_secs.max(1)),
         }
     }
 }

@@ -612,12 +612,14 @@ async fn a_setup_token_is_used_until_it_expires_and_never_refreshed() {
 
 #[tokio::test(start_paused = true)]
 async fn refresh_ahead_starts_within_the_jittered_lead_only() {
-    // lead 600 s ± 25 %: never before 750 s ahead, always by 450 s ahead.
-    let r = rig(vec![], chrono::Duration::seconds(800)).await;
+    // An 8-hour token, lead 600 s ± 25 %: never before 750 s ahead, always by 450 s ahead.
+    let life = 8 * 3600;
+    let r = rig(vec![], chrono::Duration::seconds(life)).await;
+    tokio::time::advance(Duration::from_secs(life as u64 - 750)).await;
     r.engine.refresh_ahead(&r.cell);
     tokio::task::yield_now().await;
     assert!(r.endpoint.calls().is_empty());
-    tokio::time::advance(Duration::from_secs(800 - 450)).await;
+    tokio::time::advance(Duration::from_secs(750 - 450)).await;
     r.engine.refresh_ahead(&r.cell);
     r.engine.tasks().close();
     r.engine.tasks().wait().await;
@@ -642,7 +644,10 @@ async fn churning_ten_thousand_accounts_leaves_no_state_behind() {
     let store = Arc::new(MemoryStore::default());
     let clock = Arc::new(TokioClock::starting_at(crate::clock::system_now()));
     let endpoint = FakeEndpoint::with(vec![]);
-    let engine = RefreshEngine::new(store.clone(), endpoint.clone(), clock.clone(), settings());
+    let mut unpaced = settings();
+    unpaced.call_interval = Duration::from_nanos(1);
+    unpaced.call_burst = 100_000;
+    let engine = RefreshEngine::new(store.clone(), endpoint.clone(), clock.clone(), unpaced);
     let pool = crate::pool::Pool::new(
         store.clone(),
         engine.clone(),
@@ -845,4 +850,219 @@ async fn a_live_holder_keeps_its_lease_however_long_the_endpoint_takes() {
         .await
         .unwrap()
         .is_some());
+}
+
+// === The token-endpoint budget (issue 17): one endpoint for every account ===
+
+/// Records when each call arrived (tokio time) and which refresh token it carried, delegating to a scripted endpoint.
+#[derive(Debug)]
+struct Timed {
+    inner: Arc<FakeEndpoint>,
+    start: tokio::time::Instant,
+    at: Mutex<Vec<(Duration, String)>>,
+}
+
+impl TokenEndpoint for Timed {
+    fn refresh<'a>(&'a self, refresh_token: &'a str) -> TokenFuture<'a> {
+        self.at
+            .lock()
+            .unwrap()
+            .push((self.start.elapsed(), refresh_token.to_string()));
+        self.inner.refresh(refresh_token)
+    }
+}
+
+impl Timed {
+    fn times(&self) -> Vec<Duration> {
+        self.at.lock().unwrap().iter().map(|(t, _)| *t).collect()
+    }
+    fn tokens(&self) -> Vec<String> {
+        self.at.lock().unwrap().iter().map(|(_, r)| r.clone()).collect()
+    }
+}
+
+struct Fleet {
+    endpoint: Arc<Timed>,
+    engine: RefreshEngine,
+    cells: Vec<Arc<CredentialCell>>,
+}
+
+/// `n` accounts (refresh tokens `rt-a0` …) expiring at the given offsets, one engine, a budget of `rate`/s.
+async fn fleet(
+    script: Vec<Answer>,
+    expiries: &[chrono::Duration],
+    adjust: impl FnOnce(&mut RefreshSettings),
+) -> Fleet {
+    let store = Arc::new(MemoryStore::default());
+    let clock = Arc::new(TokioClock::starting_at(crate::clock::system_now()));
+    let mut cells = Vec::new();
+    for (i, exp) in expiries.iter().enumerate() {
+        let a = store
+            .insert_account(oauth_account(&format!("a{i}"), &format!("rt-a{i}"), clock.now() + *exp))
+            .await
+            .unwrap();
+        cells.push(CredentialCell::new(a));
+    }
+    let endpoint = Arc::new(Timed {
+        inner: FakeEndpoint::with(script),
+        start: tokio::time::Instant::now(),
+        at: Mutex::default(),
+    });
+    let mut s = settings();
+    adjust(&mut s);
+    let engine = RefreshEngine::new(store, endpoint.clone(), clock, s);
+    Fleet { endpoint, engine, cells }
+}
+
+fn per_sec(rate: f64, burst: u32) -> impl FnOnce(&mut RefreshSettings) {
+    move |s| {
+        s.call_interval = Duration::from_secs_f64(1.0 / rate);
+        s.call_burst = burst;
+    }
+}
+
+async fn all_credentials(f: &Fleet) -> Vec<Result<Arc<Account>, RefreshError>> {
+    let mut joins = Vec::new();
+    for cell in &f.cells {
+        let (engine, cell) = (f.engine.clone(), cell.clone());
+        joins.push(tokio::spawn(async move { engine.credential(&cell).await }));
+    }
+    let mut out = Vec::new();
+    for j in joins {
+        out.push(j.await.unwrap());
+    }
+    out
+}
+
+/// The GCRA promise: the i-th call (0-based) comes no earlier than (i + 1 - burst) intervals after the first.
+fn assert_paced(times: &[Duration], interval: Duration, burst: u32) {
+    let first = times[0];
+    for (i, t) in times.iter().enumerate() {
+        let earliest = interval.mul_f64((i as f64 + 1.0 - f64::from(burst)).max(0.0));
+        assert!(
+            *t - first + Duration::from_millis(1) >= earliest,
+            "call {i} at {t:?} is ahead of the budget ({earliest:?} after the first); all: {times:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_paces_token_calls_of_every_account_and_every_refresh_succeeds() {
+    let f = fleet(vec![], &[expired(); 12], per_sec(2.0, 2)).await;
+    let results = all_credentials(&f).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let times = f.endpoint.times();
+    assert_eq!(times.len(), 12, "one call per account");
+    assert_paced(&times, Duration::from_millis(500), 2);
+    // 12 calls at 2/s with a burst of 2: the last one about 5 s after the first, not all at once.
+    assert!(times[11] - times[0] >= Duration::from_millis(4900), "{times:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_429_pauses_the_refresh_of_every_account_until_its_retry_after() {
+    let rl = || {
+        Answer::Fail(TokenError::RateLimited {
+            retry_after: Some(Duration::from_secs(6)),
+        })
+    };
+    let f = fleet(vec![rl(), rl()], &[expired(); 12], per_sec(2.0, 2)).await;
+    let results = all_credentials(&f).await;
+    let calls = f.endpoint.times().len();
+    f.endpoint.inner.script.lock().unwrap().clear(); // the endpoint answers normally after the 6 s
+    assert!(calls <= 2, "{calls} token calls after a 429 with Retry-After 6");
+    for r in &results {
+        assert!(matches!(r, Err(RefreshError::Backoff { rate_limited: true, .. })), "{r:?}");
+    }
+    // Every path refuses during the pause, also for accounts that never called.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert!(matches!(f.engine.credential(&f.cells[11]).await, Err(RefreshError::Backoff { .. })));
+    assert!(f.engine.refresh_now(&f.cells[10]).is_err());
+    f.engine.refresh_ahead_all(f.cells.iter());
+    tokio::task::yield_now().await;
+    assert_eq!(f.endpoint.times().len(), calls, "no call before the Retry-After passed");
+    // Afterwards every account refreshes, within the budget.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let results = all_credentials(&f).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let times = f.endpoint.times();
+    assert!(times[calls..].iter().all(|t| *t >= Duration::from_secs(6)), "{times:?}");
+    assert_paced(&times[calls..], Duration::from_millis(500), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_account_scope_a_429_pauses_only_its_account() {
+    let f = fleet(
+        vec![Answer::Fail(TokenError::RateLimited {
+            retry_after: Some(Duration::from_secs(60)),
+        })],
+        &[expired(); 2],
+        |s| s.endpoint_scope = false,
+    )
+    .await;
+    assert!(f.engine.credential(&f.cells[0]).await.is_err());
+    let other = f.engine.credential(&f.cells[1]).await.unwrap();
+    assert_eq!(other.credential.refresh_token.as_deref(), Some("rt-1"));
+    assert!(matches!(f.engine.credential(&f.cells[0]).await, Err(RefreshError::Backoff { .. })));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_a_request_waits_for_goes_before_proactive_ones() {
+    // Ten tokens due for a proactive refresh, one already expired; one call per second, no burst.
+    let mut expiries = vec![chrono::Duration::seconds(120); 10];
+    expiries.push(expired());
+    let f = fleet(vec![], &expiries, |s| {
+        per_sec(1.0, 1)(s);
+        s.scan_interval = Duration::from_secs(60);
+    })
+    .await;
+    f.engine.refresh_ahead_all(f.cells[..10].iter());
+    tokio::time::advance(Duration::from_millis(1500)).await;
+    let started = f.endpoint.times().len();
+    let account = f.engine.credential(&f.cells[10]).await.unwrap();
+    assert_eq!(account.credential.secret.starts_with("at-"), true);
+    let tokens = f.endpoint.tokens();
+    let position = tokens.iter().position(|t| t == "rt-a10").unwrap();
+    assert!(position <= started + 1, "the request's refresh waited behind proactive ones: {tokens:?}");
+    f.engine.tasks().close();
+    f.engine.tasks().wait().await;
+    assert_paced(&f.endpoint.times(), Duration::from_secs(1), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_proactive_scan_starts_no_more_than_the_budget_serves_soonest_expiry_first() {
+    // 100 ten-minute tokens expiring within the same two minutes, all within their lead after 450 s; 2 calls/s
+    // and a 15 s scan: 30 refreshes per scan.
+    let expiries: Vec<_> = (0..100).map(|i| chrono::Duration::seconds(600 - i)).collect();
+    let f = fleet(vec![], &expiries, per_sec(2.0, 2)).await;
+    tokio::time::advance(Duration::from_secs(450)).await;
+    f.engine.refresh_ahead_all(f.cells.iter());
+    let refreshing: Vec<usize> = (0..100).filter(|i| f.cells[*i].refreshing()).collect();
+    assert_eq!(refreshing, (70..100).collect::<Vec<_>>(), "the 30 soonest to expire");
+    // A scan while they run starts nothing more; once they are done the next 30 go.
+    f.engine.refresh_ahead_all(f.cells.iter());
+    assert_eq!((0..100).filter(|i| f.cells[*i].refreshing()).count(), 30);
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    f.engine.refresh_ahead_all(f.cells.iter());
+    assert_eq!((40..70).filter(|i| f.cells[*i].refreshing()).count(), 30);
+    f.engine.tasks().close();
+    f.engine.tasks().wait().await;
+    assert_eq!(f.endpoint.times().len(), 60);
+    assert_paced(&f.endpoint.times(), Duration::from_millis(500), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_short_lived_token_is_used_for_its_life_and_refreshed_once_near_its_end() {
+    // A 4-second token: a fixed 30 s skew would call it expired at once, so every request would refresh it.
+    let f = fleet(vec![], &[chrono::Duration::seconds(4)], |_| {}).await;
+    for _ in 0..35 {
+        let a = f.engine.credential(&f.cells[0]).await.unwrap();
+        assert_eq!(a.credential.secret, "at-0");
+        tokio::time::advance(Duration::from_millis(100)).await;
+    }
+    f.engine.refresh_ahead_all(f.cells.iter());
+    assert!(f.endpoint.times().is_empty(), "not exchanged before its margin");
+    tokio::time::advance(Duration::from_millis(200)).await;
+    let a = f.engine.credential(&f.cells[0]).await.unwrap();
+    assert_eq!(a.credential.secret, "at-1");
+    assert_eq!(f.endpoint.times().len(), 1);
 }

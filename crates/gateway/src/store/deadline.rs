@@ -110,6 +110,22 @@ impl Store for DeadlineStore {
                 .await
         })
     }
+    fn take_token_call(
+        &self,
+        now: DateTime<Utc>,
+        interval: Duration,
+        window: Duration,
+    ) -> StoreFuture<'_, super::TokenCallSlot> {
+        self.bounded(self.inner.take_token_call(now, interval, window))
+    }
+    fn pause_token_endpoint(&self, until: DateTime<Utc>, reason: &str) -> StoreFuture<'_, ()> {
+        let reason = reason.to_string();
+        let inner = self.inner.clone();
+        self.bounded(async move { inner.pause_token_endpoint(until, &reason).await })
+    }
+    fn token_endpoint_state(&self) -> StoreFuture<'_, super::TokenEndpointState> {
+        self.bounded(self.inner.token_endpoint_state())
+    }
     fn put_cooldown(&self, cooldown: SharedCooldown) -> StoreFuture<'_, ()> {
         self.bounded(self.inner.put_cooldown(cooldown))
     }

@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::sqlite::apply_update;
-use super::{AccountUpdate, Fence, SharedCooldown, StoreError, StoreFuture, Usage};
+use super::{
+    AccountUpdate, Fence, SharedCooldown, StoreError, StoreFuture, TokenCallSlot, TokenEndpointState, Usage,
+};
 use crate::account::{Account, AccountId, NewAccount};
 
 /// (holder, fence, expires). Lease time is the store's own clock, as in SQL (the database's clock); here it is tokio's,
@@ -18,6 +20,7 @@ pub struct MemoryStore {
     leases: Mutex<BTreeMap<AccountId, LeaseRow>>,
     cooldowns: Mutex<Vec<SharedCooldown>>,
     usage: Mutex<BTreeMap<AccountId, Usage>>,
+    token_endpoint: Mutex<TokenEndpointState>,
     next_id: AtomicUsize,
     seq: AtomicUsize,
     /// When set, every write fails as if the store were unreachable.
@@ -246,6 +249,60 @@ impl super::Store for MemoryStore {
                 return Err(StoreError::Fenced(id));
             }
             self.update_account(id, expected_version, update).await
+        })
+    }
+
+    fn take_token_call(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        interval: std::time::Duration,
+        window: std::time::Duration,
+    ) -> StoreFuture<'_, TokenCallSlot> {
+        Box::pin(async move {
+            self.check(true)?;
+            let mut st = lock(&self.token_endpoint);
+            let never = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+            let paused = st.paused_until.filter(|p| *p > now);
+            match super::budget_decision(
+                st.spent_until.unwrap_or(never),
+                paused.unwrap_or(never),
+                now,
+                interval,
+                window,
+            ) {
+                Ok(next) => {
+                    st.spent_until = Some(next);
+                    Ok(TokenCallSlot::Granted)
+                }
+                Err(until) => Ok(TokenCallSlot::Wait {
+                    until,
+                    paused: paused.map(|_| st.pause_reason.clone().unwrap_or_default()),
+                }),
+            }
+        })
+    }
+
+    fn pause_token_endpoint(
+        &self,
+        until: chrono::DateTime<chrono::Utc>,
+        reason: &str,
+    ) -> StoreFuture<'_, ()> {
+        let reason = reason.to_string();
+        Box::pin(async move {
+            self.check(true)?;
+            let mut st = lock(&self.token_endpoint);
+            if st.paused_until.is_none_or(|p| p < until) {
+                st.paused_until = Some(until);
+                st.pause_reason = Some(reason);
+            }
+            Ok(())
+        })
+    }
+
+    fn token_endpoint_state(&self) -> StoreFuture<'_, TokenEndpointState> {
+        Box::pin(async move {
+            self.check(false)?;
+            Ok(lock(&self.token_endpoint).clone())
         })
     }
 

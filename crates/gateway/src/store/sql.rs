@@ -42,6 +42,16 @@ pub const RENEW_LEASE: &str =
     "UPDATE refresh_leases SET expires_at_ms = ? WHERE account_id = ? AND holder = ? AND fence = ?";
 pub const RELEASE_LEASE: &str =
     "UPDATE refresh_leases SET expires_at_ms = 0 WHERE account_id = ? AND holder = ? AND fence = ?";
+/// One token-endpoint call against the shared budget (GCRA, see `store::budget_decision`), in one statement so that
+/// concurrent takers cannot both pass. Binds: now, now, interval, now, now, now, interval, window, now (ms).
+pub const TAKE_TOKEN_CALL: &str = "UPDATE token_endpoint SET spent_until_ms = \
+     (CASE WHEN spent_until_ms > ? THEN spent_until_ms ELSE ? END) + ? \
+     WHERE id = 1 AND paused_until_ms <= ? \
+     AND (CASE WHEN spent_until_ms > ? THEN spent_until_ms ELSE ? END) + ? - ? <= ? RETURNING spent_until_ms";
+pub const SELECT_TOKEN_ENDPOINT: &str =
+    "SELECT spent_until_ms, paused_until_ms, pause_reason FROM token_endpoint WHERE id = 1";
+pub const PAUSE_TOKEN_ENDPOINT: &str =
+    "UPDATE token_endpoint SET paused_until_ms = ?, pause_reason = ? WHERE id = 1 AND paused_until_ms < ?";
 pub const PUT_COOLDOWN: &str = "INSERT INTO cooldowns (account_id, model, until_ms, reason) VALUES (?, ?, ?, ?) \
      ON CONFLICT (account_id, model) DO UPDATE SET until_ms = excluded.until_ms, reason = excluded.reason";
 pub const PRUNE_COOLDOWNS: &str = "DELETE FROM cooldowns WHERE until_ms < ?";
@@ -215,6 +225,16 @@ macro_rules! sql_store {
             }
         }
 
+        impl $store {
+            async fn read_token_endpoint(&self) -> Result<super::TokenEndpointState, StoreError> {
+                let row: Option<(i64, i64, Option<String>)> =
+                    sqlx::query_as(sql::SELECT_TOKEN_ENDPOINT).fetch_optional(&self.pool).await.map_err(unavailable)?;
+                let (spent, paused, reason) = row.ok_or_else(|| StoreError::Corrupt("token_endpoint row missing".into()))?;
+                let at = |ms: i64| (ms > 0).then(|| from_millis(ms)).flatten();
+                Ok(super::TokenEndpointState { spent_until: at(spent), paused_until: at(paused), pause_reason: reason })
+            }
+        }
+
         fn is_unique_violation(e: &sqlx::Error) -> bool {
             matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
         }
@@ -377,6 +397,61 @@ macro_rules! sql_store {
                         .map_err(unavailable)?;
                     Ok(())
                 })
+            }
+
+            fn take_token_call(
+                &self,
+                now: chrono::DateTime<chrono::Utc>,
+                interval: std::time::Duration,
+                window: std::time::Duration,
+            ) -> StoreFuture<'_, super::TokenCallSlot> {
+                Box::pin(async move {
+                    let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4);
+                    let (t, i, w) = (to_millis(now), ms(interval), ms(window));
+                    let taken: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe($q(sql::TAKE_TOKEN_CALL)))
+                        .bind(t).bind(t).bind(i).bind(t).bind(t).bind(t).bind(i).bind(w).bind(t)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(unavailable)?;
+                    if taken.is_some() {
+                        return Ok(super::TokenCallSlot::Granted);
+                    }
+                    let state = self.read_token_endpoint().await?;
+                    let never = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+                    let paused = state.paused_until.filter(|p| *p > now);
+                    let until = match super::budget_decision(
+                        state.spent_until.unwrap_or(never),
+                        paused.unwrap_or(never),
+                        now,
+                        interval,
+                        window,
+                    ) {
+                        Ok(_) => now, // freed meanwhile: ask again at once
+                        Err(at) => at,
+                    };
+                    Ok(super::TokenCallSlot::Wait {
+                        until,
+                        paused: paused.map(|_| state.pause_reason.unwrap_or_else(|| "token endpoint paused".into())),
+                    })
+                })
+            }
+
+            fn pause_token_endpoint(&self, until: chrono::DateTime<chrono::Utc>, reason: &str) -> StoreFuture<'_, ()> {
+                let reason = reason.to_string();
+                Box::pin(async move {
+                    sqlx::query(sqlx::AssertSqlSafe($q(sql::PAUSE_TOKEN_ENDPOINT)))
+                        .bind(to_millis(until))
+                        .bind(&reason)
+                        .bind(to_millis(until))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(unavailable)?;
+                    Ok(())
+                })
+            }
+
+            fn token_endpoint_state(&self) -> StoreFuture<'_, super::TokenEndpointState> {
+                Box::pin(self.read_token_endpoint())
             }
 
             fn put_cooldown(&self, c: SharedCooldown) -> StoreFuture<'_, ()> {
