@@ -50,7 +50,8 @@ async fn list(State(state): State<AppState>) -> Response {
         })
         .collect();
     let token_endpoint = state.pool().engine().budget_view().await;
-    Json(serde_json::json!({ "accounts": accounts, "token_endpoint": token_endpoint })).into_response()
+    Json(serde_json::json!({ "accounts": accounts, "token_endpoint": token_endpoint }))
+        .into_response()
 }
 
 /// The token endpoint's budget, pause and refresh queue, and the accounts whose refresh runs now.
@@ -63,7 +64,8 @@ async fn refresh_view(State(state): State<AppState>) -> Response {
         .filter(|e| e.cell.refreshing())
         .map(|e| serde_json::json!({ "id": e.id, "name": e.cell.account().name }))
         .collect();
-    Json(serde_json::json!({ "token_endpoint": token_endpoint, "refreshing": refreshing })).into_response()
+    Json(serde_json::json!({ "token_endpoint": token_endpoint, "refreshing": refreshing }))
+        .into_response()
 }
 
 fn entry(state: &AppState, id: &str) -> Result<std::sync::Arc<AccountEntry>, GatewayError> {

@@ -391,7 +391,10 @@ impl Config {
         }
         let rate = self.refresh.max_calls_per_sec;
         if !(rate.is_finite() && rate > 0.0) {
-            return Err(bad("refresh.max_calls_per_sec", "must be a positive number of calls per second"));
+            return Err(bad(
+                "refresh.max_calls_per_sec",
+                "must be a positive number of calls per second",
+            ));
         }
         if self.refresh.max_calls_burst == 0 {
             return Err(bad("refresh.max_calls_burst", "must be at least 1"));

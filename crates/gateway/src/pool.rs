@@ -585,8 +585,7 @@ fn usable(
     match (state, until) {
         (CredentialState::NeedsReauth, _) => return Err(Skip::Unusable),
         // A refresh that is backing off only matters once the current token no longer works.
-        (CredentialState::RefreshBackoff, _)
-            if entry.cell.fresh_for_request(&account, now) => {}
+        (CredentialState::RefreshBackoff, _) if entry.cell.fresh_for_request(&account, now) => {}
         (CredentialState::RefreshBackoff | CredentialState::Held, Some(t)) => {
             return Err(Skip::Cooling(
                 t.max(Instant::now() + Duration::from_secs(1)),

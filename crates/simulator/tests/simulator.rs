@@ -1128,7 +1128,8 @@ async fn responses_are_recorded_byte_for_byte() {
 }
 
 #[tokio::test]
-async fn a_rate_limited_token_endpoint_answers_every_caller_429_for_the_period_and_records_call_times() {
+async fn a_rate_limited_token_endpoint_answers_every_caller_429_for_the_period_and_records_call_times(
+) {
     let sim = Simulator::start().await.unwrap();
     let a = sim.issue_oauth(Duration::ZERO);
     let b = sim.issue_oauth(Duration::ZERO);
@@ -1140,9 +1141,16 @@ async fn a_rate_limited_token_endpoint_answers_every_caller_429_for_the_period_a
         assert_eq!(r.json()["error"]["type"], "rate_limit_error");
     }
     tokio::time::sleep(Duration::from_millis(450)).await;
-    assert_eq!(refresh(&sim, &a.refresh_token).await.status, 200, "nothing rotated meanwhile");
+    assert_eq!(
+        refresh(&sim, &a.refresh_token).await.status,
+        200,
+        "nothing rotated meanwhile"
+    );
     let calls = sim.token_calls();
     assert_eq!(calls.len(), 3);
-    assert!(calls[2].at >= calls[0].at + Duration::from_millis(400), "{calls:?}");
+    assert!(
+        calls[2].at >= calls[0].at + Duration::from_millis(400),
+        "{calls:?}"
+    );
     assert!(calls[2].at <= sim.elapsed());
 }

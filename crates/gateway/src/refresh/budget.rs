@@ -42,6 +42,27 @@ pub(super) struct Pause {
     pub(super) reason: String,
 }
 
+/// Why a flight gets no turn.
+#[derive(Debug)]
+pub(super) enum NoTurn {
+    /// The endpoint is paused (a 429) until then.
+    Paused {
+        until: DateTime<Utc>,
+        reason: String,
+    },
+    /// The store could not be asked.
+    Store(String),
+}
+
+impl From<NoTurn> for Outcome {
+    fn from(e: NoTurn) -> Outcome {
+        match e {
+            NoTurn::Paused { until, reason } => Outcome::Blocked { until, reason },
+            NoTurn::Store(cause) => Outcome::StoreDown(cause),
+        }
+    }
+}
+
 /// What the admin API shows about the token endpoint.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BudgetView {
@@ -73,7 +94,11 @@ impl<'a> Waiting<'a> {
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        let left = self.budget.counter(self.urgent).fetch_sub(1, Ordering::SeqCst) - 1;
+        let left = self
+            .budget
+            .counter(self.urgent)
+            .fetch_sub(1, Ordering::SeqCst)
+            - 1;
         if self.urgent && left == 0 {
             self.budget.urgent_done.notify_waiters();
         }
@@ -101,8 +126,10 @@ impl Budget {
 
     fn publish_waiting(&self) {
         let n = |c: &AtomicUsize| c.load(Ordering::SeqCst) as f64;
-        metrics::gauge!("gateway_refresh_waiting", "priority" => "request").set(n(&self.urgent_waiting));
-        metrics::gauge!("gateway_refresh_waiting", "priority" => "proactive").set(n(&self.ahead_waiting));
+        metrics::gauge!("gateway_refresh_waiting", "priority" => "request")
+            .set(n(&self.urgent_waiting));
+        metrics::gauge!("gateway_refresh_waiting", "priority" => "proactive")
+            .set(n(&self.ahead_waiting));
     }
 }
 
@@ -111,25 +138,38 @@ impl Budget {
 impl RefreshEngine {
     /// The endpoint's pause this process knows of, while it lasts.
     pub(super) fn endpoint_pause(&self) -> Option<Pause> {
-        let pause = self.inner.budget.pause.lock().unwrap_or_else(|e| e.into_inner());
+        let pause = self
+            .inner
+            .budget
+            .pause
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         pause.clone().filter(|p| p.until > Instant::now())
     }
 
     /// Adopts a pause of the whole endpoint (learned here or read from the store); never shortens one.
     pub(super) fn note_pause(&self, until_wall: DateTime<Utc>, reason: &str) {
-        let left = (until_wall - self.inner.clock.now()).to_std().unwrap_or_default();
+        let left = (until_wall - self.inner.clock.now())
+            .to_std()
+            .unwrap_or_default();
         if left.is_zero() {
             return;
         }
         let until = Instant::now() + left;
-        let mut pause = self.inner.budget.pause.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pause = self
+            .inner
+            .budget
+            .pause
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if pause.as_ref().is_none_or(|p| p.until < until) {
             *pause = Some(Pause {
                 until,
                 until_wall,
                 reason: reason.to_string(),
             });
-            metrics::gauge!("gateway_token_endpoint_paused_until_seconds").set(until_wall.timestamp() as f64);
+            metrics::gauge!("gateway_token_endpoint_paused_until_seconds")
+                .set(until_wall.timestamp() as f64);
             tracing::warn!(until = %crate::clock::rfc3339(until_wall), reason, "every token refresh paused");
         }
     }
@@ -141,14 +181,19 @@ impl RefreshEngine {
             return;
         }
         self.note_pause(until_wall, reason);
-        if let Err(e) = self.inner.store.pause_token_endpoint(until_wall, reason).await {
+        if let Err(e) = self
+            .inner
+            .store
+            .pause_token_endpoint(until_wall, reason)
+            .await
+        {
             tracing::warn!(error = %e, "could not record the token endpoint's pause in the store");
         }
     }
 
     /// Waits for this flight's turn to call the token endpoint. `urgent`: a request waits for this refresh (it may
     /// become so while waiting). Fails when the endpoint is paused or the store cannot be asked.
-    pub(super) async fn take_turn(&self, urgent: &AtomicBool) -> Result<(), Outcome> {
+    pub(super) async fn take_turn(&self, urgent: &AtomicBool) -> Result<(), NoTurn> {
         let budget = &self.inner.budget;
         loop {
             self.paused_outcome()?;
@@ -168,32 +213,53 @@ impl RefreshEngine {
 
     /// With the turnstile held: asks the store for a call until it grants one (`true`), or until a proactive flight
     /// must let a request's refresh go first (`false`).
-    async fn ask_store_until_granted(&self, urgent: &AtomicBool, is_urgent: bool) -> Result<bool, Outcome> {
+    async fn ask_store_until_granted(
+        &self,
+        urgent: &AtomicBool,
+        is_urgent: bool,
+    ) -> Result<bool, NoTurn> {
         let (inner, budget) = (&self.inner, &self.inner.budget);
         let s = &inner.settings;
-        let burst = if is_urgent { s.call_burst } else { s.call_burst.saturating_sub(1).max(1) };
+        let burst = if is_urgent {
+            s.call_burst
+        } else {
+            s.call_burst.saturating_sub(1).max(1)
+        };
         let window = s.call_interval.saturating_mul(burst);
         loop {
             self.paused_outcome()?;
-            if !is_urgent && (urgent.load(Ordering::SeqCst) || budget.urgent_waiting.load(Ordering::SeqCst) > 0) {
+            if !is_urgent
+                && (urgent.load(Ordering::SeqCst)
+                    || budget.urgent_waiting.load(Ordering::SeqCst) > 0)
+            {
                 return Ok(false);
             }
             let now = inner.clock.now();
-            match inner.store.take_token_call(now, s.call_interval, window).await {
+            match inner
+                .store
+                .take_token_call(now, s.call_interval, window)
+                .await
+            {
                 Ok(TokenCallSlot::Granted) => return Ok(true),
-                Ok(TokenCallSlot::Wait { until, paused: Some(reason) }) => self.note_pause(until, &reason),
-                Ok(TokenCallSlot::Wait { until, paused: None }) => {
+                Ok(TokenCallSlot::Wait {
+                    until,
+                    paused: Some(reason),
+                }) => self.note_pause(until, &reason),
+                Ok(TokenCallSlot::Wait {
+                    until,
+                    paused: None,
+                }) => {
                     let left = (until - now).to_std().unwrap_or_default();
                     tokio::time::sleep(left.clamp(Duration::from_millis(1), TURN_POLL)).await;
                 }
-                Err(e) => return Err(Outcome::StoreDown(e.to_string())),
+                Err(e) => return Err(NoTurn::Store(e.to_string())),
             }
         }
     }
 
-    fn paused_outcome(&self) -> Result<(), Outcome> {
+    fn paused_outcome(&self) -> Result<(), NoTurn> {
         match self.endpoint_pause() {
-            Some(p) => Err(Outcome::Blocked {
+            Some(p) => Err(NoTurn::Paused {
                 until: p.until_wall,
                 reason: p.reason,
             }),
@@ -205,13 +271,20 @@ impl RefreshEngine {
     pub(super) fn ahead_quota(&self) -> usize {
         let s = &self.inner.settings;
         let per_scan = (s.scan_interval.as_secs_f64() / s.call_interval.as_secs_f64()).ceil();
-        let per_scan = if per_scan.is_finite() { per_scan.max(1.0) as usize } else { 1 };
+        let per_scan = if per_scan.is_finite() {
+            per_scan.max(1.0) as usize
+        } else {
+            1
+        };
         per_scan.saturating_sub(self.inner.budget.ahead_flights.load(Ordering::SeqCst))
     }
 
     /// Counts a proactive flight until the returned guard is dropped.
     pub(super) fn ahead_flight(&self) -> AheadFlight {
-        self.inner.budget.ahead_flights.fetch_add(1, Ordering::SeqCst);
+        self.inner
+            .budget
+            .ahead_flights
+            .fetch_add(1, Ordering::SeqCst);
         AheadFlight(self.inner.clone())
     }
 
@@ -222,7 +295,11 @@ impl RefreshEngine {
         let now = inner.clock.now();
         let stored = inner.store.token_endpoint_state().await.ok();
         let (mut until, mut reason) = stored
-            .and_then(|st| st.paused_until.filter(|p| *p > now).map(|p| (Some(p), st.pause_reason)))
+            .and_then(|st| {
+                st.paused_until
+                    .filter(|p| *p > now)
+                    .map(|p| (Some(p), st.pause_reason))
+            })
             .unwrap_or((None, None));
         if until.is_none() {
             if let Some(p) = self.endpoint_pause() {
@@ -232,7 +309,11 @@ impl RefreshEngine {
         BudgetView {
             max_calls_per_sec: 1.0 / s.call_interval.as_secs_f64(),
             max_calls_burst: s.call_burst,
-            rate_limit_scope: if s.endpoint_scope { "endpoint" } else { "account" },
+            rate_limit_scope: if s.endpoint_scope {
+                "endpoint"
+            } else {
+                "account"
+            },
             waiting_for_requests: budget.urgent_waiting.load(Ordering::SeqCst),
             waiting_proactive: budget.ahead_waiting.load(Ordering::SeqCst),
             proactive_in_flight: budget.ahead_flights.load(Ordering::SeqCst),

@@ -186,7 +186,12 @@ impl RefreshEngine {
     fn ahead_fresh(&self, st: &super::cell::CellState, now: DateTime<Utc>) -> bool {
         let s = &self.inner.settings;
         let jitter = 1.0 + s.lead_jitter * crate::backoff::spread(st.account.id);
-        st.pending.is_none() && fresh(&st.account, now, proactive_lead(s.lead, st.lifetime, jitter))
+        st.pending.is_none()
+            && fresh(
+                &st.account,
+                now,
+                proactive_lead(s.lead, st.lifetime, jitter),
+            )
     }
 
     /// Starts a refresh now unless one runs or a backoff forbids it (admin "refresh now"). Never waits.
@@ -341,7 +346,9 @@ impl RefreshEngine {
         }
         self.note_pause(until, reason);
         let (engine, reason) = (self.clone(), reason.to_string());
-        self.inner.tasks.spawn(async move { engine.pause_endpoint(until, &reason).await });
+        self.inner
+            .tasks
+            .spawn(async move { engine.pause_endpoint(until, &reason).await });
     }
 
     pub(super) fn spawn_persist_reauth(&self, account: Arc<Account>, reason: String) {
@@ -407,7 +414,10 @@ impl RefreshEngine {
                 st.last_error = Some(reason.clone());
                 tracing::warn!(account = %name, wait_secs = wait.as_secs_f64(), "token refresh rate limited");
                 // The endpoint limits the caller, not this account: every refresh waits (scope "endpoint").
-                self.spawn_pause_endpoint(crate::clock::instant_to_wall(self.inner.clock.as_ref(), until), &reason);
+                self.spawn_pause_endpoint(
+                    crate::clock::instant_to_wall(self.inner.clock.as_ref(), until),
+                    &reason,
+                );
                 Err(RefreshError::Backoff {
                     until,
                     until_wall: crate::clock::instant_to_wall(self.inner.clock.as_ref(), until),

@@ -226,8 +226,8 @@ impl RefreshEngine {
                 }
             }
             // Every call, retries included, takes its turn from the token endpoint's budget.
-            if let Err(outcome) = self.take_turn(urgent).await {
-                return outcome;
+            if let Err(no_turn) = self.take_turn(urgent).await {
+                return no_turn.into();
             }
             if in_doubt.is_some() {
                 self.mark_doubt(stored.id, &refresh_token, true).await;

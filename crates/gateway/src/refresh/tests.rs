@@ -877,7 +877,12 @@ impl Timed {
         self.at.lock().unwrap().iter().map(|(t, _)| *t).collect()
     }
     fn tokens(&self) -> Vec<String> {
-        self.at.lock().unwrap().iter().map(|(_, r)| r.clone()).collect()
+        self.at
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, r)| r.clone())
+            .collect()
     }
 }
 
@@ -898,7 +903,11 @@ async fn fleet(
     let mut cells = Vec::new();
     for (i, exp) in expiries.iter().enumerate() {
         let a = store
-            .insert_account(oauth_account(&format!("a{i}"), &format!("rt-a{i}"), clock.now() + *exp))
+            .insert_account(oauth_account(
+                &format!("a{i}"),
+                &format!("rt-a{i}"),
+                clock.now() + *exp,
+            ))
             .await
             .unwrap();
         cells.push(CredentialCell::new(a));
@@ -911,7 +920,11 @@ async fn fleet(
     let mut s = settings();
     adjust(&mut s);
     let engine = RefreshEngine::new(store, endpoint.clone(), clock, s);
-    Fleet { endpoint, engine, cells }
+    Fleet {
+        endpoint,
+        engine,
+        cells,
+    }
 }
 
 fn per_sec(rate: f64, burst: u32) -> impl FnOnce(&mut RefreshSettings) {
@@ -955,7 +968,10 @@ async fn the_budget_paces_token_calls_of_every_account_and_every_refresh_succeed
     assert_eq!(times.len(), 12, "one call per account");
     assert_paced(&times, Duration::from_millis(500), 2);
     // 12 calls at 2/s with a burst of 2: the last one about 5 s after the first, not all at once.
-    assert!(times[11] - times[0] >= Duration::from_millis(4900), "{times:?}");
+    assert!(
+        times[11] - times[0] >= Duration::from_millis(4900),
+        "{times:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -969,23 +985,45 @@ async fn an_endpoint_429_pauses_the_refresh_of_every_account_until_its_retry_aft
     let results = all_credentials(&f).await;
     let calls = f.endpoint.times().len();
     f.endpoint.inner.script.lock().unwrap().clear(); // the endpoint answers normally after the 6 s
-    assert!(calls <= 2, "{calls} token calls after a 429 with Retry-After 6");
+    assert!(
+        calls <= 2,
+        "{calls} token calls after a 429 with Retry-After 6"
+    );
     for r in &results {
-        assert!(matches!(r, Err(RefreshError::Backoff { rate_limited: true, .. })), "{r:?}");
+        assert!(
+            matches!(
+                r,
+                Err(RefreshError::Backoff {
+                    rate_limited: true,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
     }
     // Every path refuses during the pause, also for accounts that never called.
     tokio::time::advance(Duration::from_secs(5)).await;
-    assert!(matches!(f.engine.credential(&f.cells[11]).await, Err(RefreshError::Backoff { .. })));
+    assert!(matches!(
+        f.engine.credential(&f.cells[11]).await,
+        Err(RefreshError::Backoff { .. })
+    ));
     assert!(f.engine.refresh_now(&f.cells[10]).is_err());
     f.engine.refresh_ahead_all(f.cells.iter());
     tokio::task::yield_now().await;
-    assert_eq!(f.endpoint.times().len(), calls, "no call before the Retry-After passed");
+    assert_eq!(
+        f.endpoint.times().len(),
+        calls,
+        "no call before the Retry-After passed"
+    );
     // Afterwards every account refreshes, within the budget.
     tokio::time::advance(Duration::from_secs(1)).await;
     let results = all_credentials(&f).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     let times = f.endpoint.times();
-    assert!(times[calls..].iter().all(|t| *t >= Duration::from_secs(6)), "{times:?}");
+    assert!(
+        times[calls..].iter().all(|t| *t >= Duration::from_secs(6)),
+        "{times:?}"
+    );
     assert_paced(&times[calls..], Duration::from_millis(500), 2);
 }
 
@@ -1002,7 +1040,10 @@ async fn with_account_scope_a_429_pauses_only_its_account() {
     assert!(f.engine.credential(&f.cells[0]).await.is_err());
     let other = f.engine.credential(&f.cells[1]).await.unwrap();
     assert_eq!(other.credential.refresh_token.as_deref(), Some("rt-1"));
-    assert!(matches!(f.engine.credential(&f.cells[0]).await, Err(RefreshError::Backoff { .. })));
+    assert!(matches!(
+        f.engine.credential(&f.cells[0]).await,
+        Err(RefreshError::Backoff { .. })
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -1019,10 +1060,13 @@ async fn a_refresh_a_request_waits_for_goes_before_proactive_ones() {
     tokio::time::advance(Duration::from_millis(1500)).await;
     let started = f.endpoint.times().len();
     let account = f.engine.credential(&f.cells[10]).await.unwrap();
-    assert_eq!(account.credential.secret.starts_with("at-"), true);
+    assert!(account.credential.secret.starts_with("at-"));
     let tokens = f.endpoint.tokens();
     let position = tokens.iter().position(|t| t == "rt-a10").unwrap();
-    assert!(position <= started + 1, "the request's refresh waited behind proactive ones: {tokens:?}");
+    assert!(
+        position <= started + 1,
+        "the request's refresh waited behind proactive ones: {tokens:?}"
+    );
     f.engine.tasks().close();
     f.engine.tasks().wait().await;
     assert_paced(&f.endpoint.times(), Duration::from_secs(1), 1);
@@ -1032,12 +1076,18 @@ async fn a_refresh_a_request_waits_for_goes_before_proactive_ones() {
 async fn a_proactive_scan_starts_no_more_than_the_budget_serves_soonest_expiry_first() {
     // 100 ten-minute tokens expiring within the same two minutes, all within their lead after 450 s; 2 calls/s
     // and a 15 s scan: 30 refreshes per scan.
-    let expiries: Vec<_> = (0..100).map(|i| chrono::Duration::seconds(600 - i)).collect();
+    let expiries: Vec<_> = (0..100)
+        .map(|i| chrono::Duration::seconds(600 - i))
+        .collect();
     let f = fleet(vec![], &expiries, per_sec(2.0, 2)).await;
     tokio::time::advance(Duration::from_secs(450)).await;
     f.engine.refresh_ahead_all(f.cells.iter());
     let refreshing: Vec<usize> = (0..100).filter(|i| f.cells[*i].refreshing()).collect();
-    assert_eq!(refreshing, (70..100).collect::<Vec<_>>(), "the 30 soonest to expire");
+    assert_eq!(
+        refreshing,
+        (70..100).collect::<Vec<_>>(),
+        "the 30 soonest to expire"
+    );
     // A scan while they run starts nothing more; once they are done the next 30 go.
     f.engine.refresh_ahead_all(f.cells.iter());
     assert_eq!((0..100).filter(|i| f.cells[*i].refreshing()).count(), 30);
@@ -1060,7 +1110,10 @@ async fn a_short_lived_token_is_used_for_its_life_and_refreshed_once_near_its_en
         tokio::time::advance(Duration::from_millis(100)).await;
     }
     f.engine.refresh_ahead_all(f.cells.iter());
-    assert!(f.endpoint.times().is_empty(), "not exchanged before its margin");
+    assert!(
+        f.endpoint.times().is_empty(),
+        "not exchanged before its margin"
+    );
     tokio::time::advance(Duration::from_millis(200)).await;
     let a = f.engine.credential(&f.cells[0]).await.unwrap();
     assert_eq!(a.credential.secret, "at-1");

@@ -6,7 +6,8 @@ use std::sync::Mutex;
 
 use super::sqlite::apply_update;
 use super::{
-    AccountUpdate, Fence, SharedCooldown, StoreError, StoreFuture, TokenCallSlot, TokenEndpointState, Usage,
+    AccountUpdate, Fence, SharedCooldown, StoreError, StoreFuture, TokenCallSlot,
+    TokenEndpointState, Usage,
 };
 use crate::account::{Account, AccountId, NewAccount};
 
