@@ -523,4 +523,30 @@ token_url = "http://127.0.0.1:1234/v1/oauth/token"
             .to_string();
         assert!(err.contains("refresh.max_attempts"), "{err}");
     }
+
+    #[test]
+    fn the_token_endpoint_budget_and_the_429_scope_are_read_and_checked() {
+        let c = Config::parse(
+            "[refresh]\nmax_calls_per_sec = 0.5\nrate_limit_scope = \"account\"\n",
+            "f.toml",
+        )
+        .unwrap();
+        assert_eq!(c.refresh.max_calls_per_sec, 0.5);
+        assert_eq!(c.refresh.rate_limit_scope, RateLimitScope::Account);
+        assert_eq!(
+            Config::default().refresh.rate_limit_scope,
+            RateLimitScope::Endpoint
+        );
+        for (text, key) in [
+            ("max_calls_per_sec = 0", "refresh.max_calls_per_sec"),
+            ("max_calls_per_sec = -1.5", "refresh.max_calls_per_sec"),
+            ("max_calls_burst = 0", "refresh.max_calls_burst"),
+            ("rate_limit_scope = \"cluster\"", "rate_limit_scope"),
+        ] {
+            let err = Config::parse(&format!("[refresh]\n{text}\n"), "f.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
 }
