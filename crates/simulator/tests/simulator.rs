@@ -608,7 +608,11 @@ async fn token_faults() {
     let r = refresh(&sim, &pair.refresh_token).await;
     assert_eq!(r.status, 429);
     assert_eq!(r.header("retry-after"), Some("120"));
-    assert_eq!(r.json()["error"]["type"], "rate_limit_error", "the shape platform.claude.com answers");
+    assert_eq!(
+        r.json()["error"]["type"],
+        "rate_limit_error",
+        "the shape platform.claude.com answers"
+    );
     assert_eq!(refresh(&sim, &pair.refresh_token).await.status, 500);
     assert_eq!(refresh(&sim, &pair.refresh_token).await.status, 400);
     // Nothing rotated so far.
