@@ -136,8 +136,18 @@ impl Gateway {
 
     /// Kills the process with SIGKILL (no graceful shutdown) and starts it again on a new port.
     pub fn kill_and_restart(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+        self.kill();
+        self.start_again();
+    }
+
+    /// Kills the process with SIGKILL (no graceful shutdown); [`Self::start_again`] starts a new one.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a new process on the same config and data dir, on a new port.
+    pub fn start_again(&mut self) {
         let (child, addr, log) = spawn(&self.config);
         self.child = child;
         self.addr = addr;
