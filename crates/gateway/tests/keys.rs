@@ -180,6 +180,52 @@ async fn a_model_outside_the_keys_globs_is_refused_and_nothing_goes_upstream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_limited_to_some_accounts_is_served_only_by_them() {
+    let sim = Simulator::start().await.unwrap();
+    let dir = TempDir::new();
+    let (k1, k2) = (sim.new_api_key(), sim.new_api_key());
+    seed(
+        &dir,
+        vec![
+            api_key_account("team-a-1", &k1),
+            api_key_account("team-b-1", &k2),
+        ],
+    )
+    .await;
+    let gw = Gateway::start_in(dir, &sim.base_url(), &sim.token_url(), "");
+    let creds = |sim: &Simulator| -> Vec<Option<String>> {
+        sim.requests()
+            .into_iter()
+            .filter(|r| r.path == "/v1/messages")
+            .map(|r| r.credential)
+            .collect()
+    };
+    // A static key uses every account…
+    for i in 0..4 {
+        let body = message_body(&format!("static conversation {i}"), false);
+        assert_eq!(post_messages(&client(), &gw, body).await.status(), 200);
+    }
+    let seen = creds(&sim);
+    assert!(
+        seen.contains(&Some(k1.clone())) && seen.contains(&Some(k2.clone())),
+        "{seen:?}"
+    );
+    // … a key limited to team B's accounts only those.
+    let key = create_key(&gw, &["--name", "team-b", "--accounts", "team-b-*"]);
+    wait_key_known(&gw, &key).await;
+    for i in 0..6 {
+        let body = msg("claude-sonnet-4-5", &format!("conversation {i}"), false);
+        assert_eq!(send(&gw, &key, &body).await.status(), 200);
+    }
+    let seen = creds(&sim);
+    assert_eq!(seen.len(), 10);
+    assert!(
+        seen[4..].iter().all(|c| c.as_deref() == Some(k2.as_str())),
+        "served by another team's account"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_disabled_and_expired_keys_are_refused_without_a_restart() {
     let sim = Simulator::start().await.unwrap();
     let dir = TempDir::new();
@@ -735,4 +781,163 @@ async fn a_revoked_key_is_refused_on_every_replica_within_a_second() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(n >= 3, "usage rows of all replicas: {n}");
+}
+
+// === the store's usage tables ===
+
+fn record(
+    at: &str,
+    key: &str,
+    model: &str,
+    input: u64,
+    cost: Option<i64>,
+) -> claude_gateway::store::tenants::RequestRecord {
+    claude_gateway::store::tenants::RequestRecord {
+        at: chrono::DateTime::parse_from_rfc3339(at)
+            .unwrap()
+            .with_timezone(&chrono::Utc),
+        key_id: 1,
+        key: key.into(),
+        account_id: 1,
+        account: "a".into(),
+        model: model.into(),
+        route: "/v1/messages".into(),
+        stream: false,
+        status: 200,
+        error_type: None,
+        tokens: claude_gateway::store::tenants::Tokens {
+            input,
+            output: 1,
+            cache_creation_5m: 2,
+            cache_creation_1h: 3,
+            cache_read: 4,
+        },
+        latency_ms: 10,
+        ttfb_ms: Some(5),
+        cost_nanos: cost,
+    }
+}
+
+#[tokio::test]
+async fn rollups_sum_by_hour_and_day_count_unknown_costs_apart_and_expire_after_retention() {
+    use claude_gateway::store::tenants::{Bucket, GroupBy, RequestQuery, UsageBatch, UsageQuery};
+    use claude_gateway::store::Store;
+    let dir = TempDir::new();
+    let store = claude_gateway::store::sqlite::SqliteStore::open(&dir.0.join("data"))
+        .await
+        .unwrap();
+    let t = store.tenants().unwrap();
+    let rows = vec![
+        record(
+            "2026-03-01T10:05:00Z",
+            "k",
+            "claude-sonnet-4-5",
+            10,
+            Some(100),
+        ),
+        record(
+            "2026-03-01T10:55:00Z",
+            "k",
+            "claude-sonnet-4-5",
+            20,
+            Some(200),
+        ),
+        record("2026-03-01T11:00:00Z", "k", "unpriced-model", 30, None),
+        record(
+            "2026-03-02T09:00:00Z",
+            "k",
+            "claude-sonnet-4-5",
+            40,
+            Some(400),
+        ),
+    ];
+    t.record_usage(UsageBatch {
+        requests: rows,
+        ..UsageBatch::default()
+    })
+    .await
+    .unwrap();
+    let at = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    let q = |bucket, from: &str, to: &str| UsageQuery {
+        group_by: GroupBy::Model,
+        from: at(from),
+        to: at(to),
+        bucket,
+    };
+    let hours = t
+        .usage(q(
+            Some(Bucket::Hour),
+            "2026-03-01T00:00:00Z",
+            "2026-03-03T00:00:00Z",
+        ))
+        .await
+        .unwrap();
+    let sonnet_10h = hours
+        .iter()
+        .find(|r| r.bucket.as_deref() == Some("2026-03-01T10:00:00Z"))
+        .unwrap();
+    assert_eq!(
+        (
+            sonnet_10h.requests,
+            sonnet_10h.tokens.input,
+            sonnet_10h.cost_nanos
+        ),
+        (2, 30, 300)
+    );
+    let days = t
+        .usage(q(
+            Some(Bucket::Day),
+            "2026-03-01T00:00:00Z",
+            "2026-03-03T00:00:00Z",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(days.len(), 3, "{days:?}");
+    let unknown = days.iter().find(|r| r.name == "unpriced-model").unwrap();
+    assert_eq!((unknown.cost_nanos, unknown.cost_unknown_requests), (0, 1));
+    let all = t
+        .usage(q(None, "2026-03-01T00:00:00Z", "2026-03-03T00:00:00Z"))
+        .await
+        .unwrap();
+    let sonnet = all.iter().find(|r| r.name == "claude-sonnet-4-5").unwrap();
+    assert_eq!(
+        (
+            sonnet.requests,
+            sonnet.tokens.input,
+            sonnet.tokens.cache_creation_1h,
+            sonnet.cost_nanos
+        ),
+        (3, 70, 9, 700)
+    );
+    assert_eq!(sonnet.bucket, None);
+    // Retention: request rows before the first cut go, rollups before the second.
+    t.prune_usage(
+        at("2026-03-02T00:00:00Z"),
+        at("2026-03-01T11:00:00Z"),
+        at("2026-03-02T10:00:00Z"),
+    )
+    .await
+    .unwrap();
+    let left = t
+        .recent_requests(RequestQuery {
+            limit: 100,
+            ..RequestQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].tokens.input, 40);
+    let all = t
+        .usage(q(None, "2026-03-01T00:00:00Z", "2026-03-03T00:00:00Z"))
+        .await
+        .unwrap();
+    let n: u64 = all.iter().map(|r| r.requests).sum();
+    assert_eq!(
+        n, 2,
+        "the 10:00 rollup is gone, 11:00 and the next day stay: {all:?}"
+    );
 }
