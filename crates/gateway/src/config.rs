@@ -45,6 +45,7 @@ pub struct Config {
     pub oauth: OAuthConfig,
     pub refresh: RefreshConfig,
     pub pool: PoolConfig,
+    pub listener: ListenerConfig,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -159,6 +160,38 @@ pub struct PoolConfig {
     pub credential_check_interval_secs: f64,
 }
 
+/// Longest listener timeout accepted (a year): deadlines computed from it cannot overflow.
+const MAX_LISTENER_TIMEOUT_SECS: f64 = 31_536_000.0;
+
+/// The client-facing listener's limits (see `crate::listener`). The timeouts bound reads from the client only, never a
+/// response in progress, so a long SSE stream is never cut by them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerConfig {
+    /// A request head must arrive whole within this from its first byte.
+    pub header_read_timeout_secs: f64,
+    /// A keep-alive connection with no request in progress is closed after this.
+    pub idle_timeout_secs: f64,
+    /// A request body must arrive whole within this after its head (else 408).
+    pub body_read_timeout_secs: f64,
+    /// Most client connections open at once; at the cap new clients wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Most bytes of request bodies held in memory at once, all requests together (beyond it: 503 with retry-after).
+    pub max_body_memory_bytes: u64,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig {
+            header_read_timeout_secs: 30.0,
+            idle_timeout_secs: 120.0,
+            body_read_timeout_secs: 120.0,
+            max_connections: 1024,
+            max_body_memory_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -179,6 +212,7 @@ impl Default for Config {
             oauth: OAuthConfig::default(),
             refresh: RefreshConfig::default(),
             pool: PoolConfig::default(),
+            listener: ListenerConfig::default(),
         }
     }
 }
@@ -378,6 +412,18 @@ impl Config {
                 "pool.credential_check_interval_secs",
                 self.pool.credential_check_interval_secs,
             ),
+            (
+                "listener.header_read_timeout_secs",
+                self.listener.header_read_timeout_secs,
+            ),
+            (
+                "listener.idle_timeout_secs",
+                self.listener.idle_timeout_secs,
+            ),
+            (
+                "listener.body_read_timeout_secs",
+                self.listener.body_read_timeout_secs,
+            ),
         ] {
             if !(v.is_finite() && v > 0.0) {
                 return Err(bad(key, "must be a positive number of seconds"));
@@ -407,6 +453,33 @@ impl Config {
         }
         if self.pool.max_attempts == 0 {
             return Err(bad("pool.max_attempts", "must be at least 1"));
+        }
+        for (key, v) in [
+            (
+                "listener.header_read_timeout_secs",
+                self.listener.header_read_timeout_secs,
+            ),
+            (
+                "listener.idle_timeout_secs",
+                self.listener.idle_timeout_secs,
+            ),
+            (
+                "listener.body_read_timeout_secs",
+                self.listener.body_read_timeout_secs,
+            ),
+        ] {
+            if v > MAX_LISTENER_TIMEOUT_SECS {
+                return Err(bad(key, "must be at most 31536000 (a year)"));
+            }
+        }
+        if self.listener.max_connections == 0 {
+            return Err(bad("listener.max_connections", "must be at least 1"));
+        }
+        if self.listener.max_body_memory_bytes < self.max_body_bytes {
+            return Err(bad(
+                "listener.max_body_memory_bytes",
+                "must be at least max_body_bytes (or no body of the largest size could ever be read)",
+            ));
         }
         if self.refresh.scan_interval_secs == 0 {
             return Err(bad("refresh.scan_interval_secs", "must be at least 1"));

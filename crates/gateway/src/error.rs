@@ -31,6 +31,9 @@ pub enum GatewayError {
     /// The request may not be served at all (a browser origin not allowed, a `Host` this gateway does not serve).
     #[error("{0}")]
     Forbidden(String),
+    /// The client did not send its request body within the listener's body-read timeout.
+    #[error("{0}")]
+    BodyTimeout(String),
     #[error("{0}")]
     NotFound(String),
     /// Every usable account is cooling down or backing off; one is free again after `retry_after_secs`.
@@ -128,6 +131,7 @@ impl GatewayError {
             | GatewayError::BodyTooLarge { .. }
             | GatewayError::Forbidden(_)
             | GatewayError::KeyLimit { .. }
+            | GatewayError::BodyTimeout(_)
             | GatewayError::NotFound(_) => Fault::Client,
             GatewayError::UpstreamUnreachable(_) | GatewayError::UpstreamTimeout => Fault::Upstream,
             GatewayError::RateLimited { .. }
@@ -143,7 +147,8 @@ impl GatewayError {
             GatewayError::RateLimited { .. }
             | GatewayError::Unavailable { .. }
             | GatewayError::UpstreamUnreachable(_)
-            | GatewayError::UpstreamTimeout => true,
+            | GatewayError::UpstreamTimeout
+            | GatewayError::BodyTimeout(_) => true,
             // Waiting helps for a minute's or a slot's limit; a day's or a month's is not worth an SDK's retries.
             GatewayError::KeyLimit {
                 retry_after_secs, ..
@@ -164,6 +169,7 @@ impl GatewayError {
             GatewayError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
+            GatewayError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::RateLimited { .. } | GatewayError::KeyLimit { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
@@ -181,7 +187,9 @@ impl GatewayError {
     pub fn anthropic_type(&self) -> &'static str {
         match self {
             GatewayError::Unauthorized(_) => "authentication_error",
-            GatewayError::InvalidRequest(_) => "invalid_request_error",
+            GatewayError::InvalidRequest(_) | GatewayError::BodyTimeout(_) => {
+                "invalid_request_error"
+            }
             GatewayError::BodyTooLarge { .. } => "request_too_large",
             GatewayError::Forbidden(_) => "permission_error",
             GatewayError::NotFound(_) => "not_found_error",

@@ -23,6 +23,8 @@ pub struct AppState {
     pub proxy: Proxy,
     pub clock: SharedClock,
     pub metrics: Option<PrometheusHandle>,
+    /// The memory request bodies held at once may take together.
+    pub bodies: crate::body::BodyBudget,
 }
 
 impl AppState {
@@ -91,7 +93,9 @@ pub fn build_state(
         &config.pool,
         usage,
     );
+    let bodies = crate::body::BodyBudget::new(config.listener.max_body_memory_bytes);
     Ok(AppState {
+        bodies,
         config: Arc::new(config),
         store,
         proxy,

@@ -52,13 +52,13 @@ pub(super) async fn serve(
     #[allow(clippy::disallowed_methods)] // awaited below at shutdown
     let background = tokio::spawn(crate::server::background(state.clone(), shutdown.clone()));
     let engine = state.pool().engine().clone();
+    let limits = crate::listener::ListenerSettings::from(&state.config.listener);
     let app = crate::server::router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            wait_for_signal().await;
-            tracing::info!("shutting down");
-        })
-        .await?;
+    crate::listener::serve(listener, app, limits, async {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+    })
+    .await;
     // Every connection has drained: only now does the background loop stop and write the last usage batch, so the
     // usage of streams that were still running at the signal is kept.
     shutdown.cancel();

@@ -36,9 +36,13 @@ pub struct Translated {
     pub include_usage: bool,
 }
 
+/// Most JSON values (scalars, arrays, objects, keys) in one request body: far above any real conversation (text and
+/// images are single strings however long), far below what would make its tree cost more memory than its text.
+pub const MAX_JSON_VALUES: usize = 262_144;
+
 pub fn translate(body: &[u8]) -> Result<Translated, BadRequest> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| BadRequest::body(format!("request body is not valid JSON: {e}")))?;
+    let v = crate::json::parse_bounded(body, MAX_JSON_VALUES)
+        .map_err(|e| BadRequest::body(e.to_string()))?;
     match v {
         Value::Object(req) => translate_object(&req),
         _ => Err(BadRequest::body("request body must be a JSON object")),
