@@ -10,15 +10,17 @@
 //! Invariant: every per-account map is bounded (model cooldowns are capped at [`MAX_MODEL_COOLDOWNS`]); the affinity map
 //! is bounded in size and age.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet};
+#[cfg(test)]
+use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::account::{Account, AccountId};
+use crate::account::AccountId;
 use crate::affinity::AffinityMap;
 use crate::config::PoolConfig;
 use crate::error::GatewayError;
@@ -27,11 +29,13 @@ use crate::store::{SharedCooldown, SharedStore, StoreError};
 
 mod check;
 mod entry;
+mod index;
 
 pub use check::{secret_id, CheckSlot, Checked, Verdict};
 pub use entry::AccountEntry;
 #[cfg(test)]
 use entry::MAX_MODEL_COOLDOWNS;
+use index::{Changes, Index, Outcome};
 
 /// Scheduling knobs, as durations.
 #[derive(Debug, Clone)]
@@ -112,8 +116,11 @@ pub struct Pool {
     engine: RefreshEngine,
     settings: PoolSettings,
     seen_seq: AtomicU64,
-    /// Serializes choices: the load checks, the claim and the smooth weighted round-robin state must not interleave.
-    choose: Mutex<()>,
+    /// The ready index; its lock serializes choices (the load checks, the claim and the smooth weighted round-robin
+    /// state must not interleave).
+    index: Mutex<Index>,
+    /// Where entries report changes the index must look at.
+    changes: Arc<Changes>,
     affinity: AffinityMap,
     freed: Arc<Notify>,
     queued: AtomicUsize,
@@ -142,21 +149,6 @@ impl Drop for QueuePlace<'_> {
     }
 }
 
-/// Why an account was skipped.
-enum Skip {
-    Cooling(Instant),
-    Saturated,
-    Unusable,
-}
-
-/// A usable account as seen during one choice.
-struct Candidate<'a> {
-    entry: &'a Arc<AccountEntry>,
-    account: Arc<Account>,
-    /// Window utilization in 10 % steps, read once per choice.
-    used: i64,
-}
-
 enum Choice {
     Chosen(Slot),
     Saturated,
@@ -173,7 +165,8 @@ impl Pool {
             engine,
             settings,
             seen_seq: AtomicU64::new(u64::MAX),
-            choose: Mutex::new(()),
+            index: Mutex::new(Index::default()),
+            changes: Arc::new(Changes::default()),
             affinity,
             freed: Arc::new(Notify::new()),
             queued: AtomicUsize::new(0),
@@ -255,8 +248,10 @@ impl Pool {
         let now = self.engine.now();
         let shared = self.store.list_cooldowns(now).await?;
         let entries = self.entries();
+        let by_id: HashMap<AccountId, &Arc<AccountEntry>> =
+            entries.iter().map(|e| (e.id, e)).collect();
         for c in shared {
-            if let Some(e) = entries.iter().find(|e| e.id == c.account_id) {
+            if let Some(e) = by_id.get(&c.account_id) {
                 let left = crate::clock::wait_until(now, c.until);
                 e.apply_shared(
                     c.model.as_deref(),
@@ -318,17 +313,31 @@ impl Pool {
                     entry.cell.observe_stored(account);
                     Arc::clone(entry)
                 }
-                None => AccountEntry::new(account),
+                None => AccountEntry::new(account, &self.changes),
             };
             if let Some((until, reason)) = block {
                 entry.cell.observe_block(self.engine.now(), until, &reason);
             }
             next.push(entry);
         }
+        self.reindex(&current, &next);
         *self.entries.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
         self.seen_seq.store(seq, Ordering::Release);
         self.freed.notify_waiters();
         Ok(true)
+    }
+
+    /// Tells the index which entries came and went (changed ones reported themselves).
+    fn reindex(&self, before: &[Arc<AccountEntry>], after: &[Arc<AccountEntry>]) {
+        let kept: HashSet<AccountId> = after.iter().map(|e| e.id).collect();
+        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        for gone in before.iter().filter(|e| !kept.contains(&e.id)) {
+            index.remove(gone.id);
+        }
+        let now = self.engine.now();
+        for entry in after {
+            index.insert(Arc::clone(entry), now, self.settings.probe_interval);
+        }
     }
 
     /// Chooses the account for the next attempt, waiting (up to `queue_wait`, with at most `max_queue` waiters) when
@@ -363,114 +372,25 @@ impl Pool {
     }
 
     fn choose(&self, want: Criteria<'_>) -> Choice {
-        // One choice at a time: the load and concurrency checks and the claim must not interleave.
-        let _guard = self.choose.lock().unwrap_or_else(|e| e.into_inner());
-        let entries = self.entries();
-        let now = self.engine.now();
-        let now_i = Instant::now();
-        let mut soonest: Option<Instant> = None;
-        let mut saturated = false;
-        let mut candidates: Vec<Candidate<'_>> = Vec::with_capacity(entries.len());
-        let mut probe: Option<&Arc<AccountEntry>> = None;
-        for entry in entries.iter() {
-            if want.exclude.contains(&entry.id) {
-                continue;
-            }
-            if !want.accounts.is_empty() {
-                let name = &entry.cell.account().name;
-                if !want
-                    .accounts
-                    .iter()
-                    .any(|g| crate::keys::limits::glob(g, name))
-                {
-                    continue;
-                }
-            }
-            match usable(entry, want.model, now) {
-                Ok(account) => {
-                    let used = (entry.utilization().unwrap_or(0.0) * 10.0).floor() as i64;
-                    candidates.push(Candidate {
-                        entry,
-                        account,
-                        used,
-                    });
-                }
-                Err(Skip::Cooling(t)) => {
-                    if probe.is_none()
-                        && entry.probe_due(now_i, self.settings.probe_interval)
-                        && entry.cell.state().0 == CredentialState::Ready
-                        && !entry.saturated(&entry.cell.account())
-                    {
-                        probe = Some(entry);
-                    }
-                    soonest = Some(soonest.map_or(t, |s| s.min(t)));
-                }
-                Err(Skip::Saturated) => saturated = true,
-                Err(Skip::Unusable) => {}
-            }
-        }
-        if let Some(entry) = probe {
-            if entry.take_probe(now_i, self.settings.probe_interval) {
+        // One choice at a time, under the index's lock: the load and concurrency checks and the claim must not
+        // interleave.
+        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        index.refresh(
+            &self.changes,
+            self.engine.now(),
+            self.settings.probe_interval,
+        );
+        match index.choose(want, &self.affinity, &self.settings) {
+            Outcome::Probe(entry) => {
                 tracing::info!(account = entry.id, "half-open probe of a cooling account");
                 metrics::counter!("gateway_probes_total").increment(1);
-                return Choice::Chosen(Slot::new(Arc::clone(entry), true, self.freed.clone()));
+                Choice::Chosen(Slot::new(entry, true, self.freed.clone()))
             }
+            Outcome::Chosen(entry) => Choice::Chosen(Slot::new(entry, false, self.freed.clone())),
+            Outcome::Saturated => Choice::Saturated,
+            Outcome::Cooling(t) => Choice::Cooling(t),
+            Outcome::None => Choice::None,
         }
-        if candidates.is_empty() {
-            return match (saturated, soonest) {
-                (true, _) => Choice::Saturated,
-                (false, Some(t)) => Choice::Cooling(t),
-                (false, None) => Choice::None,
-            };
-        }
-        let top = candidates
-            .iter()
-            .map(|c| c.account.priority)
-            .min()
-            .unwrap_or(0);
-        candidates.retain(|c| c.account.priority == top);
-
-        if let Some(key) = want.affinity {
-            if let Some(id) = self.affinity.get(key) {
-                match candidates.iter().find(|c| c.entry.id == id) {
-                    Some(c) if !self.overloaded(c, &candidates) => {
-                        metrics::counter!("gateway_affinity_total", "result" => "hit").increment(1);
-                        return Choice::Chosen(Slot::new(
-                            Arc::clone(c.entry),
-                            false,
-                            self.freed.clone(),
-                        ));
-                    }
-                    Some(_) => metrics::counter!("gateway_affinity_total", "result" => "yield")
-                        .increment(1),
-                    None => metrics::counter!("gateway_affinity_total", "result" => "moved")
-                        .increment(1),
-                }
-            } else {
-                metrics::counter!("gateway_affinity_total", "result" => "miss").increment(1);
-            }
-        }
-
-        let chosen = pick(&candidates);
-        if let Some(key) = want.affinity {
-            self.affinity.put(key, chosen.id);
-        }
-        Choice::Chosen(Slot::new(Arc::clone(chosen), false, self.freed.clone()))
-    }
-
-    /// Bounded-load affinity: a conversation leaves its account when that account carries far more than its peers
-    /// (more than `affinity_load_factor` times their average, plus two requests of slack).
-    fn overloaded(&self, c: &Candidate<'_>, all: &[Candidate<'_>]) -> bool {
-        if all.len() < 2 {
-            return false;
-        }
-        let peers: usize = all
-            .iter()
-            .filter(|p| p.entry.id != c.entry.id)
-            .map(|p| p.entry.in_flight())
-            .sum();
-        let average = peers as f64 / (all.len() - 1) as f64;
-        c.entry.in_flight() as f64 > self.settings.affinity_load_factor * average + 2.0
     }
 
     /// Why nothing can serve, for the client: how many accounts are in which state and what the operator can do, never
@@ -527,82 +447,14 @@ impl Pool {
 
     /// Whether at least one account could serve now (readiness).
     pub fn any_usable(&self) -> bool {
-        let now = self.engine.now();
-        self.entries()
-            .iter()
-            .any(|e| !matches!(usable(e, None, now), Err(Skip::Unusable)))
+        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        index.refresh(
+            &self.changes,
+            self.engine.now(),
+            self.settings.probe_interval,
+        );
+        index.any_usable()
     }
-}
-
-/// Weights decide the shares; load and headroom veto. Candidates whose in-flight load per unit of weight is far above
-/// the least loaded one (more than twice it, plus one) are skipped, as are those whose window utilization is more than
-/// one 10 % step above the best; among the rest, smooth weighted round-robin (nginx's algorithm: every candidate gains
-/// its weight, the highest is chosen and pays the sum) gives each its weight's share at any concurrency.
-fn pick<'a>(candidates: &[Candidate<'a>]) -> &'a Arc<AccountEntry> {
-    let weight = |c: &Candidate<'_>| f64::from(c.account.weight.max(1));
-    let load = |c: &Candidate<'_>| c.entry.in_flight() as f64 / weight(c);
-    let used = |c: &Candidate<'_>| c.used;
-    let least = candidates.iter().map(load).fold(f64::INFINITY, f64::min);
-    let light: Vec<&Candidate<'a>> = candidates
-        .iter()
-        .filter(|c| load(c) <= 2.0 * least + 1.0)
-        .collect();
-    let best_used = light.iter().map(|c| used(c)).min().unwrap_or(0);
-    let eligible: Vec<&Candidate<'a>> = light
-        .into_iter()
-        .filter(|c| used(c) <= best_used + 1)
-        .collect();
-    let total: i64 = eligible
-        .iter()
-        .map(|c| i64::from(c.account.weight.max(1)))
-        .sum();
-    let mut best: Option<(&Candidate<'a>, i64)> = None;
-    for c in &eligible {
-        let w = i64::from(c.account.weight.max(1));
-        let current = c.entry.swrr.fetch_add(w, Ordering::Relaxed) + w;
-        if best.as_ref().is_none_or(|(_, b)| current > *b) {
-            best = Some((c, current));
-        }
-    }
-    match best {
-        Some((c, _)) => {
-            c.entry.swrr.fetch_sub(total, Ordering::Relaxed);
-            c.entry
-        }
-        None => candidates[0].entry,
-    }
-}
-
-fn usable(
-    entry: &AccountEntry,
-    model: Option<&str>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<Arc<Account>, Skip> {
-    let (account, state, until) = entry.cell.gate();
-    if account.disabled || account.banned.is_some() {
-        return Err(Skip::Unusable);
-    }
-    match (state, until) {
-        (CredentialState::NeedsReauth, _) => return Err(Skip::Unusable),
-        // A refresh that is backing off only matters once the current token no longer works.
-        (CredentialState::RefreshBackoff, _) if entry.cell.fresh_for_request(&account, now) => {}
-        (CredentialState::RefreshBackoff | CredentialState::Held, Some(t)) => {
-            return Err(Skip::Cooling(
-                t.max(Instant::now() + Duration::from_secs(1)),
-            ))
-        }
-        (CredentialState::RefreshBackoff | CredentialState::Held, None) => {
-            return Err(Skip::Unusable)
-        }
-        (CredentialState::Ready, _) => {}
-    }
-    if let Some(t) = entry.cooling_until(model) {
-        return Err(Skip::Cooling(t));
-    }
-    if entry.saturated(&account) {
-        return Err(Skip::Saturated);
-    }
-    Ok(account)
 }
 
 fn all_cooling(t: Instant) -> GatewayError {
@@ -627,7 +479,8 @@ pub fn jittered(base: Duration) -> Duration {
     crate::backoff::Backoff::new(base, base).delay(1) + base / 2
 }
 
-/// Smooth weighted round-robin state of an entry.
+/// Smooth weighted round-robin state of an entry (the scanning reference in the tests).
+#[cfg(test)]
 pub(crate) type Swrr = AtomicI64;
 
 #[cfg(test)]

@@ -7,13 +7,26 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{CheckSlot, Swrr};
+use super::index::Changes;
+use super::CheckSlot;
+#[cfg(test)]
+use super::Swrr;
 use crate::account::{Account, AccountId};
 use crate::ratelimit::UnifiedLimits;
 use crate::refresh::CredentialCell;
 use crate::store::Usage;
 
 const NO_UTILIZATION: u64 = u64::MAX;
+
+/// Utilization (as stored bits) in 10 % steps, 0 when unknown.
+fn steps(bits: u64) -> i64 {
+    let utilization = if bits == NO_UTILIZATION {
+        0.0
+    } else {
+        f64::from_bits(bits)
+    };
+    (utilization * 10.0).floor() as i64
+}
 
 /// Most model-scoped cooldowns kept per account; the oldest-ending is dropped first.
 pub const MAX_MODEL_COOLDOWNS: usize = 32;
@@ -34,7 +47,13 @@ pub struct AccountEntry {
     pub cell: Arc<CredentialCell>,
     in_flight: AtomicUsize,
     served: AtomicU64,
+    /// The scanning reference's smooth weighted round-robin state (the index keeps its own).
+    #[cfg(test)]
     pub(crate) swrr: Swrr,
+    /// Where this entry reports changes of its state to the pool's ready index.
+    changes: Arc<Changes>,
+    /// Already reported and not yet looked at by the index (so the change list holds each entry once).
+    queued: AtomicBool,
     /// False when no cooldown can be in force, so the scheduler skips the lock (set and cleared under it).
     maybe_cooling: AtomicBool,
     /// The account-wide utilization last reported, as f64 bits (`NO_UTILIZATION` when unknown): read without a lock.
@@ -47,19 +66,44 @@ pub struct AccountEntry {
 }
 
 impl AccountEntry {
-    pub(crate) fn new(account: Account) -> Arc<Self> {
-        Arc::new(AccountEntry {
-            id: account.id,
-            cell: CredentialCell::new(account),
-            in_flight: AtomicUsize::new(0),
-            served: AtomicU64::new(0),
-            swrr: Swrr::new(0),
-            maybe_cooling: AtomicBool::new(false),
-            utilization_bits: AtomicU64::new(NO_UTILIZATION),
-            cooldowns: Mutex::new(Cooldowns::default()),
-            pending_usage: Mutex::new(Usage::default()),
-            check: CheckSlot::default(),
+    pub(crate) fn new(account: Account, changes: &Arc<Changes>) -> Arc<Self> {
+        let cell = CredentialCell::new(account);
+        Arc::new_cyclic(|me: &std::sync::Weak<AccountEntry>| {
+            let me = me.clone();
+            cell.on_change(move || {
+                if let Some(entry) = me.upgrade() {
+                    entry.changed();
+                }
+            });
+            AccountEntry {
+                id: cell.account().id,
+                cell,
+                in_flight: AtomicUsize::new(0),
+                served: AtomicU64::new(0),
+                #[cfg(test)]
+                swrr: Swrr::new(0),
+                changes: Arc::clone(changes),
+                queued: AtomicBool::new(false),
+                maybe_cooling: AtomicBool::new(false),
+                utilization_bits: AtomicU64::new(NO_UTILIZATION),
+                cooldowns: Mutex::new(Cooldowns::default()),
+                pending_usage: Mutex::new(Usage::default()),
+                check: CheckSlot::default(),
+            }
         })
+    }
+
+    /// Reports that what the scheduler sees of this entry may have changed; the index looks again before the next
+    /// choice. Call after the change, outside the entry's locks.
+    pub(crate) fn changed(&self) {
+        if !self.queued.swap(true, Ordering::AcqRel) {
+            self.changes.push(self.id);
+        }
+    }
+
+    /// The index is about to look at this entry: changes from now on are reported again.
+    pub(super) fn unqueue(&self) {
+        self.queued.store(false, Ordering::Release);
     }
 
     fn cd(&self) -> MutexGuard<'_, Cooldowns> {
@@ -99,7 +143,10 @@ impl AccountEntry {
     }
 
     pub(crate) fn claim_again(&self) {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        // Claims made outside a choice are normally on a busy entry already; one that was idle must be seen as busy.
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.changed();
+        }
     }
 
     pub(crate) fn release(&self) {
@@ -154,6 +201,8 @@ impl AccountEntry {
         } else if let Some((_, r)) = cd.account.as_mut() {
             *r = reason;
         }
+        drop(cd);
+        self.changed();
     }
 
     /// Cools one model of this account until `until`.
@@ -182,6 +231,8 @@ impl AccountEntry {
                 cd.models.push((model.to_string(), until));
             }
         }
+        drop(cd);
+        self.changed();
     }
 
     /// Adopts a cooldown another process learned (no strike: it was not our failure).
@@ -192,23 +243,37 @@ impl AccountEntry {
         }
         let mut cd = self.cd();
         self.maybe_cooling.store(true, Ordering::Release);
+        let mut changed = false;
         if cd.probe_mark.is_none() {
             cd.probe_mark = Some(now);
+            changed = true;
         }
         match model {
             None => {
                 if cd.account.as_ref().is_none_or(|(t, _)| *t < until) {
                     cd.account = Some((until, reason.to_string()));
+                    changed = true;
                 }
             }
             Some(m) => {
                 let full = cd.models.len() >= MAX_MODEL_COOLDOWNS;
                 match cd.models.iter_mut().find(|(x, _)| x == m) {
-                    Some((_, t)) => *t = (*t).max(until),
-                    None if !full => cd.models.push((m.to_string(), until)),
+                    Some((_, t)) if *t < until => {
+                        *t = until;
+                        changed = true;
+                    }
+                    Some(_) => {}
+                    None if !full => {
+                        cd.models.push((m.to_string(), until));
+                        changed = true;
+                    }
                     None => {}
                 }
             }
+        }
+        drop(cd);
+        if changed {
+            self.changed();
         }
     }
 
@@ -221,16 +286,30 @@ impl AccountEntry {
         cooling && cd.probe_mark.is_some_and(|m| m + interval <= now)
     }
 
+    /// When the next half-open probe is due, while a cooldown is in force.
+    pub(crate) fn probe_at(&self, interval: Duration) -> Option<Instant> {
+        let now = Instant::now();
+        let cd = self.cd();
+        let cooling = cd.account.as_ref().is_some_and(|(t, _)| *t > now)
+            || cd.models.iter().any(|(_, t)| *t > now);
+        cd.probe_mark.filter(|_| cooling).map(|m| m + interval)
+    }
+
     /// Claims the due probe (one at a time): the next one is due `interval` later.
     pub(crate) fn take_probe(&self, now: Instant, interval: Duration) -> bool {
         let mut cd = self.cd();
-        match cd.probe_mark {
+        let taken = match cd.probe_mark {
             Some(m) if m + interval <= now => {
                 cd.probe_mark = Some(now);
                 true
             }
             _ => false,
+        };
+        drop(cd);
+        if taken {
+            self.changed();
         }
+        taken
     }
 
     /// Consecutive failures since the last success (for backoff growth).
@@ -247,6 +326,8 @@ impl AccountEntry {
             cd.account = None;
             cd.models.clear();
             cd.probe_mark = None;
+            drop(cd);
+            self.changed();
         }
     }
 
@@ -256,12 +337,22 @@ impl AccountEntry {
         cd.models.clear();
         cd.strikes = 0;
         cd.probe_mark = None;
+        drop(cd);
+        self.changed();
     }
 
     pub fn set_limits(&self, limits: UnifiedLimits) {
         let bits = limits.utilization().map_or(NO_UTILIZATION, f64::to_bits);
-        self.utilization_bits.store(bits, Ordering::Relaxed);
+        let before = self.utilization_bits.swap(bits, Ordering::AcqRel);
         self.cd().limits = Some(limits);
+        if steps(before) != steps(bits) {
+            self.changed();
+        }
+    }
+
+    /// Window utilization in 10 % steps (0 when unknown): the headroom the scheduler compares.
+    pub fn used(&self) -> i64 {
+        steps(self.utilization_bits.load(Ordering::Acquire))
     }
 
     pub fn limits(&self) -> Option<UnifiedLimits> {

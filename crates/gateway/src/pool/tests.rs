@@ -427,3 +427,477 @@ async fn model_cooldowns_stay_bounded_whatever_models_clients_name() {
     }
     assert!(e.model_cooldowns().len() <= MAX_MODEL_COOLDOWNS);
 }
+
+// === the index chooses what the scan over every account chooses ===
+
+/// The rule as it was written before the index: look at every entry on every choice. The reference the index is
+/// checked against.
+mod scan {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::account::Account;
+    use crate::refresh::CredentialState;
+
+    enum Skip {
+        Cooling(Instant),
+        Saturated,
+        Unusable,
+    }
+
+    struct Candidate<'a> {
+        entry: &'a Arc<AccountEntry>,
+        account: Arc<Account>,
+        used: i64,
+    }
+
+    pub(super) fn choose(pool: &Pool, want: Criteria<'_>) -> Choice {
+        let entries = pool.entries();
+        let now = pool.engine.now();
+        let now_i = Instant::now();
+        let mut soonest: Option<Instant> = None;
+        let mut saturated = false;
+        let mut candidates: Vec<Candidate<'_>> = Vec::new();
+        let mut probe: Option<&Arc<AccountEntry>> = None;
+        for entry in entries.iter() {
+            if want.exclude.contains(&entry.id) {
+                continue;
+            }
+            if !want.accounts.is_empty() {
+                let name = &entry.cell.account().name;
+                if !want
+                    .accounts
+                    .iter()
+                    .any(|g| crate::keys::limits::glob(g, name))
+                {
+                    continue;
+                }
+            }
+            match usable(entry, want.model, now) {
+                Ok(account) => {
+                    let used = (entry.utilization().unwrap_or(0.0) * 10.0).floor() as i64;
+                    candidates.push(Candidate {
+                        entry,
+                        account,
+                        used,
+                    });
+                }
+                Err(Skip::Cooling(t)) => {
+                    if probe.is_none()
+                        && entry.probe_due(now_i, pool.settings.probe_interval)
+                        && entry.cell.state().0 == CredentialState::Ready
+                        && !entry.saturated(&entry.cell.account())
+                    {
+                        probe = Some(entry);
+                    }
+                    soonest = Some(soonest.map_or(t, |s| s.min(t)));
+                }
+                Err(Skip::Saturated) => saturated = true,
+                Err(Skip::Unusable) => {}
+            }
+        }
+        if let Some(entry) = probe {
+            if entry.take_probe(now_i, pool.settings.probe_interval) {
+                return Choice::Chosen(Slot::new(Arc::clone(entry), true, pool.freed.clone()));
+            }
+        }
+        if candidates.is_empty() {
+            return match (saturated, soonest) {
+                (true, _) => Choice::Saturated,
+                (false, Some(t)) => Choice::Cooling(t),
+                (false, None) => Choice::None,
+            };
+        }
+        let top = candidates.iter().map(|c| c.account.priority).min().unwrap();
+        candidates.retain(|c| c.account.priority == top);
+        if let Some(key) = want.affinity {
+            if let Some(id) = pool.affinity.get(key) {
+                if let Some(c) = candidates.iter().find(|c| c.entry.id == id) {
+                    if !overloaded(pool, c, &candidates) {
+                        return Choice::Chosen(Slot::new(
+                            Arc::clone(c.entry),
+                            false,
+                            pool.freed.clone(),
+                        ));
+                    }
+                }
+            }
+        }
+        let chosen = pick(&candidates);
+        if let Some(key) = want.affinity {
+            pool.affinity.put(key, chosen.id);
+        }
+        Choice::Chosen(Slot::new(Arc::clone(chosen), false, pool.freed.clone()))
+    }
+
+    fn overloaded(pool: &Pool, c: &Candidate<'_>, all: &[Candidate<'_>]) -> bool {
+        if all.len() < 2 {
+            return false;
+        }
+        let peers: usize = all
+            .iter()
+            .filter(|p| p.entry.id != c.entry.id)
+            .map(|p| p.entry.in_flight())
+            .sum();
+        let average = peers as f64 / (all.len() - 1) as f64;
+        c.entry.in_flight() as f64 > pool.settings.affinity_load_factor * average + 2.0
+    }
+
+    fn pick<'a>(candidates: &[Candidate<'a>]) -> &'a Arc<AccountEntry> {
+        let weight = |c: &Candidate<'_>| f64::from(c.account.weight.max(1));
+        let load = |c: &Candidate<'_>| c.entry.in_flight() as f64 / weight(c);
+        let least = candidates.iter().map(load).fold(f64::INFINITY, f64::min);
+        let light: Vec<&Candidate<'a>> = candidates
+            .iter()
+            .filter(|c| load(c) <= 2.0 * least + 1.0)
+            .collect();
+        let best_used = light.iter().map(|c| c.used).min().unwrap_or(0);
+        let eligible: Vec<&Candidate<'a>> = light
+            .into_iter()
+            .filter(|c| c.used <= best_used + 1)
+            .collect();
+        let total: i64 = eligible
+            .iter()
+            .map(|c| i64::from(c.account.weight.max(1)))
+            .sum();
+        let mut best: Option<(&Candidate<'a>, i64)> = None;
+        for c in &eligible {
+            let w = i64::from(c.account.weight.max(1));
+            let current = c.entry.swrr.fetch_add(w, Ordering::Relaxed) + w;
+            if best.as_ref().is_none_or(|(_, b)| current > *b) {
+                best = Some((c, current));
+            }
+        }
+        let (c, _) = best.unwrap();
+        c.entry.swrr.fetch_sub(total, Ordering::Relaxed);
+        c.entry
+    }
+
+    fn usable(
+        entry: &AccountEntry,
+        model: Option<&str>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Arc<Account>, Skip> {
+        let (account, state, until) = entry.cell.gate();
+        if account.disabled || account.banned.is_some() {
+            return Err(Skip::Unusable);
+        }
+        match (state, until) {
+            (CredentialState::NeedsReauth, _) => return Err(Skip::Unusable),
+            (CredentialState::RefreshBackoff, _) if entry.cell.fresh_for_request(&account, now) => {
+            }
+            (CredentialState::RefreshBackoff | CredentialState::Held, Some(t)) => {
+                return Err(Skip::Cooling(
+                    t.max(Instant::now() + Duration::from_secs(1)),
+                ))
+            }
+            (CredentialState::RefreshBackoff | CredentialState::Held, None) => {
+                return Err(Skip::Unusable)
+            }
+            (CredentialState::Ready, _) => {}
+        }
+        if let Some(t) = entry.cooling_until(model) {
+            return Err(Skip::Cooling(t));
+        }
+        if entry.saturated(&account) {
+            return Err(Skip::Saturated);
+        }
+        Ok(account)
+    }
+}
+
+mod agreement {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::ratelimit::{UnifiedLimits, UnifiedWindow};
+
+    /// (priority, weight, max_concurrency, OAuth, token lifetime in seconds)
+    type Spec = (i32, u32, Option<u32>, bool, i64);
+
+    #[derive(Debug, Clone)]
+    enum Change {
+        Weight(u32),
+        Priority(i32),
+        Disabled(bool),
+        Max(Option<u32>),
+        Reauth(bool),
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Choose {
+            model: u8,
+            affinity: Option<u64>,
+            exclude: u8,
+            /// Index into the key's account globs (0: any account).
+            globs: u8,
+            keep: bool,
+        },
+        Drop(usize),
+        Succeed(usize),
+        CoolAccount(usize, u64),
+        CoolModel(usize, u8, u64),
+        Limits(usize, u8),
+        Block(usize, u64),
+        Reset(usize),
+        /// Upstream refused the credential (401 after a refresh) or the organization (a ban), decided in the cell.
+        Refuse(usize, bool),
+        Advance(u64),
+        Update(usize, Change),
+    }
+
+    fn change() -> impl Strategy<Value = Change> {
+        prop_oneof![
+            (1..4u32).prop_map(Change::Weight),
+            (0..3i32).prop_map(Change::Priority),
+            any::<bool>().prop_map(Change::Disabled),
+            proptest::option::of(0..3u32).prop_map(Change::Max),
+            any::<bool>().prop_map(Change::Reauth),
+        ]
+    }
+
+    /// Durations in whole seconds, mostly multiples of 5 so that cooldowns, probes (every 20 s) and time steps land
+    /// on each other's boundaries.
+    fn secs() -> impl Strategy<Value = u64> {
+        prop_oneof![3 => (1..7u64).prop_map(|x| x * 5), 1 => 1..120u64]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            8 => (0..3u8, proptest::option::of(0..4u64), any::<u8>(), 0..6u8, any::<bool>()).prop_map(
+                |(model, affinity, exclude, globs, keep)| Op::Choose {
+                    model,
+                    affinity,
+                    globs: globs.saturating_sub(2),
+                    // Exclusions are rare (failover): most choices exclude nothing.
+                    exclude: if exclude % 4 == 0 { exclude } else { 0 },
+                    keep,
+                }
+            ),
+            2 => any::<usize>().prop_map(Op::Drop),
+            1 => any::<usize>().prop_map(Op::Succeed),
+            1 => (any::<usize>(), secs()).prop_map(|(a, s)| Op::CoolAccount(a, s)),
+            1 => (any::<usize>(), 1..3u8, secs()).prop_map(|(a, m, s)| Op::CoolModel(a, m, s)),
+            1 => (any::<usize>(), 0..101u8).prop_map(|(a, u)| Op::Limits(a, u)),
+            1 => (any::<usize>(), secs()).prop_map(|(a, s)| Op::Block(a, s)),
+            1 => any::<usize>().prop_map(Op::Reset),
+            1 => (any::<usize>(), any::<bool>()).prop_map(|(a, ban)| Op::Refuse(a, ban)),
+            2 => prop_oneof![(0..5u64).prop_map(|x| x * 5), 0..40u64].prop_map(Op::Advance),
+            1 => (any::<usize>(), change()).prop_map(|(a, c)| Op::Update(a, c)),
+        ]
+    }
+
+    async fn twin(
+        specs: &[Spec],
+        t0: chrono::DateTime<chrono::Utc>,
+    ) -> (Arc<Pool>, Arc<MemoryStore>) {
+        let store = Arc::new(MemoryStore::default());
+        for (i, (priority, weight, max, oauth, life)) in specs.iter().enumerate() {
+            let a = store
+                .insert_account(NewAccount {
+                    name: format!("a{i}"),
+                    kind: if *oauth {
+                        AccountKind::Oauth
+                    } else {
+                        AccountKind::ApiKey
+                    },
+                    credential: Credential {
+                        secret: format!("k{i}"),
+                        refresh_token: oauth.then(|| format!("r{i}")),
+                        expires_at: oauth.then(|| t0 + chrono::Duration::seconds(*life)),
+                    },
+                    email: None,
+                    account_uuid: None,
+                    organization_uuid: None,
+                    organization_name: None,
+                    priority: *priority,
+                    weight: *weight,
+                    disabled: false,
+                })
+                .await
+                .unwrap();
+            let update = AccountUpdate {
+                max_concurrency: Patch::to(*max),
+                ..Default::default()
+            };
+            store.update_account(a.id, a.version, update).await.unwrap();
+        }
+        let clock = Arc::new(crate::clock::TokioClock::starting_at(t0));
+        let engine = RefreshEngine::new(
+            store.clone(),
+            Arc::new(NoEndpoint),
+            clock,
+            RefreshSettingsForTest::get(),
+        );
+        let pool = Arc::new(Pool::new(store.clone(), engine, settings()));
+        pool.sync().await.unwrap();
+        (pool, store)
+    }
+
+    /// What a choice found, comparable across the two pools.
+    fn seen(c: &Choice) -> (u8, AccountId, bool, Option<Instant>) {
+        match c {
+            Choice::Chosen(l) => (0, l.entry.id, l.probe, None),
+            Choice::Saturated => (1, 0, false, None),
+            Choice::Cooling(t) => (2, 0, false, Some(*t)),
+            Choice::None => (3, 0, false, None),
+        }
+    }
+
+    fn nth(pool: &Pool, i: usize) -> Arc<AccountEntry> {
+        let entries = pool.entries();
+        Arc::clone(&entries[i % entries.len()])
+    }
+
+    async fn update(store: &MemoryStore, pool: &Pool, id: AccountId, change: &Change) {
+        let a = store.get_account(id).await.unwrap().unwrap();
+        let mut u = AccountUpdate::default();
+        match change {
+            Change::Weight(w) => u.weight = Some(*w),
+            Change::Priority(p) => u.priority = Some(*p),
+            Change::Disabled(d) => u.disabled = Some(*d),
+            Change::Max(m) => u.max_concurrency = Patch::to(*m),
+            Change::Reauth(r) => u.needs_reauth = Patch::to(r.then(|| "revoked".to_string())),
+        }
+        store.update_account(id, a.version, u).await.unwrap();
+        pool.sync().await.unwrap();
+    }
+
+    async fn run(specs: Vec<Spec>, ops: Vec<Op>) {
+        let t0 = crate::clock::system_now();
+        let (scanned, scanned_store) = twin(&specs, t0).await;
+        let (indexed, indexed_store) = twin(&specs, t0).await;
+        let mut leases: Vec<(Slot, Slot)> = Vec::new();
+        let models = [None, Some("m1"), Some("m2")];
+        for (step, op) in ops.iter().enumerate() {
+            let both = [(&scanned, &scanned_store), (&indexed, &indexed_store)];
+            match op {
+                Op::Choose {
+                    model,
+                    affinity,
+                    exclude,
+                    globs,
+                    keep,
+                } => {
+                    let globs: Vec<String> = match globs {
+                        0 => vec![],
+                        1 => vec!["a1".into()],
+                        2 => vec!["a*".into(), "x".into()],
+                        _ => vec!["*2".into(), "a0".into()],
+                    };
+                    let ids: Vec<AccountId> = scanned
+                        .entries()
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| exclude & (1 << (i % 8)) != 0)
+                        .map(|(_, e)| e.id)
+                        .collect();
+                    let want = Criteria {
+                        model: models[usize::from(*model)],
+                        affinity: *affinity,
+                        exclude: &ids,
+                        accounts: &globs,
+                    };
+                    let a = scan::choose(&scanned, want);
+                    let b = indexed.choose(want);
+                    assert_eq!(seen(&a), seen(&b), "step {step}: {op:?}");
+                    if let (Choice::Chosen(a), Choice::Chosen(b), true) = (a, b, *keep) {
+                        leases.push((a, b));
+                    }
+                }
+                Op::Drop(i) if !leases.is_empty() => {
+                    let n = leases.len();
+                    leases.remove(i % n);
+                }
+                Op::Succeed(i) if !leases.is_empty() => {
+                    let (a, b) = &leases[i % leases.len()];
+                    a.entry.record_success(a.probe);
+                    b.entry.record_success(b.probe);
+                }
+                Op::Drop(_) | Op::Succeed(_) => {}
+                Op::CoolAccount(i, secs) => {
+                    for (p, _) in both {
+                        nth(p, *i)
+                            .cool_account(Instant::now() + Duration::from_secs(*secs), "x".into());
+                    }
+                }
+                Op::CoolModel(i, m, secs) => {
+                    let model = models[usize::from(*m)].unwrap();
+                    for (p, _) in both {
+                        nth(p, *i).cool_model(model, Instant::now() + Duration::from_secs(*secs));
+                    }
+                }
+                Op::Limits(i, used) => {
+                    for (p, _) in both {
+                        nth(p, *i).set_limits(UnifiedLimits {
+                            windows: vec![UnifiedWindow {
+                                name: "5h".into(),
+                                status: None,
+                                utilization: Some(f64::from(*used) / 100.0),
+                                reset: None,
+                            }],
+                            ..Default::default()
+                        });
+                    }
+                }
+                Op::Block(i, secs) => {
+                    for (p, _) in both {
+                        let now = p.engine.now();
+                        nth(p, *i).cell.observe_block(
+                            now,
+                            now + chrono::Duration::seconds(*secs as i64),
+                            "token endpoint answered 429",
+                        );
+                    }
+                }
+                Op::Reset(i) => {
+                    for (p, _) in both {
+                        nth(p, *i).clear_cooldowns();
+                    }
+                }
+                Op::Refuse(i, ban) => {
+                    for (p, _) in both {
+                        let cell = &nth(p, *i).cell;
+                        let secret = cell.account().credential.secret.clone();
+                        if *ban {
+                            p.engine
+                                .mark_banned(cell, &secret, "organization disabled".into());
+                        } else {
+                            p.engine
+                                .mark_rejected(cell, &secret, "401 after a refresh".into());
+                        }
+                    }
+                }
+                Op::Advance(secs) => tokio::time::advance(Duration::from_secs(*secs)).await,
+                Op::Update(i, change) => {
+                    for (p, store) in both {
+                        update(store, p, nth(p, *i).id, change).await;
+                    }
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        /// Every choice — account, probe or not, saturated, cooling until when, none — is the scan's, whatever the
+        /// sequence of cooldowns, probes, successes, limits, backoffs, store changes, loads and time.
+        #[test]
+        fn the_index_chooses_what_the_scan_over_every_account_chooses(
+            specs in proptest::collection::vec(
+                (0..2i32, 1..4u32, proptest::option::of(1..3u32), any::<bool>(), (0..60i64).prop_map(|x| x * 5)),
+                1..7,
+            ),
+            ops in proptest::collection::vec(op(), 1..120),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            rt.block_on(run(specs, ops));
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! One account's credential and refresh state, and the lock every refresh decision is taken under.
 
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -49,6 +49,16 @@ pub(super) struct CellState {
 #[derive(Debug)]
 pub struct CredentialCell {
     state: Mutex<CellState>,
+    on_change: OnceLock<ChangeHook>,
+}
+
+/// Called after every change of what [`CredentialCell::gate`] reports (the pool's ready index listens).
+struct ChangeHook(Box<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for ChangeHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChangeHook")
+    }
 }
 
 impl CredentialCell {
@@ -70,11 +80,30 @@ impl CredentialCell {
                 pending: None,
                 last_error: None,
             }),
+            on_change: OnceLock::new(),
         })
     }
 
-    pub(super) fn lock(&self) -> MutexGuard<'_, CellState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    /// Installs the one listener told about every change of the gate's answer (set once, by the pool entry).
+    pub fn on_change(&self, hook: impl Fn() + Send + Sync + 'static) {
+        let _ = self.on_change.set(ChangeHook(Box::new(hook)));
+    }
+
+    /// Tells the listener the gate's answer may have changed.
+    fn changed(&self) {
+        if let Some(hook) = self.on_change.get() {
+            (hook.0)();
+        }
+    }
+
+    /// The cell's state under its lock. Writing through the guard reports a change to the listener when the guard is
+    /// dropped, so no mutation can forget to.
+    pub(super) fn lock(&self) -> CellGuard<'_> {
+        CellGuard {
+            cell: self,
+            state: self.state.lock().unwrap_or_else(|e| e.into_inner()),
+            wrote: false,
+        }
     }
 
     /// The latest known account row.
@@ -171,8 +200,43 @@ impl CredentialCell {
         fresh(account, now, expiry_skew(lifetime))
     }
 
+    /// How long before its expiry a token stops being good for a request (scaled to its lifetime).
+    pub fn request_margin(&self) -> Duration {
+        expiry_skew(self.lock().lifetime)
+    }
+
     /// Whether a flight is running (tests and admin).
     pub fn refreshing(&self) -> bool {
         self.lock().flight.is_some()
+    }
+}
+
+/// The cell's lock, which reports a change when something was written through it. The report is made under the lock
+/// (it only queues the entry's id; nothing that takes this lock is called from there).
+pub(super) struct CellGuard<'a> {
+    cell: &'a CredentialCell,
+    state: MutexGuard<'a, CellState>,
+    wrote: bool,
+}
+
+impl std::ops::Deref for CellGuard<'_> {
+    type Target = CellState;
+    fn deref(&self) -> &CellState {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for CellGuard<'_> {
+    fn deref_mut(&mut self) -> &mut CellState {
+        self.wrote = true;
+        &mut self.state
+    }
+}
+
+impl Drop for CellGuard<'_> {
+    fn drop(&mut self) {
+        if self.wrote {
+            self.cell.changed();
+        }
     }
 }

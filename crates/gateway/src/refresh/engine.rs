@@ -479,6 +479,8 @@ impl RefreshEngine {
             }
             Outcome::Removed => Err(RefreshError::Removed),
         };
+        let id = st.account.id;
+        drop(st);
         // A 429's wait and a failure backoff bind every process sharing the store.
         if let (
             Err(RefreshError::Backoff {
@@ -487,11 +489,11 @@ impl RefreshEngine {
             true,
         ) = (&result, shared_block)
         {
-            self.spawn_persist_block(st.account.id, *until_wall, reason.clone());
+            self.spawn_persist_block(id, *until_wall, reason.clone());
         }
         if let Err(e @ RefreshError::Transient { next_try, .. }) = &result {
             let wall = crate::clock::instant_to_wall(self.inner.clock.as_ref(), *next_try);
-            self.spawn_persist_block(st.account.id, wall, e.to_string());
+            self.spawn_persist_block(id, wall, e.to_string());
         }
         result
     }
