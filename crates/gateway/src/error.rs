@@ -286,12 +286,13 @@ impl GatewayError {
                 message,
                 retry_after_secs: crate::clock::retry_after_secs(*until),
             },
-            RefreshError::Held(_) | RefreshError::Store(_) | RefreshError::Timeout => {
-                GatewayError::Unavailable {
-                    message,
-                    retry_after_secs: Some(5),
-                }
-            }
+            RefreshError::Held(_)
+            | RefreshError::Store(_)
+            | RefreshError::Timeout
+            | RefreshError::Queued => GatewayError::Unavailable {
+                message,
+                retry_after_secs: Some(5),
+            },
             RefreshError::NeedsReauth(_) | RefreshError::Removed => {
                 GatewayError::NoAccount(message)
             }

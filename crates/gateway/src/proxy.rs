@@ -4,6 +4,7 @@
 //! upstream's `message_start`, so an early 429/529 or `event: error` still fails over.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method};
@@ -297,6 +298,9 @@ impl Proxy {
         let mut last_failure: Option<Response> = None;
         // When accounts were skipped because their refresh is backing off: the soonest moment one may serve again.
         let mut refresh_retry: Option<Instant> = None;
+        // The first account whose refresh waits for its turn at the token endpoint: served (waiting) when no account
+        // with a valid token serves.
+        let mut queued = Queued::default();
         loop {
             let accounts = match &req.tenant {
                 Tenant::Managed(k) => k.key().limits.accounts.clone(),
@@ -308,29 +312,35 @@ impl Proxy {
                 exclude: &tried,
                 accounts: &accounts,
             };
-            let slot = match self.pool.acquire(want).await {
-                Ok(slot) => slot,
-                Err(e) => {
-                    if let Some(response) = last_failure {
-                        return response;
-                    }
-                    let e = match (e, refresh_retry) {
-                        (GatewayError::RateLimited { message, retry_after_secs }, Some(t)) => GatewayError::RateLimited {
-                            message,
-                            retry_after_secs: retry_after_secs.min(crate::clock::retry_after_secs(t)),
-                        },
-                        (GatewayError::NoAccount(_), Some(t)) => GatewayError::RateLimited {
-                            message: "every account is waiting for its token refresh to be allowed again; retry after the time in retry-after".into(),
-                            retry_after_secs: crate::clock::retry_after_secs(t),
-                        },
-                        (e, _) => e,
-                    };
-                    return fail(meter, e);
+            let next = self.pool.acquire(want).await;
+            let (slot, grace) = match next {
+                Ok(slot) => {
+                    let grace = queued.grace();
+                    (slot, grace)
                 }
+                Err(e) => match queued.parked.take() {
+                    Some(parked) => (parked, None),
+                    None => {
+                        if let Some(response) = last_failure {
+                            return response;
+                        }
+                        let e = with_refresh_retry(e, refresh_retry);
+                        return fail(meter, e);
+                    }
+                },
             };
-            tried.push(slot.entry.id);
-            let outcome = self.serve_on(&req, &slot, &mut attempts, meter).await;
+            if !tried.contains(&slot.entry.id) {
+                tried.push(slot.entry.id);
+            }
+            let outcome = self
+                .serve_on(&req, &slot, &mut attempts, meter, grace)
+                .await;
             match outcome {
+                Err(RefreshError::Queued) => {
+                    // Try accounts whose tokens are valid; this one's refresh runs on and is waited for if none is.
+                    tried.extend(self.needing_refresh());
+                    queued.parked = Some(slot);
+                }
                 Ok(Attempt::Done(response)) => return response,
                 Ok(Attempt::Failover(response)) => {
                     last_failure = Some(response);
@@ -364,22 +374,74 @@ impl Proxy {
     }
 }
 
+/// The pool had no account left: when accounts were skipped for a refresh that is backing off, say when to retry.
+fn with_refresh_retry(e: GatewayError, refresh_retry: Option<Instant>) -> GatewayError {
+    match (e, refresh_retry) {
+        (GatewayError::RateLimited { message, retry_after_secs }, Some(t)) => GatewayError::RateLimited {
+            message,
+            retry_after_secs: retry_after_secs.min(crate::clock::retry_after_secs(t)),
+        },
+        (GatewayError::NoAccount(_), Some(t)) => GatewayError::RateLimited {
+            message: "every account is waiting for its token refresh to be allowed again; retry after the time in retry-after".into(),
+            retry_after_secs: crate::clock::retry_after_secs(t),
+        },
+        (e, _) => e,
+    }
+}
+
+/// How long a request waits for the first refresh it needs before trying accounts whose tokens are valid.
+const QUEUE_GRACE: Duration = Duration::from_millis(500);
+
+/// The account one request passed over because its refresh waits for its turn at the token endpoint, kept (with
+/// its slot) to be served, waiting, when no account with a valid token serves.
+#[derive(Default)]
+struct Queued {
+    parked: Option<Slot>,
+}
+
+impl Queued {
+    /// How long to wait for this account's refresh: a moment the first time; later accounts have valid tokens.
+    fn grace(&self) -> Option<Duration> {
+        self.parked.is_none().then_some(QUEUE_GRACE)
+    }
+}
+
 impl Proxy {
+    /// OAuth accounts whose token must be refreshed before a request can use it.
+    fn needing_refresh(&self) -> Vec<AccountId> {
+        let now = self.pool.engine().now();
+        self.pool
+            .entries()
+            .iter()
+            .filter(|e| {
+                let a = e.cell.account();
+                a.kind == AccountKind::Oauth && !e.cell.fresh_for_request(&a, now)
+            })
+            .map(|e| e.id)
+            .collect()
+    }
+
     /// Attempts on one account: again with a replaced credential when upstream refused one the cell no longer holds
     /// or an OAuth token it rejected (one forced refresh), and every refusal attributed before anything is done about
     /// it.
+    /// `grace`: how long to wait for a refresh this account needs before leaving it to run and answering
+    /// [`RefreshError::Queued`]; `None` waits up to `refresh_timeout_secs`.
     async fn serve_on(
         &self,
         req: &Forward,
         slot: &Slot,
         attempts: &mut u32,
         meter: &Meter,
+        grace: Option<Duration>,
     ) -> Result<Attempt, RefreshError> {
         let entry = &slot.entry;
         let engine = self.pool.engine();
         let mut replaced = false;
         loop {
-            let account = engine.credential(&entry.cell).await?;
+            let account = match grace.filter(|_| !replaced) {
+                Some(g) => engine.credential_within(&entry.cell, g).await?,
+                None => engine.credential(&entry.cell).await?,
+            };
             let secret = &account.credential.secret;
             *attempts += 1;
             meter.attempt(entry.id, &account.name);

@@ -65,6 +65,9 @@ pub enum RefreshError {
     Store(String),
     #[error("refresh did not finish within the refresh timeout")]
     Timeout,
+    /// The refresh keeps waiting for its turn at the token endpoint; another account may serve meanwhile.
+    #[error("token refresh is waiting for its turn at the token endpoint")]
+    Queued,
     #[error("account was removed")]
     Removed,
 }

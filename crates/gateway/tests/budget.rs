@@ -323,3 +323,60 @@ async fn short_lived_tokens_under_steady_traffic_rotate_about_once_per_lifetime(
         "tokens were rotated as they expired: {calls}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_refresh_waits_for_its_turn_is_served_by_an_account_with_a_valid_token() {
+    let sim = Simulator::start().await.unwrap();
+    let dir = TempDir::new();
+    // Ten expired accounts and one whose token is valid; one token call every 5 s.
+    let mut seeded = accounts(&sim, 10, Duration::ZERO, expired);
+    let valid = sim.issue_oauth(Duration::from_secs(3600));
+    seeded.push(oauth_account(
+        "valid",
+        &valid.access_token,
+        &valid.refresh_token,
+        chrono::Duration::hours(1),
+    ));
+    seed(&dir, seeded).await;
+    let gw = Gateway::start_in(
+        dir,
+        &sim.base_url(),
+        &sim.token_url(),
+        "[refresh]\nmax_calls_per_sec = 0.2\nmax_calls_burst = 1\n",
+    );
+    let c = client();
+    let started = tokio::time::Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let (c, url) = (c.clone(), gw.url("/v1/messages"));
+        tasks.push(tokio::spawn(async move {
+            let status = send(&c, url, i).await;
+            (status, started.elapsed())
+        }));
+    }
+    for t in tasks {
+        let (status, took) = t.await.unwrap();
+        assert_eq!(status, 200);
+        // Waiting for their turns instead would take up to 10 × 5 s.
+        assert!(
+            took < Duration::from_secs(4),
+            "a request waited {took:?} for a queued refresh"
+        );
+    }
+    assert!(
+        refresh_calls(&sim).len() <= 2,
+        "the budget still holds: {:?}",
+        refresh_calls(&sim)
+    );
+    let served_by_valid = sim
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.path == "/v1/messages" && r.credential.as_deref() == Some(valid.access_token.as_str())
+        })
+        .count();
+    assert!(
+        served_by_valid >= 5,
+        "requests failed over to the valid account: {served_by_valid}"
+    );
+}

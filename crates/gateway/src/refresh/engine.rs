@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
@@ -200,17 +201,45 @@ impl RefreshEngine {
         self.begin(cell, Want::Replace(&secret)).map(|_| ())
     }
 
+    /// A usable credential if one is had within `grace`: the current one while it is fresh, else the refresh's
+    /// result if it arrives in time. A refresh still waiting (for its turn at the token endpoint, say) keeps running
+    /// and is reported as [`RefreshError::Queued`], so the caller may serve on an account whose token is valid and
+    /// come back for this one with [`Self::credential`].
+    pub async fn credential_within(
+        &self,
+        cell: &Arc<CredentialCell>,
+        grace: Duration,
+    ) -> Result<Arc<Account>, RefreshError> {
+        let limit = grace.min(self.inner.settings.wait_timeout);
+        match self.get_within(cell, Want::Fresh, limit).await {
+            Err(RefreshError::Timeout) if limit < self.inner.settings.wait_timeout => {
+                Err(RefreshError::Queued)
+            }
+            other => other,
+        }
+    }
+
     async fn get(
         &self,
         cell: &Arc<CredentialCell>,
         want: Want<'_>,
+    ) -> Result<Arc<Account>, RefreshError> {
+        self.get_within(cell, want, self.inner.settings.wait_timeout)
+            .await
+    }
+
+    async fn get_within(
+        &self,
+        cell: &Arc<CredentialCell>,
+        want: Want<'_>,
+        limit: Duration,
     ) -> Result<Arc<Account>, RefreshError> {
         let mut rx = match self.begin(cell, want)? {
             Started::Ready(account) => return Ok(account),
             Started::Waiting(rx) => rx,
         };
         let wait = async { rx.wait_for(Option::is_some).await.map(|r| r.clone()) };
-        match tokio::time::timeout(self.inner.settings.wait_timeout, wait).await {
+        match tokio::time::timeout(limit, wait).await {
             Ok(Ok(result)) => result.unwrap_or(Err(RefreshError::Timeout)),
             // The flight's sender is gone without a result: only possible if its task was aborted (runtime shutdown).
             Ok(Err(_)) => Err(RefreshError::Timeout),
