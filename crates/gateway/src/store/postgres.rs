@@ -97,7 +97,7 @@ pub async fn watch(
 super::sql::sql_store!(
     PostgresStore,
     sqlx::postgres::PgRow,
-    |s: &str| sql::numbered(s),
+    |s: &str| sql::postgres(s),
     Some("SELECT pg_notify('gateway_changes', '')")
 );
 

@@ -18,15 +18,42 @@ pub fn numbered(sql: &str) -> String {
     out
 }
 
-pub const SELECT_ACCOUNTS: &str = "SELECT * FROM accounts ORDER BY id";
-pub const SELECT_ACCOUNT: &str = "SELECT * FROM accounts WHERE id = ?";
+/// The database's clock in milliseconds since the epoch, written `{now_ms}` in statements and replaced per backend
+/// ([`sqlite`], [`postgres`]). Leases and refresh blocks are compared with this clock only, never with a replica's:
+/// replicas whose clocks disagree still agree on when a lease expires and a block ends.
+pub const NOW_MS: &str = "{now_ms}";
+const SQLITE_NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
+const POSTGRES_NOW_MS: &str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
+
+/// A statement in SQLite's dialect.
+pub fn sqlite(sql: &str) -> String {
+    sql.replace(NOW_MS, SQLITE_NOW_MS)
+}
+
+/// A statement in PostgreSQL's dialect.
+pub fn postgres(sql: &str) -> String {
+    numbered(&sql.replace(NOW_MS, POSTGRES_NOW_MS))
+}
+
+/// Accounts with the time left on their refresh block by the database's clock (`block_left_ms`), which the reader
+/// turns into its own clock's time: the block ends at the same moment for every replica.
+pub const SELECT_ACCOUNTS: &str =
+    "SELECT *, refresh_blocked_until_ms - {now_ms} AS block_left_ms FROM accounts ORDER BY id";
+pub const SELECT_ACCOUNT: &str =
+    "SELECT *, refresh_blocked_until_ms - {now_ms} AS block_left_ms FROM accounts WHERE id = ?";
 pub const INSERT_ACCOUNT: &str = "INSERT INTO accounts (name, kind, secret, refresh_token, expires_at_ms, disabled, email, \
      account_uuid, organization_uuid, organization_name, priority, weight, version, created_at_ms, updated_at_ms) \
      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?) RETURNING id";
 pub const UPDATE_ACCOUNT: &str = "UPDATE accounts SET name = ?, secret = ?, refresh_token = ?, expires_at_ms = ?, \
      disabled = ?, needs_reauth = ?, last_error = ?, email = ?, account_uuid = ?, organization_uuid = ?, \
-     organization_name = ?, priority = ?, weight = ?, max_concurrency = ?, refresh_blocked_until_ms = ?, \
+     organization_name = ?, priority = ?, weight = ?, max_concurrency = ?, \
+     refresh_blocked_until_ms = CASE WHEN ? IS NULL THEN NULL ELSE {now_ms} + ? END, \
      refresh_block_reason = ?, banned = ?, version = version + 1, updated_at_ms = ? WHERE id = ? AND version = ?";
+/// Locks the lease row for the rest of the transaction if `fence` still holds it (PostgreSQL: a row lock a concurrent
+/// takeover waits on; SQLite: the write lock). So a takeover cannot slip between the fence check and the commit: the
+/// new holder's re-read, after its takeover, sees the credential written under the old fence.
+pub const LOCK_FENCE: &str =
+    "UPDATE refresh_leases SET fence = fence WHERE account_id = ? AND holder = ? AND fence = ?";
 pub const FENCE_CONDITION: &str =
     " AND EXISTS (SELECT 1 FROM refresh_leases WHERE account_id = ? AND holder = ? AND fence = ?)";
 pub const DELETE_ACCOUNT: &str = "DELETE FROM accounts WHERE id = ?";
@@ -34,12 +61,16 @@ pub const BUMP_SEQ: &str = "UPDATE store_meta SET value = value + 1 WHERE key = 
 pub const SELECT_SEQ: &str = "SELECT value FROM store_meta WHERE key = 'change_seq'";
 /// Takes the lease when free, expired, or already ours (a process runs one flight per account at a time, so taking
 /// its own lease again is safe); the fence grows with every taking.
-pub const ACQUIRE_LEASE: &str = "INSERT INTO refresh_leases (account_id, holder, fence, expires_at_ms) VALUES (?, ?, 1, ?) \
+/// Binds: account, holder, time-to-live (ms). Expiry is by the database's clock.
+pub const ACQUIRE_LEASE: &str = "INSERT INTO refresh_leases (account_id, holder, fence, expires_at_ms) \
+     VALUES (?, ?, 1, {now_ms} + ?) \
      ON CONFLICT (account_id) DO UPDATE SET holder = excluded.holder, fence = refresh_leases.fence + 1, \
-     expires_at_ms = excluded.expires_at_ms WHERE refresh_leases.expires_at_ms < ? OR refresh_leases.holder = excluded.holder \
+     expires_at_ms = excluded.expires_at_ms \
+     WHERE refresh_leases.expires_at_ms < {now_ms} OR refresh_leases.holder = excluded.holder \
      RETURNING fence";
+/// Binds: time-to-live (ms), account, holder, fence.
 pub const RENEW_LEASE: &str =
-    "UPDATE refresh_leases SET expires_at_ms = ? WHERE account_id = ? AND holder = ? AND fence = ?";
+    "UPDATE refresh_leases SET expires_at_ms = {now_ms} + ? WHERE account_id = ? AND holder = ? AND fence = ?";
 pub const RELEASE_LEASE: &str =
     "UPDATE refresh_leases SET expires_at_ms = 0 WHERE account_id = ? AND holder = ? AND fence = ?";
 /// One token-endpoint call against the shared budget (GCRA, see `store::budget_decision`), in one statement so that
@@ -77,6 +108,14 @@ pub const ADD_USAGE: &str = concat!(
 pub const SELECT_USAGE: &str =
     "SELECT account_id, requests, input_tokens, output_tokens, cache_read_tokens, \
      cache_creation_tokens FROM usage ORDER BY account_id";
+
+/// The longest span, in milliseconds, a stored time may be from now (`clock::MAX_WAIT`): bounds the arithmetic.
+pub const MAX_MS: i64 = crate::clock::MAX_WAIT.as_millis() as i64;
+
+/// A lease's time-to-live in milliseconds, bounded.
+pub fn ttl_ms(ttl: std::time::Duration) -> i64 {
+    i64::try_from(crate::clock::bounded(ttl).as_millis()).unwrap_or(MAX_MS)
+}
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -142,7 +181,10 @@ macro_rules! sql_store {
                 priority: i32::try_from(r.try_get::<i64, _>("priority").map_err(get_err)?).unwrap_or(0),
                 weight: u32::try_from(weight).unwrap_or(1),
                 max_concurrency: max_concurrency.and_then(|v| u32::try_from(v).ok()),
-                refresh_blocked_until: millis("refresh_blocked_until_ms")?,
+                refresh_blocked_until: {
+                    let left: Option<i64> = r.try_get("block_left_ms").map_err(get_err)?;
+                    left.map(|ms| crate::clock::system_now() + chrono::Duration::milliseconds(ms.clamp(-sql::MAX_MS, sql::MAX_MS)))
+                },
                 refresh_block_reason: r.try_get("refresh_block_reason").map_err(get_err)?,
                 version: r.try_get("version").map_err(get_err)?,
                 created_at: required("created_at_ms")?,
@@ -173,12 +215,28 @@ macro_rules! sql_store {
                 }
                 apply_update(&mut account, update);
                 let now = to_millis(crate::clock::system_now());
+                // A block is stored by the database's clock: as the time left by ours.
+                let block_left = account
+                    .refresh_blocked_until
+                    .map(|t| to_millis(t).saturating_sub(now).clamp(-sql::MAX_MS, sql::MAX_MS));
                 let mut statement = sql::UPDATE_ACCOUNT.to_string();
                 if fence.is_some() {
                     statement.push_str(sql::FENCE_CONDITION);
                 }
                 let statement = $q(&statement);
                 let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                if let Some(f) = fence {
+                    let locked = sqlx::query(sqlx::AssertSqlSafe($q(sql::LOCK_FENCE)))
+                        .bind(id)
+                        .bind(&f.holder)
+                        .bind(f.token)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(unavailable)?;
+                    if locked.rows_affected() != 1 {
+                        return Err(StoreError::Fenced(id));
+                    }
+                }
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
                     .bind(&account.name)
                     .bind(&account.credential.secret)
@@ -194,7 +252,8 @@ macro_rules! sql_store {
                     .bind(i64::from(account.priority))
                     .bind(i64::from(account.weight))
                     .bind(account.max_concurrency.map(i64::from))
-                    .bind(account.refresh_blocked_until.map(to_millis))
+                    .bind(block_left)
+                    .bind(block_left)
                     .bind(&account.refresh_block_reason)
                     .bind(&account.banned)
                     .bind(now)
@@ -257,7 +316,7 @@ macro_rules! sql_store {
 
             fn list_accounts(&self) -> StoreFuture<'_, Vec<Account>> {
                 Box::pin(async move {
-                    let rows = sqlx::query(sql::SELECT_ACCOUNTS).fetch_all(&self.pool).await.map_err(unavailable)?;
+                    let rows = sqlx::query(sqlx::AssertSqlSafe($q(sql::SELECT_ACCOUNTS))).fetch_all(&self.pool).await.map_err(unavailable)?;
                     rows.iter().map(account_from_row).collect()
                 })
             }
@@ -350,13 +409,10 @@ macro_rules! sql_store {
             ) -> StoreFuture<'_, Option<i64>> {
                 let holder = holder.to_string();
                 Box::pin(async move {
-                    let now = to_millis(crate::clock::system_now());
-                    let until = now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
                     let fence: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe($q(sql::ACQUIRE_LEASE)))
                         .bind(id)
                         .bind(&holder)
-                        .bind(until)
-                        .bind(now)
+                        .bind(sql::ttl_ms(ttl))
                         .fetch_optional(&self.pool)
                         .await
                         .map_err(unavailable)?;
@@ -372,9 +428,8 @@ macro_rules! sql_store {
             ) -> StoreFuture<'_, bool> {
                 let fence = fence.clone();
                 Box::pin(async move {
-                    let until = to_millis(crate::clock::system_now()) + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
                     let done = sqlx::query(sqlx::AssertSqlSafe($q(sql::RENEW_LEASE)))
-                        .bind(until)
+                        .bind(sql::ttl_ms(ttl))
                         .bind(id)
                         .bind(&fence.holder)
                         .bind(fence.token)

@@ -133,7 +133,7 @@ pub(crate) fn apply_update(account: &mut Account, u: AccountUpdate) {
 super::sql::sql_store!(
     SqliteStore,
     sqlx::sqlite::SqliteRow,
-    |s: &str| s.to_string(),
+    |s: &str| sql::sqlite(s),
     None
 );
 

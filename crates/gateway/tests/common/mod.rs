@@ -68,6 +68,7 @@ pub struct Gateway {
     pub addr: SocketAddr,
     child: Child,
     pub log: Arc<Mutex<Vec<String>>>,
+    env: Vec<(String, String)>,
 }
 
 pub fn bin() -> &'static str {
@@ -83,17 +84,33 @@ impl Gateway {
     }
 
     pub fn start_in(dir: TempDir, upstream: &str, token_url: &str, extra: &str) -> Gateway {
+        Gateway::start_in_env(dir, upstream, token_url, extra, &[])
+    }
+
+    /// [`Gateway::start_in`] with extra environment variables for the process (kept for restarts).
+    pub fn start_in_env(
+        dir: TempDir,
+        upstream: &str,
+        token_url: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let config = dir.0.join("gateway.toml");
         if !config.exists() {
             std::fs::write(&config, config_text(&dir.0, upstream, token_url, extra)).unwrap();
         }
-        let (child, addr, log) = spawn(&config);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, addr, log) = spawn(&config, &env);
         Gateway {
             dir,
             config,
             addr,
             child,
             log,
+            env,
         }
     }
 
@@ -148,7 +165,7 @@ impl Gateway {
 
     /// Starts a new process on the same config and data dir, on a new port.
     pub fn start_again(&mut self) {
-        let (child, addr, log) = spawn(&self.config);
+        let (child, addr, log) = spawn(&self.config, &self.env);
         self.child = child;
         self.addr = addr;
         self.log = log;
@@ -201,8 +218,9 @@ impl Gateway {
     }
 }
 
-fn spawn(config: &Path) -> (Child, SocketAddr, Arc<Mutex<Vec<String>>>) {
+fn spawn(config: &Path, env: &[(String, String)]) -> (Child, SocketAddr, Arc<Mutex<Vec<String>>>) {
     let mut child = Command::new(bin())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .arg("serve")
         .arg("--config")
         .arg(config)
