@@ -359,6 +359,49 @@ async fn spend_per_month_stops_a_key_once_exceeded() {
     assert_eq!(message_requests(&sim), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_per_day_stop_a_key_until_the_next_utc_midnight() {
+    let sim = Simulator::start().await.unwrap();
+    let dir = TempDir::new();
+    seed(&dir, vec![api_key_account("a", &sim.new_api_key())]).await;
+    let gw = Gateway::start_in(dir, &sim.base_url(), &sim.token_url(), "");
+    let key = create_key(&gw, &["--name", "daily", "--tokens-per-day", "500"]);
+    wait_key_known(&gw, &key).await;
+    // Cache reads count too: 600 of them are over the day's 500 tokens.
+    let body = json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "sim_cache_read=600"}]});
+    let r = send_openai(&gw, &key, &body).await;
+    assert_eq!(r.status(), 200);
+    r.bytes().await.unwrap();
+    let r = send_openai(&gw, &key, &body).await;
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let now = chrono::Utc::now();
+    let midnight = (now + chrono::Duration::days(1))
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    let expected = u64::try_from((midnight - now).num_seconds()).unwrap();
+    assert!(
+        retry.abs_diff(expected) <= 2,
+        "retry-after {retry}, midnight in {expected}"
+    );
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tokens per day"),
+        "{body}"
+    );
+    assert_eq!(message_requests(&sim), 1);
+}
+
 /// Usage the simulator reported in one recorded answer (JSON, or SSE events: cumulative, later values win).
 fn sim_usage(resp: &[u8]) -> [u64; 5] {
     let mut t = [0u64; 5];
