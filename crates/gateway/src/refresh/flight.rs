@@ -28,28 +28,66 @@ impl RefreshEngine {
         pending: Option<TokenResponse>,
         urgent: &AtomicBool,
     ) -> Outcome {
-        let inner = &self.inner;
         let id = started_from.id;
-        let reread = || async {
-            match inner.store.get_account(id).await {
-                Ok(Some(a)) => Ok(a),
-                Ok(None) => Err(Outcome::Removed),
-                Err(e) => Err(Outcome::StoreDown(e.to_string())),
-            }
-        };
         // Re-read the stored row: someone (the CLI, another replica) may have rotated the token since we loaded it.
-        let mut stored = match reread().await {
+        let stored = match self.reread(id).await {
             Ok(a) => a,
             Err(o) => return o,
         };
         // A rotation this process obtained earlier (even before a restart) and never stored is written, not re-fetched.
         let pending = pending.or_else(|| self.journal_pending(&stored));
-        // One holder at a time across every process sharing the store; others wait for its result.
+        let (fence, stored) = match self
+            .take_lease(&started_from, stored, pending.is_some())
+            .await
+        {
+            Ok(held) => held,
+            Err(o) => return o,
+        };
+        let work = async {
+            match pending {
+                // A rotation we could not persist before: persist it now, do not call the endpoint.
+                Some(tokens) => self.persist_journaled(stored, tokens, &fence).await,
+                None => match self.settled_elsewhere(&started_from, &stored) {
+                    Some(done) => done,
+                    None => self.exchange(stored, &fence, urgent).await,
+                },
+            }
+        };
+        let outcome = self.renewing_lease(id, &fence, work).await;
+        self.record_floor(id, &fence, &outcome).await;
+        if matches!(outcome, Outcome::Held { .. }) {
+            // Other replicas must not send the refresh token our unsaved rotation replaced: keep the lease.
+            self.spawn_keep_held(id, fence);
+        } else if let Err(e) = self.inner.store.release_refresh_lease(id, &fence).await {
+            tracing::debug!(error = %e, "could not release the refresh lease; it expires on its own");
+        }
+        outcome
+    }
+
+    async fn reread(&self, id: crate::account::AccountId) -> Result<Account, Outcome> {
+        match self.inner.store.get_account(id).await {
+            Ok(Some(a)) => Ok(a),
+            Ok(None) => Err(Outcome::Removed),
+            Err(e) => Err(Outcome::StoreDown(e.to_string())),
+        }
+    }
+
+    /// One holder at a time across every process sharing the store: takes the account's refresh lease, or waits
+    /// (polling the store) while another holder works — whose result, seen in the stored row, may settle this flight.
+    /// Returns the fence and the row as read once the lease is ours.
+    async fn take_lease(
+        &self,
+        started_from: &Account,
+        mut stored: Account,
+        has_pending: bool,
+    ) -> Result<(Fence, Account), Outcome> {
+        let inner = &self.inner;
+        let id = started_from.id;
         let give_up = Instant::now() + inner.settings.lease_ttl.saturating_mul(2);
         let fence = loop {
-            if pending.is_none() {
-                if let Some(done) = self.settled_elsewhere(&started_from, &stored) {
-                    return done;
+            if !has_pending {
+                if let Some(done) = self.settled_elsewhere(started_from, &stored) {
+                    return Err(done);
                 }
             }
             match inner
@@ -65,47 +103,43 @@ impl RefreshEngine {
                 }
                 Ok(None) if Instant::now() < give_up => {
                     tokio::time::sleep(LEASE_POLL).await;
-                    stored = match reread().await {
-                        Ok(a) => a,
-                        Err(o) => return o,
-                    };
+                    stored = self.reread(id).await?;
                 }
                 Ok(None) => {
-                    return Outcome::Transient {
+                    return Err(Outcome::Transient {
                         attempts: 0,
                         cause: "another process held the refresh lease for too long".into(),
-                    }
+                    })
                 }
-                Err(e) => return Outcome::StoreDown(e.to_string()),
+                Err(e) => return Err(Outcome::StoreDown(e.to_string())),
             }
         };
         // The previous holder may have finished just before we took the lease.
-        stored = match reread().await {
-            Ok(a) => a,
+        match self.reread(id).await {
+            Ok(stored) => Ok((fence, stored)),
             Err(o) => {
                 let _ = inner.store.release_refresh_lease(id, &fence).await;
-                return o;
+                Err(o)
             }
-        };
-        let work = async {
-            match pending {
-                // A rotation we could not persist before: persist it now, do not call the endpoint.
-                Some(tokens) => self.persist_journaled(stored, tokens, &fence).await,
-                None => match self.settled_elsewhere(&started_from, &stored) {
-                    Some(done) => done,
-                    None => self.exchange(stored, &fence, urgent).await,
-                },
-            }
-        };
-        // Keep the lease while the work runs (a slow endpoint, retries): a live holder never loses it to a timeout;
-        // only a holder that died stops renewing and is taken over after `lease_ttl`.
+        }
+    }
+
+    /// Runs `work` while renewing the lease every third of its time-to-live: a live holder never loses it to a slow
+    /// endpoint or retries; only a holder that died stops renewing and is taken over after `lease_ttl`.
+    async fn renewing_lease(
+        &self,
+        id: crate::account::AccountId,
+        fence: &Fence,
+        work: impl std::future::Future<Output = Outcome>,
+    ) -> Outcome {
+        let inner = &self.inner;
         let renew = async {
             let every = inner.settings.lease_ttl / 3;
             loop {
                 tokio::time::sleep(every).await;
                 match inner
                     .store
-                    .renew_refresh_lease(id, &fence, inner.settings.lease_ttl)
+                    .renew_refresh_lease(id, fence, inner.settings.lease_ttl)
                     .await
                 {
                     Ok(true) => {}
@@ -120,13 +154,17 @@ impl RefreshEngine {
                 }
             }
         };
-        let outcome = tokio::select! {
+        tokio::select! {
             outcome = work => outcome,
             () = renew => unreachable_outcome(),
-        };
-        // Record the least wait this failure implies before giving the lease up, so no other process can slip a call
-        // in between (the exact, possibly longer, wait is written when the outcome settles).
-        let floor = match &outcome {
+        }
+    }
+
+    /// Records the least wait a failure implies before the lease is given up, so no other process can slip a call in
+    /// between (the exact, possibly longer, wait is written when the outcome settles).
+    async fn record_floor(&self, id: crate::account::AccountId, fence: &Fence, outcome: &Outcome) {
+        let inner = &self.inner;
+        let floor = match outcome {
             Outcome::RateLimited(Some(d)) => Some((
                 (*d).min(inner.settings.max_retry_after),
                 "token endpoint answered 429",
@@ -141,37 +179,27 @@ impl RefreshEngine {
             )),
             _ => None,
         };
-        if let Some((wait, reason)) = floor {
-            let until = crate::clock::wall_in(inner.clock.now(), wait);
-            if matches!(outcome, Outcome::RateLimited(_)) {
-                // Scope "endpoint": every refresh of every process waits, recorded before the lease is released.
-                self.pause_endpoint(until, reason).await;
-            }
-            if let Ok(Some(a)) = inner.store.get_account(id).await {
-                let update = AccountUpdate {
-                    refresh_block: Patch::Set((until, reason.to_string())),
-                    ..Default::default()
-                };
-                if let Err(e) = inner
-                    .store
-                    .update_account_fenced(id, a.version, &fence, update)
-                    .await
-                {
-                    tracing::debug!(error = %e, "could not record the refresh block before releasing the lease");
-                }
+        let Some((wait, reason)) = floor else { return };
+        let until = crate::clock::wall_in(inner.clock.now(), wait);
+        if matches!(outcome, Outcome::RateLimited(_)) {
+            // Scope "endpoint": every refresh of every process waits, recorded before the lease is released.
+            self.pause_endpoint(until, reason).await;
+        }
+        if let Ok(Some(a)) = inner.store.get_account(id).await {
+            let update = AccountUpdate {
+                refresh_block: Patch::Set((until, reason.to_string())),
+                ..Default::default()
+            };
+            if let Err(e) = inner
+                .store
+                .update_account_fenced(id, a.version, fence, update)
+                .await
+            {
+                tracing::debug!(error = %e, "could not record the refresh block before releasing the lease");
             }
         }
-        if matches!(outcome, Outcome::Held { .. }) {
-            // Other replicas must not send the refresh token our unsaved rotation replaced: keep the lease.
-            self.spawn_keep_held(id, fence);
-        } else if let Err(e) = inner.store.release_refresh_lease(id, &fence).await {
-            tracing::debug!(error = %e, "could not release the refresh lease; it expires on its own");
-        }
-        outcome
     }
 
-    /// Whether the stored row makes an exchange unnecessary or forbidden: re-auth needed, already rotated by someone
-    /// else, or a refresh block (a 429's Retry-After) recorded by any process.
     pub(super) fn settled_elsewhere(
         &self,
         started_from: &Account,

@@ -61,33 +61,7 @@ impl RefreshEngine {
         fence: &Fence,
     ) -> Outcome {
         let inner = &self.inner;
-        let expires_at = tokens.expires_at(inner.clock.now());
-        let credential = Credential {
-            secret: tokens.access_token.clone(),
-            // A provider that does not rotate answers without a refresh token: keep the one we have.
-            refresh_token: tokens
-                .refresh_token
-                .clone()
-                .or_else(|| stored.credential.refresh_token.clone()),
-            expires_at,
-        };
-        let mut update = AccountUpdate {
-            credential: Some(credential),
-            needs_reauth: Patch::Clear,
-            last_error: Patch::Clear,
-            refresh_block: Patch::Clear,
-            ..Default::default()
-        };
-        if let Some(email) = tokens
-            .account
-            .as_ref()
-            .and_then(|a| a.email_address.clone())
-        {
-            update.email = Patch::Set(email);
-        }
-        if let Some(org) = tokens.organization.as_ref().and_then(|o| o.name.clone()) {
-            update.organization_name = Patch::Set(org);
-        }
+        let update = rotation_update(&stored, &tokens, inner.clock.now());
         let mut expected = stored.version;
         for _ in 0..3 {
             match inner
@@ -148,5 +122,32 @@ impl RefreshEngine {
             tokens,
             cause: "the account kept changing while the rotation was written".into(),
         }
+    }
+}
+
+/// The row change a rotation makes: the new credential (keeping our refresh token when the provider does not rotate),
+/// re-auth and refresh block lifted, and whatever identity the endpoint reported.
+fn rotation_update(
+    stored: &Account,
+    tokens: &TokenResponse,
+    now: chrono::DateTime<chrono::Utc>,
+) -> AccountUpdate {
+    let credential = Credential {
+        secret: tokens.access_token.clone(),
+        refresh_token: tokens
+            .refresh_token
+            .clone()
+            .or_else(|| stored.credential.refresh_token.clone()),
+        expires_at: tokens.expires_at(now),
+    };
+    let identity = tokens.identity();
+    AccountUpdate {
+        credential: Some(credential),
+        needs_reauth: Patch::Clear,
+        last_error: Patch::Clear,
+        refresh_block: Patch::Clear,
+        email: Patch::set_some(identity.email),
+        organization_name: Patch::set_some(identity.organization_name),
+        ..Default::default()
     }
 }
