@@ -11,6 +11,7 @@ pub mod messages;
 pub mod models;
 pub mod request;
 pub mod response;
+pub mod responses;
 pub mod stream;
 pub mod tools;
 
@@ -27,7 +28,7 @@ use crate::state::AppState;
 use response::Labels;
 
 /// Longest non-stream upstream answer read for translation (a Messages response is bounded by `max_tokens`).
-const MAX_RESPONSE_BODY: usize = 64 * 1024 * 1024;
+pub(crate) const MAX_RESPONSE_BODY: usize = 64 * 1024 * 1024;
 
 /// The OpenAI routes (authentication is layered on by `server`).
 pub fn routes() -> axum::Router<AppState> {

@@ -18,6 +18,7 @@ use crate::state::AppState;
 pub fn router(state: AppState) -> Router {
     let api = crate::anthropic::routes()
         .merge(crate::openai::routes())
+        .merge(crate::openai::responses::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::auth::client_auth,
@@ -59,6 +60,7 @@ async fn count_requests(req: Request, next: Next) -> Response {
     {
         Some("/v1/messages") => "/v1/messages".into(),
         Some("/v1/chat/completions") => "/v1/chat/completions".into(),
+        Some("/v1/responses") => "/v1/responses".into(),
         Some("/v1/messages/count_tokens") => "/v1/messages/count_tokens".into(),
         Some(other) => other.to_string().into(),
         None => "unmatched".into(),

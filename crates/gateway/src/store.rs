@@ -144,6 +144,17 @@ pub struct Usage {
     pub cache_creation_tokens: u64,
 }
 
+/// A Responses API conversation kept for `previous_response_id`: `body` is opaque to the store (JSON written and read
+/// by `openai::responses::stored`); `owner` scopes it to the client key that created it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredResponse {
+    pub id: String,
+    pub owner: String,
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
 impl Usage {
     pub fn is_empty(&self) -> bool {
         *self == Usage::default()
@@ -233,6 +244,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn tenants(&self) -> Option<&dyn tenants::TenantStore> {
         None
     }
+
+    // --- Responses API conversations ---
+
+    /// Keeps a response, deleting expired ones and all but the newest `keep` (so the table stays bounded).
+    fn put_response(&self, response: StoredResponse, keep: u64) -> StoreFuture<'_, ()>;
+    /// The body of response `id` if `owner` created it and it has not expired at `now`.
+    fn get_response(
+        &self,
+        id: String,
+        owner: String,
+        now: DateTime<Utc>,
+    ) -> StoreFuture<'_, Option<String>>;
 }
 
 /// The budget decision shared by every store: GCRA with the burst as its tolerance. `spent_until` is the stored

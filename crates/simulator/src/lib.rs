@@ -17,6 +17,19 @@
 //! let base = sim.base_url(); // point the client here
 //! # let _ = base; Ok(()) }
 //! ```
+//!
+//! ## Scripted answers
+//! A Messages answer echoes the last user message's text. Markers in the request script the rest:
+//! - `sim_thinking` anywhere: a thinking block (streamed in pieces, then a `signature_delta`) comes first.
+//! - `sim_tool_use` anywhere (or "use a tool" in the last user text when tools are given): a `tool_use` block for the
+//!   first tool, `sim_tool_use:NAME` for the tool NAME; its input is `sim_tool_args={…}` from the last user text, else
+//!   one value per schema property ("sim PROP" for strings, 42 for numbers), streamed as `input_json_delta` pieces.
+//! - A last user message carrying `tool_result` blocks is answered in text (`Tool result received: …`) and never calls
+//!   a tool again, so a scripted tool loop ends after one call.
+//! - `sim_max_tokens` anywhere: `stop_reason: "max_tokens"` and no tool call.
+//!
+//! Not modelled: real token counts (input is the body's length / 4), `max_tokens` enforcement, server tools (web
+//! search), citations, redacted thinking, and any check that a thinking block sent back is the one that was signed.
 
 // Handlers return `Result<_, Response>` for early answers; the size of `Response` is irrelevant here.
 #![allow(clippy::result_large_err)]

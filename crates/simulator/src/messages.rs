@@ -274,6 +274,65 @@ fn last_user_text(req: &Value) -> String {
     }
 }
 
+/// The text of the `tool_result` blocks in the last user message, if it has any.
+fn last_tool_result(req: &Value) -> Option<String> {
+    let last = req
+        .get("messages")
+        .and_then(Value::as_array)?
+        .iter()
+        .rev()
+        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))?;
+    let blocks = last.get("content").and_then(Value::as_array)?;
+    let results: Vec<String> = blocks
+        .iter()
+        .filter(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
+        .map(|b| match b.get("content") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(parts)) => parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ => String::new(),
+        })
+        .collect();
+    (!results.is_empty()).then(|| results.join(" | ").chars().take(MAX_ECHO_CHARS).collect())
+}
+
+/// The tool call a scripted turn makes: the tool named by `sim_tool_use:NAME` (else the first one), with the input
+/// given by `sim_tool_args={…}` in the last user message (else one made up from the tool's schema).
+fn scripted_tool(tools: Option<&Vec<Value>>, user: &str) -> ToolCall {
+    let named = user
+        .split("sim_tool_use:")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| c.is_whitespace()).next())
+        .filter(|n| !n.is_empty());
+    let chosen = match named {
+        Some(n) => tools.and_then(|t| {
+            t.iter()
+                .find(|t| t.get("name").and_then(Value::as_str) == Some(n))
+        }),
+        None => tools.and_then(|t| t.first()),
+    };
+    let args = user.split("sim_tool_args=").nth(1).and_then(|rest| {
+        serde_json::Deserializer::from_str(rest)
+            .into_iter::<Value>()
+            .next()
+            .and_then(Result::ok)
+            .filter(Value::is_object)
+    });
+    ToolCall {
+        id: format!("toolu_sim{}", random_alnum(20)),
+        name: chosen
+            .and_then(|t| t.get("name"))
+            .and_then(Value::as_str)
+            .or(named)
+            .unwrap_or("get_weather")
+            .to_string(),
+        input: args.unwrap_or_else(|| tool_input(chosen)),
+    }
+}
+
 /// Split `s` into exactly `n` non-empty pieces (padding `s` with filler words if it is too short).
 pub(crate) fn split_chunks(s: &str, n: usize) -> Vec<String> {
     if n == 0 {
@@ -307,6 +366,8 @@ struct Reply {
     thinking: Option<(Vec<String>, String)>,
     text: String,
     tool: Option<ToolCall>,
+    /// `sim_max_tokens`: the answer stops at the token limit.
+    max_tokens: bool,
     input_tokens: u64,
     output_tokens: u64,
     cache: Cache,
@@ -379,7 +440,11 @@ fn tool_input(tool: Option<&Value>) -> Value {
 impl Reply {
     fn build(req: &Value, body: &Bytes) -> Reply {
         let user: String = last_user_text(req).chars().take(MAX_ECHO_CHARS).collect();
-        let text = format!("Hello from the Anthropic simulator. You said: {user}");
+        let tool_result = last_tool_result(req);
+        let text = match &tool_result {
+            Some(result) => format!("Tool result received: {result}"),
+            None => format!("Hello from the Anthropic simulator. You said: {user}"),
+        };
         let thinking = contains(body, b"sim_thinking").then(|| {
             (
                 split_chunks(
@@ -393,20 +458,13 @@ impl Reply {
             .get("tools")
             .and_then(Value::as_array)
             .filter(|t| !t.is_empty());
-        let wants_tool = contains(body, b"sim_tool_use")
-            || (tools.is_some() && user.to_ascii_lowercase().contains("use a tool"));
-        let tool = wants_tool.then(|| {
-            let first = tools.and_then(|t| t.first());
-            ToolCall {
-                id: format!("toolu_sim{}", random_alnum(20)),
-                name: first
-                    .and_then(|t| t.get("name"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("get_weather")
-                    .to_string(),
-                input: tool_input(first),
-            }
-        });
+        let cut = contains(body, b"sim_max_tokens");
+        // A turn that carries a tool's result is answered in text, so a scripted tool loop ends.
+        let wants_tool = !cut
+            && tool_result.is_none()
+            && (contains(body, b"sim_tool_use")
+                || (tools.is_some() && user.to_ascii_lowercase().contains("use a tool")));
+        let tool = wants_tool.then(|| scripted_tool(tools, &user));
         let output_tokens = (text.len() as u64 / 4).max(1)
             + thinking.as_ref().map_or(0, |_| 20)
             + tool.as_ref().map_or(0, |_| 30);
@@ -420,6 +478,7 @@ impl Reply {
             thinking,
             text,
             tool,
+            max_tokens: cut,
             input_tokens: input_tokens(body),
             output_tokens,
             cache: Cache::of(body),
@@ -427,7 +486,9 @@ impl Reply {
     }
 
     fn stop_reason(&self) -> &'static str {
-        if self.tool.is_some() {
+        if self.max_tokens {
+            "max_tokens"
+        } else if self.tool.is_some() {
             "tool_use"
         } else {
             "end_turn"

@@ -25,7 +25,7 @@ pub struct Conversation {
 
 impl Conversation {
     /// Appends blocks for `role`, merging into the previous message when it has the same role.
-    fn push(&mut self, role: &str, blocks: Vec<Value>) {
+    pub(crate) fn push(&mut self, role: &str, blocks: Vec<Value>) {
         if blocks.is_empty() {
             return;
         }
@@ -47,7 +47,7 @@ impl Conversation {
     }
 
     /// Anthropic wants a user message's `tool_result` blocks before its other blocks; keep each group's order.
-    fn tool_results_first(&mut self) {
+    pub(crate) fn tool_results_first(&mut self) {
         for m in &mut self.messages {
             if m["role"] != "user" {
                 continue;
@@ -118,7 +118,7 @@ pub fn translate(messages: Option<&Value>) -> Result<Conversation, BadRequest> {
     Ok(conv)
 }
 
-fn text_block(text: &str) -> Option<Value> {
+pub(crate) fn text_block(text: &str) -> Option<Value> {
     (!text.is_empty()).then(|| json!({"type": "text", "text": text}))
 }
 
@@ -206,7 +206,7 @@ fn data_url(url: &str) -> Option<(&str, &str)> {
     Some((media, data))
 }
 
-fn image_block(part: &Value, at: &str) -> Result<Value, BadRequest> {
+pub(crate) fn image_block(part: &Value, at: &str) -> Result<Value, BadRequest> {
     // `image_url` is `{url, detail?}`; some clients send the URL string directly.
     let image = part.get("image_url");
     let url = image
@@ -242,7 +242,7 @@ fn image_block(part: &Value, at: &str) -> Result<Value, BadRequest> {
 }
 
 /// PDF files sent inline (`file.file_data` as a data URL) become document blocks; uploaded file ids cannot be.
-fn file_block(part: &Value, at: &str) -> Result<Value, BadRequest> {
+pub(crate) fn file_block(part: &Value, at: &str) -> Result<Value, BadRequest> {
     let file = part.get("file");
     if file
         .and_then(|f| f.get("file_id"))

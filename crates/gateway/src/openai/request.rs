@@ -50,11 +50,11 @@ pub fn translate(body: &[u8]) -> Result<Translated, BadRequest> {
 }
 
 /// A field, with `null` treated as absent (OpenAI clients send explicit nulls for unset options).
-fn field<'a>(req: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+pub(crate) fn field<'a>(req: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     req.get(key).filter(|v| !v.is_null())
 }
 
-fn number(req: &Map<String, Value>, key: &str) -> Result<Option<f64>, BadRequest> {
+pub(crate) fn number(req: &Map<String, Value>, key: &str) -> Result<Option<f64>, BadRequest> {
     match field(req, key) {
         None => Ok(None),
         Some(v) => v
@@ -64,7 +64,7 @@ fn number(req: &Map<String, Value>, key: &str) -> Result<Option<f64>, BadRequest
     }
 }
 
-fn positive_int(req: &Map<String, Value>, key: &str) -> Result<Option<u64>, BadRequest> {
+pub(crate) fn positive_int(req: &Map<String, Value>, key: &str) -> Result<Option<u64>, BadRequest> {
     match field(req, key) {
         None => Ok(None),
         Some(v) => v
@@ -75,7 +75,7 @@ fn positive_int(req: &Map<String, Value>, key: &str) -> Result<Option<u64>, BadR
     }
 }
 
-fn boolean(req: &Map<String, Value>, key: &str) -> Result<Option<bool>, BadRequest> {
+pub(crate) fn boolean(req: &Map<String, Value>, key: &str) -> Result<Option<bool>, BadRequest> {
     match field(req, key) {
         None => Ok(None),
         Some(v) => v
@@ -113,23 +113,7 @@ fn translate_object(req: &Map<String, Value>) -> Result<Translated, BadRequest> 
         // results; OpenAI clients cannot, so this turn is answered without extended thinking.
         budget = None;
     }
-    let max_tokens = match (budget, requested_max) {
-        (None, Some((_, n))) => n,
-        (None, None) => DEFAULT_MAX_TOKENS,
-        (Some(b), None) => b + DEFAULT_MAX_TOKENS,
-        // OpenAI's limit covers reasoning and answer alike, like Anthropic's: keep it, and give thinking at most half
-        // of it (never less than Claude's minimum) so the answer keeps room.
-        (Some(b), Some((key, n))) => {
-            if n <= MIN_THINKING_BUDGET {
-                return Err(BadRequest::invalid(
-                    key,
-                    format!("must be greater than {MIN_THINKING_BUDGET} when reasoning_effort is set (Claude's smallest thinking budget)"),
-                ));
-            }
-            budget = Some(b.min((n / 2).max(MIN_THINKING_BUDGET)));
-            n
-        }
-    };
+    let (max_tokens, budget) = max_tokens_and_budget(budget, requested_max, "reasoning_effort")?;
     out.insert("max_tokens".into(), json!(max_tokens));
     if !conv.system.is_empty() {
         let system = match conv.system.as_slice() {
@@ -173,6 +157,30 @@ fn translate_object(req: &Map<String, Value>) -> Result<Translated, BadRequest> 
     })
 }
 
+/// Anthropic's `max_tokens` and the thinking budget for a requested limit (`(parameter, value)`) and effort budget.
+/// OpenAI's limit covers reasoning and answer alike, like Anthropic's: it is kept, and thinking gets at most half of it
+/// (never less than Claude's minimum) so the answer keeps room. `effort_param` names the effort in errors.
+pub(crate) fn max_tokens_and_budget(
+    budget: Option<u64>,
+    requested_max: Option<(&str, u64)>,
+    effort_param: &str,
+) -> Result<(u64, Option<u64>), BadRequest> {
+    match (budget, requested_max) {
+        (None, Some((_, n))) => Ok((n, None)),
+        (None, None) => Ok((DEFAULT_MAX_TOKENS, None)),
+        (Some(b), None) => Ok((b + DEFAULT_MAX_TOKENS, Some(b))),
+        (Some(b), Some((key, n))) => {
+            if n <= MIN_THINKING_BUDGET {
+                return Err(BadRequest::invalid(
+                    key,
+                    format!("must be greater than {MIN_THINKING_BUDGET} when {effort_param} is set (Claude's smallest thinking budget)"),
+                ));
+            }
+            Ok((n, Some(b.min((n / 2).max(MIN_THINKING_BUDGET)))))
+        }
+    }
+}
+
 /// `reasoning_effort` → a thinking budget; `none`/`minimal` mean no extended thinking.
 fn thinking_budget(req: &Map<String, Value>) -> Result<Option<u64>, BadRequest> {
     let Some(v) = field(req, "reasoning_effort") else {
@@ -197,7 +205,7 @@ fn thinking_budget(req: &Map<String, Value>) -> Result<Option<u64>, BadRequest> 
 }
 
 /// Extended thinking fixes sampling and forbids forced tool use; say so rather than let the answer differ.
-fn refuse_with_thinking(
+pub(crate) fn refuse_with_thinking(
     req: &Map<String, Value>,
     tools: &super::tools::Tools,
 ) -> Result<(), BadRequest> {
@@ -228,7 +236,10 @@ fn refuse_with_thinking(
     Ok(())
 }
 
-fn sampling(req: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<(), BadRequest> {
+pub(crate) fn sampling(
+    req: &Map<String, Value>,
+    out: &mut Map<String, Value>,
+) -> Result<(), BadRequest> {
     if let Some(t) = number(req, "temperature")? {
         if !(0.0..=1.0).contains(&t) {
             return Err(BadRequest::unsupported(

@@ -104,7 +104,7 @@ pub fn translate(req: &Map<String, Value>) -> Result<Tools, BadRequest> {
     })
 }
 
-fn tool(t: &Value, at: &str) -> Result<Value, BadRequest> {
+pub(crate) fn tool(t: &Value, at: &str) -> Result<Value, BadRequest> {
     let kind = t.get("type").and_then(Value::as_str).unwrap_or_default();
     if kind != "function" {
         return Err(BadRequest::unsupported(

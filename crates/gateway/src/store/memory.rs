@@ -22,6 +22,7 @@ pub struct MemoryStore {
     cooldowns: Mutex<Vec<SharedCooldown>>,
     usage: Mutex<BTreeMap<AccountId, Usage>>,
     token_endpoint: Mutex<TokenEndpointState>,
+    responses: Mutex<BTreeMap<String, super::StoredResponse>>,
     next_id: AtomicUsize,
     seq: AtomicUsize,
     /// When set, every write fails as if the store were unreachable.
@@ -351,6 +352,42 @@ impl super::Store for MemoryStore {
             }
             self.writes.fetch_add(1, Ordering::SeqCst);
             Ok(())
+        })
+    }
+
+    fn put_response(&self, r: super::StoredResponse, keep: u64) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.check(true)?;
+            let mut all = lock(&self.responses);
+            all.retain(|_, s| s.expires_at >= r.created_at);
+            all.insert(r.id.clone(), r);
+            let keep = usize::try_from(keep).unwrap_or(usize::MAX);
+            while all.len() > keep {
+                let oldest = all
+                    .values()
+                    .min_by_key(|s| (s.created_at, s.id.clone()))
+                    .map(|s| s.id.clone());
+                match oldest {
+                    Some(id) => all.remove(&id),
+                    None => break,
+                };
+            }
+            Ok(())
+        })
+    }
+
+    fn get_response(
+        &self,
+        id: String,
+        owner: String,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> StoreFuture<'_, Option<String>> {
+        Box::pin(async move {
+            self.check(false)?;
+            Ok(lock(&self.responses)
+                .get(&id)
+                .filter(|s| s.owner == owner && s.expires_at > now)
+                .map(|s| s.body.clone()))
         })
     }
 

@@ -117,7 +117,18 @@ pub fn ttl_ms(ttl: std::time::Duration) -> i64 {
     i64::try_from(crate::clock::bounded(ttl).as_millis()).unwrap_or(MAX_MS)
 }
 
-fn to_i64(v: u64) -> i64 {
+pub const PRUNE_RESPONSES: &str = "DELETE FROM responses WHERE expires_at_ms < ?";
+/// Keeps the newest rows only: the table is bounded whatever clients do.
+pub const BOUND_RESPONSES: &str = "DELETE FROM responses WHERE id NOT IN \
+     (SELECT id FROM responses ORDER BY created_at_ms DESC, id DESC LIMIT ?)";
+pub const PUT_RESPONSE: &str =
+    "INSERT INTO responses (id, owner, body, created_at_ms, expires_at_ms) VALUES (?, ?, ?, ?, ?) \
+     ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, body = excluded.body, \
+     created_at_ms = excluded.created_at_ms, expires_at_ms = excluded.expires_at_ms";
+pub const GET_RESPONSE: &str =
+    "SELECT body FROM responses WHERE id = ? AND owner = ? AND expires_at_ms > ?";
+
+pub fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
@@ -579,6 +590,50 @@ macro_rules! sql_store {
                             .map_err(unavailable)?;
                     }
                     tx.commit().await.map_err(unavailable)
+                })
+            }
+
+            fn put_response(&self, r: super::StoredResponse, keep: u64) -> StoreFuture<'_, ()> {
+                Box::pin(async move {
+                    let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                    sqlx::query(sqlx::AssertSqlSafe($q(sql::PRUNE_RESPONSES)))
+                        .bind(to_millis(r.created_at))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(unavailable)?;
+                    sqlx::query(sqlx::AssertSqlSafe($q(sql::PUT_RESPONSE)))
+                        .bind(&r.id)
+                        .bind(&r.owner)
+                        .bind(&r.body)
+                        .bind(to_millis(r.created_at))
+                        .bind(to_millis(r.expires_at))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(unavailable)?;
+                    sqlx::query(sqlx::AssertSqlSafe($q(sql::BOUND_RESPONSES)))
+                        .bind(sql::to_i64(keep))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(unavailable)?;
+                    tx.commit().await.map_err(unavailable)
+                })
+            }
+
+            fn get_response(
+                &self,
+                id: String,
+                owner: String,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> StoreFuture<'_, Option<String>> {
+                Box::pin(async move {
+                    let row: Option<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe($q(sql::GET_RESPONSE)))
+                        .bind(&id)
+                        .bind(&owner)
+                        .bind(to_millis(now))
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(unavailable)?;
+                    Ok(row.map(|(body,)| body))
                 })
             }
 

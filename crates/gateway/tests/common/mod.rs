@@ -15,6 +15,7 @@ use claude_gateway::store::sqlite::SqliteStore;
 use claude_gateway::store::Store;
 use simulator::Simulator;
 
+pub mod codex;
 pub mod postgres;
 pub mod python;
 
