@@ -149,3 +149,324 @@ async fn codex_cli_plain_turn_and_tool_loop() {
         "Claude's final answer reached Codex:\n{stdout}\n{stderr}"
     );
 }
+
+// === Streams against the simulator ===
+
+#[tokio::test]
+async fn stream_text_arrives_event_by_event_and_completes() {
+    let sim = Simulator::start().await.unwrap();
+    let gw = gateway(&sim).await;
+    let ev = events(post(&gw, CLIENT_KEY, &stream_body("hi there")).await).await;
+    let t = types(&ev);
+    assert_eq!(
+        t,
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+        ]
+        .iter()
+        .copied()
+        .chain(std::iter::repeat_n(
+            "response.output_text.delta",
+            t.len() - 8
+        ))
+        .chain([
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.completed",
+        ])
+        .collect::<Vec<_>>(),
+    );
+    let deltas: String = ev
+        .iter()
+        .filter(|e| e["type"] == "response.output_text.delta")
+        .map(|e| e["delta"].as_str().unwrap())
+        .collect();
+    assert!(t.len() - 8 > 1, "text in pieces");
+    let done = ev.last().unwrap();
+    assert_eq!(done["response"]["status"], "completed");
+    let item = &done["response"]["output"][0];
+    assert_eq!(item["type"], "message");
+    assert_eq!(item["content"][0]["text"], deltas.as_str());
+    assert!(deltas.ends_with("You said: hi there"), "{deltas}");
+    let u = &done["response"]["usage"];
+    assert!(
+        u["input_tokens"].as_u64().unwrap() > 0 && u["output_tokens"].as_u64().unwrap() > 0,
+        "{u}"
+    );
+    assert_eq!(
+        u["total_tokens"],
+        u["input_tokens"].as_u64().unwrap() + u["output_tokens"].as_u64().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn stream_tool_use_sends_arguments_in_pieces() {
+    let sim = Simulator::start().await.unwrap();
+    let gw = gateway(&sim).await;
+    let mut body = stream_body("sim_tool_use weather?");
+    body["tools"] = json!([{"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]);
+    let ev = events(post(&gw, CLIENT_KEY, &body).await).await;
+    let pieces: Vec<&str> = ev
+        .iter()
+        .filter(|e| e["type"] == "response.function_call_arguments.delta")
+        .map(|e| e["delta"].as_str().unwrap())
+        .collect();
+    assert!(pieces.len() > 1, "arguments in pieces: {pieces:?}");
+    let done = ev
+        .iter()
+        .find(|e| e["type"] == "response.function_call_arguments.done")
+        .unwrap();
+    assert_eq!(done["arguments"], pieces.concat());
+    let out = &ev.last().unwrap()["response"]["output"];
+    let call = out
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "function_call")
+        .unwrap();
+    assert_eq!(call["name"], "get_weather");
+    assert!(
+        call["call_id"].as_str().unwrap().starts_with("toolu_"),
+        "{call}"
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(call["arguments"].as_str().unwrap()).unwrap(),
+        json!({"city": "sim city"})
+    );
+}
+
+#[tokio::test]
+async fn stream_thinking_comes_back_as_reasoning_and_round_trips() {
+    let sim = Simulator::start().await.unwrap();
+    let gw = gateway(&sim).await;
+    let mut body = stream_body("sim_thinking please");
+    body["reasoning"] = json!({"effort": "low"});
+    let ev = events(post(&gw, CLIENT_KEY, &body).await).await;
+    let t = types(&ev);
+    for k in [
+        "response.reasoning_summary_part.added",
+        "response.reasoning_summary_text.delta",
+        "response.reasoning_summary_text.done",
+        "response.reasoning_summary_part.done",
+    ] {
+        assert!(t.contains(&k), "{k} missing: {t:?}");
+    }
+    let output = ev.last().unwrap()["response"]["output"].clone();
+    let rs = &output[0];
+    assert_eq!(rs["type"], "reasoning");
+    assert!(rs["summary"][0]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("Let me think"));
+    let upstream: Value = serde_json::from_slice(&sim.requests()[0].body).unwrap();
+    assert_eq!(
+        upstream["thinking"],
+        json!({"type": "enabled", "budget_tokens": 1024})
+    );
+
+    // Sent back in `input`, the reasoning item becomes the signed thinking block again.
+    let mut next =
+        json!({"model": "claude-sonnet-4-5", "reasoning": {"effort": "low"}, "store": false});
+    let mut input = vec![json!({"role": "user", "content": "sim_thinking please"})];
+    input.extend(output.as_array().unwrap().iter().cloned());
+    input.push(json!({"role": "user", "content": "and again"}));
+    next["input"] = Value::Array(input);
+    let r = post(&gw, CLIENT_KEY, &next).await;
+    assert_eq!(r.status(), 200);
+    let sent: Value = serde_json::from_slice(&sim.requests()[1].body).unwrap();
+    let thinking = &sent["messages"][1]["content"][0];
+    assert_eq!(thinking["type"], "thinking");
+    assert!(
+        thinking["signature"].as_str().unwrap().starts_with("EqQB"),
+        "{thinking}"
+    );
+}
+
+#[tokio::test]
+async fn stream_failing_midway_ends_with_response_failed() {
+    let sim = Simulator::start().await.unwrap();
+    let gw = gateway(&sim).await;
+    sim.push_fault(Fault::once(FaultKind::StreamError { after_events: 5 }));
+    let ev = events(post(&gw, CLIENT_KEY, &stream_body("hi")).await).await;
+    let last = ev.last().unwrap();
+    assert_eq!(last["type"], "response.failed", "{ev:?}");
+    assert_eq!(last["response"]["status"], "failed");
+    assert_eq!(
+        last["response"]["error"]["code"], "server_is_overloaded",
+        "{last}"
+    );
+    assert!(!types(&ev).contains(&"response.completed"));
+
+    sim.push_fault(Fault::once(FaultKind::CutStream { after_events: 5 }));
+    let ev = events(post(&gw, CLIENT_KEY, &stream_body("hi")).await).await;
+    let last = ev.last().unwrap();
+    assert_eq!(last["type"], "response.failed", "{ev:?}");
+    assert_eq!(last["response"]["error"]["code"], "server_error");
+}
+
+#[tokio::test]
+async fn max_tokens_is_an_incomplete_response() {
+    let sim = Simulator::start().await.unwrap();
+    let gw = gateway(&sim).await;
+    let ev = events(post(&gw, CLIENT_KEY, &stream_body("sim_max_tokens")).await).await;
+    let last = ev.last().unwrap();
+    assert_eq!(last["type"], "response.incomplete");
+    assert_eq!(last["response"]["status"], "incomplete");
+    assert_eq!(
+        last["response"]["incomplete_details"]["reason"],
+        "max_output_tokens"
+    );
+
+    let r: Value = post(
+        &gw,
+        CLIENT_KEY,
+        &json!({"model": "claude-sonnet-4-5", "input": "sim_max_tokens", "max_output_tokens": 50}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(r["status"], "incomplete");
+    assert_eq!(r["incomplete_details"]["reason"], "max_output_tokens");
+    let upstream: Value = serde_json::from_slice(&sim.requests()[1].body).unwrap();
+    assert_eq!(upstream["max_tokens"], 50);
+}
+
+// === Errors, previous_response_id ===
+
+#[tokio::test]
+async fn errors_are_openai_shaped_with_status_and_retry_after() {
+    let sim = Simulator::start().await.unwrap();
+    let gw = gateway(&sim).await;
+    sim.push_fault(Fault::once(FaultKind::RateLimited {
+        retry_after: Some("7".into()),
+        retry_after_ms: None,
+        headers: vec![],
+    }));
+    let r = post(&gw, CLIENT_KEY, &stream_body("hi")).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "7");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "rate_limit_exceeded", "{v}");
+
+    let r = post(
+        &gw,
+        CLIENT_KEY,
+        &json!({"model": "m", "input": "x", "background": true}),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["param"], "background", "{v}");
+    let r = post(&gw, "sk-wrong", &stream_body("hi")).await;
+    assert_eq!(r.status(), 401);
+    assert!(r.json::<Value>().await.unwrap()["error"]["message"].is_string());
+}
+
+#[tokio::test]
+async fn previous_response_id_continues_a_stored_conversation_for_its_key_only() {
+    let sim = Simulator::start().await.unwrap();
+    let key = sim.new_api_key();
+    let dir = TempDir::new();
+    seed(&dir, vec![api_key_account("key-0", &key)]).await;
+    let gw = Gateway::start_in(
+        dir,
+        &sim.base_url(),
+        &sim.token_url(),
+        "client_keys = [\"sk-gw-test-client\", \"sk-other\"]\n",
+    );
+    let first: Value = post(
+        &gw,
+        CLIENT_KEY,
+        &json!({"model": "claude-sonnet-4-5", "input": "remember apples"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let id = first["id"].as_str().unwrap();
+    // Streamed and stored too.
+    let ev = events(post(&gw, CLIENT_KEY, &json!({"model": "claude-sonnet-4-5", "input": "and pears", "previous_response_id": id, "stream": true})).await).await;
+    let second = ev.last().unwrap()["response"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sent: Value = serde_json::from_slice(&sim.requests()[1].body).unwrap();
+    let msgs = sent["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 3, "{sent}");
+    assert_eq!(msgs[0]["content"][0]["text"], "remember apples");
+    assert_eq!(msgs[1]["role"], "assistant");
+    assert_eq!(msgs[2]["content"][0]["text"], "and pears");
+
+    let r = post(&gw, CLIENT_KEY, &json!({"model": "claude-sonnet-4-5", "input": "and plums", "previous_response_id": second})).await;
+    assert_eq!(r.status(), 200);
+    let sent: Value = serde_json::from_slice(&sim.requests()[2].body).unwrap();
+    assert_eq!(sent["messages"].as_array().unwrap().len(), 5);
+
+    for (key, body) in [
+        (
+            "sk-other",
+            json!({"model": "m", "input": "x", "previous_response_id": id}),
+        ),
+        (
+            CLIENT_KEY,
+            json!({"model": "m", "input": "x", "previous_response_id": "resp_unknown"}),
+        ),
+    ] {
+        let r = post(&gw, key, &body).await;
+        assert_eq!(r.status(), 400);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["param"], "previous_response_id", "{v}");
+    }
+    let unstored: Value = post(
+        &gw,
+        CLIENT_KEY,
+        &json!({"model": "claude-sonnet-4-5", "input": "x", "store": false}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let r = post(
+        &gw,
+        CLIENT_KEY,
+        &json!({"model": "m", "input": "x", "previous_response_id": unstored["id"]}),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        sim.requests().len(),
+        4,
+        "refused continuations never reach upstream"
+    );
+}
+
+// === The official openai Python SDK ===
+
+#[tokio::test]
+async fn openai_python_sdk_responses_create() {
+    let python = common::python::venv("openai-venv", &[("openai", OPENAI_SDK_VERSION)]).await;
+    let sim = Simulator::start().await.unwrap();
+    let gw = gateway(&sim).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/openai_responses_e2e.py");
+    let out = run(
+        tokio::process::Command::new(&python)
+            .arg(&script)
+            .args([gw.url("/v1").as_str(), CLIENT_KEY]),
+        "openai SDK responses script",
+    )
+    .await;
+    for step in [
+        "ok create",
+        "ok stream",
+        "ok tools",
+        "ok continue",
+        "ok error",
+    ] {
+        assert!(out.lines().any(|l| l == step), "{step} missing:\n{out}");
+    }
+}

@@ -44,12 +44,17 @@ impl Drop for TempDir {
     }
 }
 
-/// A config text pointing at `sim`, with `extra` appended (TOML).
+/// A config text pointing at `sim`, with `extra` appended (TOML; `client_keys` there replaces the default).
 pub fn config_text(dir: &Path, upstream: &str, token_url: &str, extra: &str) -> String {
+    let client_keys = if extra.contains("client_keys") {
+        String::new()
+    } else {
+        format!("client_keys = [\"{CLIENT_KEY}\"]")
+    };
     format!(
         r#"listen = "127.0.0.1:0"
 data_dir = "{data}"
-client_keys = ["{CLIENT_KEY}"]
+{client_keys}
 admin_key = "{ADMIN_KEY}"
 {extra}
 [upstream]

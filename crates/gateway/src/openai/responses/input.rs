@@ -111,17 +111,15 @@ fn add_item(conv: &mut Conversation, item: &Value, at: &str) -> Result<(), BadRe
             Ok(())
         }
         "reasoning" => {
-            match item.get("encrypted_content").and_then(Value::as_str) {
-                Some(enc) => {
-                    let block = decode_thinking(enc).ok_or_else(|| {
-                        BadRequest::invalid(
-                            format!("{at}.encrypted_content"),
-                            "was not written by this gateway (Claude needs its own signed thinking block back)",
-                        )
-                    })?;
-                    conv.push("assistant", vec![block]);
-                }
-                None => {} // nothing Claude can verify: dropped
+            // Without encrypted_content there is nothing Claude can verify: the item is dropped.
+            if let Some(enc) = item.get("encrypted_content").and_then(Value::as_str) {
+                let block = decode_thinking(enc).ok_or_else(|| {
+                    BadRequest::invalid(
+                        format!("{at}.encrypted_content"),
+                        "was not written by this gateway (Claude needs its own signed thinking block back)",
+                    )
+                })?;
+                conv.push("assistant", vec![block]);
             }
             Ok(())
         }

@@ -228,30 +228,7 @@ impl Translator {
         let output_index = self.next_index;
         self.next_index += 1;
         let id = item_id(prefix, &self.id, output_index);
-        // The item as it starts: its finished form with empty content, in progress.
-        let mut empty = block.clone();
-        match kind.as_str() {
-            "text" => empty["text"] = json!(""),
-            "thinking" => empty["thinking"] = json!(""),
-            "tool_use" | "server_tool_use" => empty["input"] = json!({}),
-            _ => {}
-        }
-        let mut added = output::item(&empty, &id, &self.names).unwrap_or(Value::Null);
-        match kind.as_str() {
-            "text" => added["content"] = json!([]),
-            "tool_use" => {
-                if added["type"] == "function_call" {
-                    added["arguments"] = json!("");
-                }
-            }
-            _ => {}
-        }
-        if added.get("status").is_some() {
-            added["status"] = json!("in_progress");
-        }
-        if let Some(o) = added.as_object_mut() {
-            o.remove("encrypted_content");
-        }
+        let (empty, added) = self.started_item(&block, &id);
         self.emit(
             out,
             "response.output_item.added",
@@ -293,6 +270,31 @@ impl Translator {
             _ => {}
         }
         self.open.insert(index, open);
+    }
+
+    /// The block as it starts (content emptied) and its item as `output_item.added` shows it: in progress, no content,
+    /// arguments or encrypted content yet.
+    fn started_item(&self, block: &Value, id: &str) -> (Value, Value) {
+        let mut empty = block.clone();
+        match block["type"].as_str().unwrap_or_default() {
+            "text" => empty["text"] = json!(""),
+            "thinking" => empty["thinking"] = json!(""),
+            "tool_use" | "server_tool_use" => empty["input"] = json!({}),
+            _ => {}
+        }
+        let mut added = output::item(&empty, id, &self.names).unwrap_or(Value::Null);
+        match added["type"].as_str().unwrap_or_default() {
+            "message" => added["content"] = json!([]),
+            "function_call" => added["arguments"] = json!(""),
+            _ => {}
+        }
+        if added.get("status").is_some() {
+            added["status"] = json!("in_progress");
+        }
+        if let Some(o) = added.as_object_mut() {
+            o.remove("encrypted_content");
+        }
+        (empty, added)
     }
 
     fn text_delta(&mut self, open: &mut Open, text: &str, out: &mut String) {
