@@ -24,7 +24,7 @@
 //! - `sim_tool_use` anywhere (or "use a tool" in the last user text when tools are given): a `tool_use` block for the
 //!   first tool, `sim_tool_use:NAME` for the tool NAME; its input is `sim_tool_args={…}` from the last user text, else
 //!   one value per schema property ("sim PROP" for strings, 42 for numbers), streamed as `input_json_delta` pieces.
-//! - A last user message carrying `tool_result` blocks is answered in text (`Tool result received: …`) and never calls
+//! - A last user message carrying `tool_result` blocks is answered in text (`Tool result received: …`, then `You said: …` for any text beside the results) and never calls
 //!   a tool again, so a scripted tool loop ends after one call.
 //! - `sim_max_tokens` anywhere: `stop_reason: "max_tokens"` and no tool call.
 //!

@@ -442,7 +442,8 @@ impl Reply {
         let user: String = last_user_text(req).chars().take(MAX_ECHO_CHARS).collect();
         let tool_result = last_tool_result(req);
         let text = match &tool_result {
-            Some(result) => format!("Tool result received: {result}"),
+            Some(result) if user.is_empty() => format!("Tool result received: {result}"),
+            Some(result) => format!("Tool result received: {result}. You said: {user}"),
             None => format!("Hello from the Anthropic simulator. You said: {user}"),
         };
         let thinking = contains(body, b"sim_thinking").then(|| {
