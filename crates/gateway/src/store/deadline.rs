@@ -8,7 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::{
-    AccountUpdate, Fence, SharedCooldown, SharedStore, Store, StoreError, StoreFuture, Usage,
+    AccountUpdate, Fence, SharedCooldown, SharedStore, Store, StoreError, StoreFuture,
+    StoredResponse, Usage,
 };
 use crate::account::{Account, AccountId, NewAccount};
 
@@ -140,5 +141,16 @@ impl Store for DeadlineStore {
     }
     fn usage_totals(&self) -> StoreFuture<'_, Vec<(AccountId, Usage)>> {
         self.bounded(self.inner.usage_totals())
+    }
+    fn put_response(&self, response: StoredResponse, keep: u64) -> StoreFuture<'_, ()> {
+        self.bounded(self.inner.put_response(response, keep))
+    }
+    fn get_response(
+        &self,
+        id: String,
+        owner: String,
+        now: DateTime<Utc>,
+    ) -> StoreFuture<'_, Option<String>> {
+        self.bounded(self.inner.get_response(id, owner, now))
     }
 }
