@@ -40,8 +40,13 @@ pub async fn create(State(state): State<AppState>, req: Request) -> Response {
         Ok(b) => b,
         Err(e) => return e.into_openai_response(),
     };
+    // Stored responses belong to the key that made them; an open gateway (no client keys) has one owner.
+    let open = matches!(
+        parts.extensions.get::<crate::keys::Tenant>(),
+        None | Some(crate::keys::Tenant::Open)
+    );
     let owner = stored::owner(
-        (!state.config.client_keys.is_empty())
+        (!open)
             .then(|| crate::auth::presented_key(&parts.headers))
             .flatten(),
     );
@@ -50,7 +55,7 @@ pub async fn create(State(state): State<AppState>, req: Request) -> Response {
         Err(r) => return r,
     };
     let forward = match forward_request(&state, parts.headers, &translated) {
-        Ok(f) => f,
+        Ok(f) => f.with_client(&parts.extensions, "/v1/responses"),
         Err(e) => return e.into_openai_response(),
     };
     let saver = translated.store.then(|| Saver {
