@@ -269,7 +269,14 @@ impl GatewayError {
         if e.is_timeout() {
             GatewayError::UpstreamTimeout
         } else {
-            GatewayError::UpstreamUnreachable(error_chain(e))
+            // The cause, not where upstream lives: reqwest names the URL, which clients have no business seeing.
+            let mut cause = error_chain(e);
+            if let Some(url) = e.url() {
+                cause = cause
+                    .replace(&format!(" for url ({url})"), "")
+                    .replace(url.as_str(), "the upstream");
+            }
+            GatewayError::UpstreamUnreachable(cause)
         }
     }
 

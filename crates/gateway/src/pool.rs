@@ -196,10 +196,35 @@ impl Pool {
         self.entries().iter().find(|e| e.id == id).cloned()
     }
 
-    /// Cools `entry` as a whole until `until`, here and (through the store) on every replica.
+    /// Cools `entry` as a whole until `until`, here and (through the store) on every replica: for what Anthropic
+    /// answered (429, 529, 5xx), which holds for every replica.
     pub fn cool_account(&self, entry: &Arc<AccountEntry>, until: Instant, reason: String) {
         entry.cool_account(until, reason.clone());
         self.share_cooldown(entry.id, None, until, reason);
+    }
+
+    /// Cools `entry` on this replica only: for failures of this replica's own path to upstream (connection refused,
+    /// connect or read timeouts, DNS), which say nothing about the account for the others.
+    pub fn cool_account_here(&self, entry: &Arc<AccountEntry>, until: Instant, reason: String) {
+        entry.cool_account(until, reason);
+    }
+
+    /// A request succeeded on `entry`. When it was the half-open probe that ended a cooldown, the cooldown ends
+    /// everywhere: the store forgets it too, so neither this replica's next sync nor another replica parks the
+    /// account again.
+    pub fn record_success(&self, entry: &Arc<AccountEntry>, probe: bool) {
+        if !entry.record_success(probe) {
+            return;
+        }
+        entry.bump_shared_clear_gen();
+        let store = self.store.clone();
+        let entry = Arc::clone(entry);
+        self.engine.tasks().spawn(async move {
+            if let Err(e) = store.clear_cooldowns(entry.id).await {
+                tracing::warn!(account = entry.id, error = %e, "a probe ended a cooldown here, but the store still has it");
+            }
+            entry.bump_shared_clear_gen();
+        });
     }
 
     /// Cools one model of `entry` until `until`, here and on every replica.
@@ -246,12 +271,21 @@ impl Pool {
     /// Adopts cooldowns other replicas recorded.
     pub async fn sync_cooldowns(&self) -> Result<(), StoreError> {
         let now = self.engine.now();
-        let shared = self.store.list_cooldowns(now).await?;
         let entries = self.entries();
+        // A clear that started (or is running) since this snapshot makes the list below stale for that account.
+        let gens: HashMap<AccountId, u64> = entries
+            .iter()
+            .map(|e| (e.id, e.shared_clear_gen()))
+            .collect();
+        let shared = self.store.list_cooldowns(now).await?;
         let by_id: HashMap<AccountId, &Arc<AccountEntry>> =
             entries.iter().map(|e| (e.id, e)).collect();
         for c in shared {
             if let Some(e) = by_id.get(&c.account_id) {
+                let gen = e.shared_clear_gen();
+                if gen % 2 == 1 || gens.get(&e.id) != Some(&gen) {
+                    continue;
+                }
                 let left = crate::clock::wait_until(now, c.until);
                 e.apply_shared(
                     c.model.as_deref(),

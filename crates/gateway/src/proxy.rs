@@ -545,7 +545,7 @@ impl Proxy {
         if req.stream && is_event_stream(response.headers()) {
             return self.open_stream(slot, &account, response, meter).await;
         }
-        slot.entry.record_success(slot.probe);
+        self.pool.record_success(&slot.entry, slot.probe);
         meter.first_byte();
         relay_answer(slot, response, meter).await
     }
@@ -573,10 +573,11 @@ impl Proxy {
         sent_at: Instant,
         meter: &Meter,
     ) -> Attempt {
-        self.pool.cool_account(
+        // This replica's own path to upstream failed: the other replicas may well reach it.
+        self.pool.cool_account_here(
             entry,
             sent_at + self.overload_cooldown(),
-            "upstream unreachable".into(),
+            "upstream unreachable from this replica".into(),
         );
         metrics::counter!("gateway_upstream_attempts_total", "outcome" => "error").increment(1);
         let err = GatewayError::from_upstream(e);
@@ -597,7 +598,7 @@ impl Proxy {
         match Relay::open(response, Slot::clone_for(slot), account.name.clone()).await {
             Opened::Started(mut relay) => {
                 relay.meter(meter.clone());
-                slot.entry.record_success(slot.probe);
+                self.pool.record_success(&slot.entry, slot.probe);
                 Attempt::Done(stream_response(status, headers, relay))
             }
             Opened::Failed { relay, error } => {

@@ -633,3 +633,162 @@ async fn a_401_whose_refresh_is_backing_off_cools_the_account_instead_of_resendi
     let a = gw.admin_accounts().await;
     assert_ne!(a["accounts"][0]["state"], "needs_reauth", "{a}");
 }
+
+// === 5. Scopes of cooldowns, across replicas ===
+
+async fn seed_pg(url: &str, accounts: Vec<claude_gateway::account::NewAccount>) {
+    use claude_gateway::store::Store;
+    let store = claude_gateway::store::postgres::PostgresStore::connect(url)
+        .await
+        .unwrap();
+    for a in accounts {
+        store.insert_account(a).await.unwrap();
+    }
+}
+
+fn replica(upstream: &str, token_url: &str, url: &str, extra: &str) -> Gateway {
+    Gateway::start_in(
+        TempDir::new(),
+        upstream,
+        token_url,
+        &format!("store_url = \"{url}\"\n{extra}"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_cannot_reach_upstream_cools_accounts_only_for_itself() {
+    let pg = common::postgres::Postgres::start();
+    let url = pg.database("local_faults");
+    let sim = Simulator::start().await.unwrap();
+    let pair = sim.issue_oauth(Duration::from_secs(7200));
+    seed_pg(
+        &url,
+        vec![
+            api_key_account("key", &sim.new_api_key()),
+            oauth_account(
+                "oauth",
+                &pair.access_token,
+                &pair.refresh_token,
+                chrono::Duration::hours(2),
+            ),
+        ],
+    )
+    .await;
+    // Replica A's upstream URL points at a closed port.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let a = replica(&format!("http://{closed}"), &sim.token_url(), &url, "");
+    let b = replica(&sim.base_url(), &sim.token_url(), &url, "");
+    let c = client();
+    let r = post_messages(&c, &a, message_body("x", false)).await;
+    assert_eq!(r.status(), 502);
+    let body = r.text().await.unwrap();
+    assert!(
+        !body.contains(&closed.to_string()),
+        "the gateway's own errors never name upstream URLs: {body}"
+    );
+    assert!(states(&a.admin_accounts().await)
+        .iter()
+        .all(|s| s == "cooling_down"));
+    // Several store syncs later, B still serves with every account ready.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for i in 0..6 {
+        assert_eq!(
+            post_messages(&c, &b, message_body(&format!("b{i}"), false))
+                .await
+                .status(),
+            200
+        );
+    }
+    assert_eq!(states(&b.admin_accounts().await), ["ready", "ready"]);
+    assert_eq!(messages_requests(&sim).len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successful_probe_ends_a_shared_cooldown_in_the_store_too() {
+    use claude_gateway::store::Store;
+    let pg = common::postgres::Postgres::start();
+    let url = pg.database("probe_clears");
+    let sim = Simulator::start().await.unwrap();
+    let key = sim.new_api_key();
+    seed_pg(&url, vec![api_key_account("key", &key)]).await;
+    let extra = "[pool]\nprobe_interval_secs = 1\n";
+    let a = replica(&sim.base_url(), &sim.token_url(), &url, extra);
+    sim.push_fault(Fault::for_credential(
+        FaultKind::RateLimited {
+            retry_after: Some("600".into()),
+            retry_after_ms: None,
+            headers: vec![],
+        },
+        &key,
+        1,
+    ));
+    let c = client();
+    assert_eq!(
+        post_messages(&c, &a, message_body("x", false))
+            .await
+            .status(),
+        429
+    );
+    let store = claude_gateway::store::postgres::PostgresStore::connect(&url)
+        .await
+        .unwrap();
+    let now = chrono::Utc::now();
+    for _ in 0..100 {
+        if !store.list_cooldowns(now).await.unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        store.list_cooldowns(now).await.unwrap().len(),
+        1,
+        "the 429's cooldown is shared"
+    );
+    // After the probe interval the next request is the half-open probe; it succeeds.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        post_messages(&c, &a, message_body("probe", false))
+            .await
+            .status(),
+        200
+    );
+    // Several syncs later, neither this replica nor a new one parks the account again.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        store
+            .list_cooldowns(chrono::Utc::now())
+            .await
+            .unwrap()
+            .is_empty(),
+        "the store forgot it"
+    );
+    let admin = a.admin_accounts().await;
+    assert_eq!(states(&admin), ["ready"], "{admin}");
+    assert!(
+        admin["accounts"][0]["model_cooldowns"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{admin}"
+    );
+    let b = replica(&sim.base_url(), &sim.token_url(), &url, extra);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(states(&b.admin_accounts().await), ["ready"]);
+    for i in 0..3 {
+        assert_eq!(
+            post_messages(&c, &a, message_body(&format!("a{i}"), false))
+                .await
+                .status(),
+            200
+        );
+        assert_eq!(
+            post_messages(&c, &b, message_body(&format!("b{i}"), false))
+                .await
+                .status(),
+            200
+        );
+    }
+}

@@ -56,6 +56,9 @@ pub struct AccountEntry {
     queued: AtomicBool,
     /// False when no cooldown can be in force, so the scheduler skips the lock (set and cleared under it).
     maybe_cooling: AtomicBool,
+    /// Bumped when a successful probe starts clearing this account's shared cooldowns in the store and again when that
+    /// is done (odd: in progress), so a store sync that read the list before the clear does not park the account again.
+    shared_clear_gen: AtomicU64,
     /// The account-wide utilization last reported, as f64 bits (`NO_UTILIZATION` when unknown): read without a lock.
     utilization_bits: AtomicU64,
     cooldowns: Mutex<Cooldowns>,
@@ -85,6 +88,7 @@ impl AccountEntry {
                 changes: Arc::clone(changes),
                 queued: AtomicBool::new(false),
                 maybe_cooling: AtomicBool::new(false),
+                shared_clear_gen: AtomicU64::new(0),
                 utilization_bits: AtomicU64::new(NO_UTILIZATION),
                 cooldowns: Mutex::new(Cooldowns::default()),
                 pending_usage: Mutex::new(Usage::default()),
@@ -318,17 +322,30 @@ impl AccountEntry {
     }
 
     /// A request succeeded. After a probe this ends the account's cooldowns: the hint that parked it was wrong or has
-    /// passed.
-    pub fn record_success(&self, probe: bool) {
+    /// passed. Returns whether a probe ended a cooldown (which the store must forget too).
+    pub fn record_success(&self, probe: bool) -> bool {
         let mut cd = self.cd();
         cd.strikes = 0;
-        if probe {
-            cd.account = None;
-            cd.models.clear();
-            cd.probe_mark = None;
-            drop(cd);
-            self.changed();
+        if !probe {
+            return false;
         }
+        let ended = cd.account.is_some() || !cd.models.is_empty();
+        cd.account = None;
+        cd.models.clear();
+        cd.probe_mark = None;
+        drop(cd);
+        self.changed();
+        ended
+    }
+
+    /// The shared-cooldown clear generation (see `shared_clear_gen`).
+    pub(crate) fn shared_clear_gen(&self) -> u64 {
+        self.shared_clear_gen.load(Ordering::Acquire)
+    }
+
+    /// Marks the start or the end of clearing this account's shared cooldowns.
+    pub(crate) fn bump_shared_clear_gen(&self) {
+        self.shared_clear_gen.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn clear_cooldowns(&self) {
