@@ -4,6 +4,7 @@
 //! Importing the same account twice updates it (matched by account UUID, then email, then refresh or access token)
 //! and clears a `needs_reauth` flag or a ban, because the credential is new.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -11,7 +12,7 @@ use serde::Deserialize;
 
 use crate::account::{Account, AccountKind, Credential, NewAccount};
 use crate::store::Patch;
-use crate::store::{AccountUpdate, Store, StoreError};
+use crate::store::{AccountUpdate, AccountWrite, Store, StoreError};
 
 /// One credential read from a file.
 #[derive(Debug, Clone)]
@@ -188,24 +189,26 @@ pub enum Saved {
     Updated,
 }
 
-/// Finds the stored account an imported credential belongs to.
-fn matching<'a>(accounts: &'a [Account], c: &Imported) -> Option<&'a Account> {
+/// Finds the account an imported credential belongs to: same account uuid, else same email, else the same access or
+/// refresh token (OAuth accounts only; the first match in `accounts`' order).
+fn matching(accounts: &[Account], c: &Imported) -> Option<usize> {
     let same = |a: &Option<String>, b: &Option<String>| a.is_some() && a == b;
-    accounts
-        .iter()
-        .filter(|a| a.kind == AccountKind::Oauth)
-        .find(|a| same(&a.account_uuid, &c.account_uuid))
+    let oauth = |a: &&Account| a.kind == AccountKind::Oauth;
+    let find = |pred: &dyn Fn(&Account) -> bool| {
+        accounts
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| oauth(a))
+            .find(|(_, a)| pred(a))
+            .map(|(i, _)| i)
+    };
+    find(&|a| same(&a.account_uuid, &c.account_uuid))
+        .or_else(|| find(&|a| same(&a.email, &c.email)))
         .or_else(|| {
-            accounts
-                .iter()
-                .find(|a| a.kind == AccountKind::Oauth && same(&a.email, &c.email))
-        })
-        .or_else(|| {
-            accounts.iter().find(|a| {
-                a.kind == AccountKind::Oauth
-                    && (a.credential.secret == c.credential.secret
-                        || (c.credential.refresh_token.is_some()
-                            && a.credential.refresh_token == c.credential.refresh_token))
+            find(&|a| {
+                a.credential.secret == c.credential.secret
+                    || (c.credential.refresh_token.is_some()
+                        && a.credential.refresh_token == c.credential.refresh_token)
             })
         })
 }
@@ -216,46 +219,155 @@ pub async fn save(
     c: &Imported,
     name: Option<&str>,
 ) -> Result<(Account, Saved), ImportError> {
-    let accounts = store.list_accounts().await?;
-    if let Some(existing) = matching(&accounts, c) {
-        let update = AccountUpdate {
-            credential: Some(c.credential.clone()),
-            needs_reauth: Patch::Clear,
-            banned: Patch::Clear,
-            last_error: Patch::Clear,
-            email: Patch::set_some(c.email.clone()),
-            account_uuid: Patch::set_some(c.account_uuid.clone()),
-            organization_uuid: Patch::set_some(c.organization_uuid.clone()),
-            organization_name: Patch::set_some(c.organization_name.clone()),
-            ..Default::default()
-        };
-        let a = store
-            .update_account(existing.id, existing.version, update)
-            .await?;
-        return Ok((a, Saved::Updated));
+    let mut saved = save_all(store, std::slice::from_ref(c), name).await?;
+    saved
+        .pop()
+        .ok_or_else(|| ImportError::Store(StoreError::NotFound("the imported account".into())))
+}
+
+/// Creates or updates the accounts for every credential in `all`, as if saved one after the other (a later file for
+/// the same account updates what an earlier one wrote), with one listing of the store and one batched write.
+pub async fn save_all(
+    store: &dyn Store,
+    all: &[Imported],
+    name: Option<&str>,
+) -> Result<Vec<(Account, Saved)>, ImportError> {
+    let mut accounts = store.list_accounts().await?;
+    let existing = accounts.len();
+    let mut names: HashSet<String> = accounts.iter().map(|a| a.name.clone()).collect();
+    let mut touched = vec![false; existing];
+    // Per credential: the index of its account in `accounts` (new ones are appended), and how it was saved.
+    let mut outcome = Vec::with_capacity(all.len());
+    for c in all {
+        match matching(&accounts, c) {
+            Some(i) => {
+                adopt(&mut accounts[i], c);
+                if i < existing {
+                    touched[i] = true;
+                }
+                outcome.push((i, Saved::Updated));
+            }
+            None => {
+                let fresh = unsaved(c, unique_name(&names, name.unwrap_or(&c.name)));
+                names.insert(fresh.name.clone());
+                accounts.push(fresh);
+                outcome.push((accounts.len() - 1, Saved::Created));
+            }
+        }
     }
-    let base = name.unwrap_or(&c.name).to_string();
-    let mut candidate = base.clone();
+    let mut writes = Vec::new();
+    let mut slot = vec![usize::MAX; accounts.len()];
+    for (i, a) in accounts.iter().enumerate() {
+        let write = if i >= existing {
+            AccountWrite::Insert(new_account(a))
+        } else if touched[i] {
+            AccountWrite::Update {
+                id: a.id,
+                version: a.version,
+                update: import_update(a),
+            }
+        } else {
+            continue;
+        };
+        slot[i] = writes.len();
+        writes.push(write);
+    }
+    let written = store.write_accounts(writes).await?;
+    outcome
+        .into_iter()
+        .map(|(i, saved)| {
+            let a = written.get(slot[i]).cloned().ok_or_else(|| {
+                ImportError::Store(StoreError::NotFound(accounts[i].name.clone()))
+            })?;
+            Ok((a, saved))
+        })
+        .collect()
+}
+
+/// `base`, or `base-2`, `base-3`, … whichever is not taken.
+fn unique_name(names: &HashSet<String>, base: &str) -> String {
+    let mut candidate = base.to_string();
     let mut n = 2;
-    while accounts.iter().any(|a| a.name == candidate) {
+    while names.contains(&candidate) {
         candidate = format!("{base}-{n}");
         n += 1;
     }
-    let a = store
-        .insert_account(NewAccount {
-            name: candidate,
-            kind: AccountKind::Oauth,
-            credential: c.credential.clone(),
-            email: c.email.clone(),
-            account_uuid: c.account_uuid.clone(),
-            organization_uuid: c.organization_uuid.clone(),
-            organization_name: c.organization_name.clone(),
-            priority: c.priority,
-            weight: 1,
-            disabled: c.disabled,
-        })
-        .await?;
-    Ok((a, Saved::Created))
+    candidate
+}
+
+/// What an import changes on an account it matched: the credential, the identity fields it carries; re-auth, ban and
+/// the last error are cleared.
+fn adopt(a: &mut Account, c: &Imported) {
+    a.credential = c.credential.clone();
+    a.needs_reauth = None;
+    a.banned = None;
+    a.last_error = None;
+    let set = |field: &mut Option<String>, v: &Option<String>| {
+        if v.is_some() {
+            field.clone_from(v);
+        }
+    };
+    set(&mut a.email, &c.email);
+    set(&mut a.account_uuid, &c.account_uuid);
+    set(&mut a.organization_uuid, &c.organization_uuid);
+    set(&mut a.organization_name, &c.organization_name);
+}
+
+/// The update that writes what [`adopt`] changed.
+fn import_update(a: &Account) -> AccountUpdate {
+    AccountUpdate {
+        credential: Some(a.credential.clone()),
+        needs_reauth: Patch::Clear,
+        banned: Patch::Clear,
+        last_error: Patch::Clear,
+        email: Patch::set_some(a.email.clone()),
+        account_uuid: Patch::set_some(a.account_uuid.clone()),
+        organization_uuid: Patch::set_some(a.organization_uuid.clone()),
+        organization_name: Patch::set_some(a.organization_name.clone()),
+        ..Default::default()
+    }
+}
+
+/// A not yet stored account for `c` (id 0 until written).
+fn unsaved(c: &Imported, name: String) -> Account {
+    let now = crate::clock::system_now();
+    Account {
+        id: 0,
+        name,
+        kind: AccountKind::Oauth,
+        credential: c.credential.clone(),
+        disabled: c.disabled,
+        needs_reauth: None,
+        banned: None,
+        last_error: None,
+        email: c.email.clone(),
+        account_uuid: c.account_uuid.clone(),
+        organization_uuid: c.organization_uuid.clone(),
+        organization_name: c.organization_name.clone(),
+        priority: c.priority,
+        weight: 1,
+        max_concurrency: None,
+        refresh_blocked_until: None,
+        refresh_block_reason: None,
+        version: 0,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn new_account(a: &Account) -> NewAccount {
+    NewAccount {
+        name: a.name.clone(),
+        kind: a.kind,
+        credential: a.credential.clone(),
+        email: a.email.clone(),
+        account_uuid: a.account_uuid.clone(),
+        organization_uuid: a.organization_uuid.clone(),
+        organization_name: a.organization_name.clone(),
+        priority: a.priority,
+        weight: a.weight,
+        disabled: a.disabled,
+    }
 }
 
 #[cfg(test)]

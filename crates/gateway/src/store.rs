@@ -67,6 +67,18 @@ pub struct AccountUpdate {
     pub refresh_block: Patch<(DateTime<Utc>, String)>,
 }
 
+/// One account write of a batch ([`Store::write_accounts`]).
+#[derive(Debug, Clone)]
+pub enum AccountWrite {
+    Insert(NewAccount),
+    /// Applies `update` if the account is still at `version`.
+    Update {
+        id: AccountId,
+        version: i64,
+        update: AccountUpdate,
+    },
+}
+
 /// One optional field of an [`AccountUpdate`]: leave it as it is, set it, or clear it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Patch<T> {
@@ -182,6 +194,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn list_accounts(&self) -> StoreFuture<'_, Vec<Account>>;
     fn get_account(&self, id: AccountId) -> StoreFuture<'_, Option<Account>>;
     fn insert_account(&self, account: NewAccount) -> StoreFuture<'_, Account>;
+    /// Writes many accounts at once (an import of many files): inserts and compare-and-set updates, each as
+    /// `insert_account` / `update_account` would, in one transaction with one change-counter bump where the backend
+    /// has transactions. Returns the accounts as written, in the order of `writes`.
+    fn write_accounts(&self, writes: Vec<AccountWrite>) -> StoreFuture<'_, Vec<Account>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(writes.len());
+            for w in writes {
+                out.push(match w {
+                    AccountWrite::Insert(a) => self.insert_account(a).await?,
+                    AccountWrite::Update {
+                        id,
+                        version,
+                        update,
+                    } => self.update_account(id, version, update).await?,
+                });
+            }
+            Ok(out)
+        })
+    }
     /// Applies `update` if the account is still at `expected_version`; returns the account as written.
     fn update_account(
         &self,

@@ -436,6 +436,79 @@ async fn import_reads_all_formats_and_updates_instead_of_duplicating() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("/nonexistent/file.json"));
 }
 
+/// A CLIProxyAPI auth file for account `n`, with token generation `g`.
+fn cliproxy_file(dir: &std::path::Path, n: usize, g: usize) {
+    let body = serde_json::json!({
+        "type": "claude",
+        "access_token": format!("sk-ant-oat01-access-{n}-{g}"),
+        "refresh_token": format!("sk-ant-ort01-refresh-{n}-{g}"),
+        "email": format!("user{n}@example.com"),
+        "account_uuid": format!("00000000-0000-4000-8000-{n:012}"),
+        "expired": format!("2030-01-01T00:{:02}:00Z", g % 60),
+        "disabled": false,
+    });
+    std::fs::write(dir.join(format!("claude-{n}-{g}.json")), body.to_string()).unwrap();
+}
+
+/// Many files in one import: one listing, one batched write, the same result as saving them one by one — new accounts
+/// created once each, known ones updated in place (a later file for the same account wins), nothing duplicated.
+#[tokio::test]
+async fn importing_many_files_creates_each_account_once_and_updates_known_ones() {
+    let sim = Simulator::start().await.unwrap();
+    let gw = Gateway::start(&sim, "");
+    let first = TempDir::new();
+    for n in 0..300 {
+        cliproxy_file(&first.0, n, 0);
+    }
+    let out = gw.cli(&["accounts", "import", first.0.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("Imported")
+            .count(),
+        300
+    );
+
+    // 100 known accounts with new tokens (account 7 twice: generation 2 comes after 1), and 50 new ones.
+    let second = TempDir::new();
+    for n in 200..350 {
+        cliproxy_file(&second.0, n, 1);
+    }
+    cliproxy_file(&second.0, 7, 1);
+    cliproxy_file(&second.0, 7, 2);
+    let out = gw.cli(&["accounts", "import", second.0.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.matches("Imported").count(), 50, "{stdout}");
+    assert_eq!(stdout.matches("Updated").count(), 102, "{stdout}");
+
+    let store = gw.store().await;
+    let accounts = claude_gateway::store::Store::list_accounts(&store)
+        .await
+        .unwrap();
+    assert_eq!(accounts.len(), 350);
+    let by_email = |n: usize| {
+        accounts
+            .iter()
+            .find(|a| a.email.as_deref() == Some(&format!("user{n}@example.com")))
+            .unwrap()
+    };
+    assert_eq!(by_email(7).credential.secret, "sk-ant-oat01-access-7-2");
+    assert_eq!(by_email(250).credential.secret, "sk-ant-oat01-access-250-1");
+    assert_eq!(by_email(100).credential.secret, "sk-ant-oat01-access-100-0");
+    assert_eq!(by_email(340).credential.secret, "sk-ant-oat01-access-340-1");
+    let names: std::collections::HashSet<&str> = accounts.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names.len(), 350, "names stay unique");
+}
+
 #[tokio::test]
 async fn admin_api_needs_the_admin_key_and_shows_the_contract_shape() {
     let sim = Simulator::start().await.unwrap();

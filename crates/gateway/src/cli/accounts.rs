@@ -175,8 +175,8 @@ async fn import(
         "--name needs exactly one credential, found {}",
         all.len()
     );
-    for c in &all {
-        let (a, saved) = crate::import::save(store.as_ref(), c, name).await?;
+    let saved = crate::import::save_all(store.as_ref(), &all, name).await?;
+    for (c, (a, saved)) in all.iter().zip(saved) {
         let kind = if c.credential.refresh_token.is_some() {
             "OAuth"
         } else {

@@ -157,6 +157,96 @@ macro_rules! sql_store {
             Ok(())
         }
 
+        /// Inserts `a` inside a transaction; returns its id.
+        async fn insert_in(
+            conn: &mut <<$row as sqlx::Row>::Database as sqlx::Database>::Connection,
+            a: &NewAccount,
+        ) -> Result<AccountId, StoreError> {
+            use sqlx::Row;
+            let now = to_millis(crate::clock::system_now());
+            let row = sqlx::query(sqlx::AssertSqlSafe($q(sql::INSERT_ACCOUNT)))
+                .bind(&a.name)
+                .bind(a.kind.as_str())
+                .bind(&a.credential.secret)
+                .bind(&a.credential.refresh_token)
+                .bind(a.credential.expires_at.map(to_millis))
+                .bind(i64::from(a.disabled))
+                .bind(&a.email)
+                .bind(&a.account_uuid)
+                .bind(&a.organization_uuid)
+                .bind(&a.organization_name)
+                .bind(i64::from(a.priority))
+                .bind(i64::from(a.weight))
+                .bind(now)
+                .bind(now)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(|e| {
+                    if is_unique_violation(&e) {
+                        StoreError::DuplicateName(a.name.clone())
+                    } else {
+                        unavailable(e)
+                    }
+                })?;
+            row.try_get(0).map_err(|e| StoreError::Corrupt(e.to_string()))
+        }
+
+        /// Applies `update` inside a transaction if the account is still at `expected_version` (no fence: the batch
+        /// path of imports).
+        async fn update_in(
+            conn: &mut <<$row as sqlx::Row>::Database as sqlx::Database>::Connection,
+            id: AccountId,
+            expected_version: i64,
+            update: AccountUpdate,
+        ) -> Result<(), StoreError> {
+            let row = sqlx::query(sqlx::AssertSqlSafe($q(sql::SELECT_ACCOUNT)))
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(unavailable)?;
+            let mut account =
+                row.map(|r| account_from_row(&r)).transpose()?.ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+            if account.version != expected_version {
+                return Err(StoreError::Conflict { id, expected: expected_version });
+            }
+            apply_update(&mut account, update);
+            let now = to_millis(crate::clock::system_now());
+            let done = sqlx::query(sqlx::AssertSqlSafe($q(sql::UPDATE_ACCOUNT)))
+                .bind(&account.name)
+                .bind(&account.credential.secret)
+                .bind(&account.credential.refresh_token)
+                .bind(account.credential.expires_at.map(to_millis))
+                .bind(i64::from(account.disabled))
+                .bind(&account.needs_reauth)
+                .bind(&account.last_error)
+                .bind(&account.email)
+                .bind(&account.account_uuid)
+                .bind(&account.organization_uuid)
+                .bind(&account.organization_name)
+                .bind(i64::from(account.priority))
+                .bind(i64::from(account.weight))
+                .bind(account.max_concurrency.map(i64::from))
+                .bind(account.refresh_blocked_until.map(to_millis))
+                .bind(&account.refresh_block_reason)
+                .bind(&account.banned)
+                .bind(now)
+                .bind(id)
+                .bind(expected_version)
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| {
+                    if is_unique_violation(&e) {
+                        StoreError::DuplicateName(account.name.clone())
+                    } else {
+                        unavailable(e)
+                    }
+                })?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::Conflict { id, expected: expected_version });
+            }
+            Ok(())
+        }
+
         fn account_from_row(r: &$row) -> Result<Account, StoreError> {
             use sqlx::Row;
             let get_err = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
@@ -338,37 +428,34 @@ macro_rules! sql_store {
 
             fn insert_account(&self, a: NewAccount) -> StoreFuture<'_, Account> {
                 Box::pin(async move {
-                    use sqlx::Row;
-                    let now = to_millis(crate::clock::system_now());
                     let mut tx = self.pool.begin().await.map_err(unavailable)?;
-                    let row = sqlx::query(sqlx::AssertSqlSafe($q(sql::INSERT_ACCOUNT)))
-                        .bind(&a.name)
-                        .bind(a.kind.as_str())
-                        .bind(&a.credential.secret)
-                        .bind(&a.credential.refresh_token)
-                        .bind(a.credential.expires_at.map(to_millis))
-                        .bind(i64::from(a.disabled))
-                        .bind(&a.email)
-                        .bind(&a.account_uuid)
-                        .bind(&a.organization_uuid)
-                        .bind(&a.organization_name)
-                        .bind(i64::from(a.priority))
-                        .bind(i64::from(a.weight))
-                        .bind(now)
-                        .bind(now)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(|e| {
-                            if is_unique_violation(&e) {
-                                StoreError::DuplicateName(a.name.clone())
-                            } else {
-                                unavailable(e)
-                            }
-                        })?;
-                    let id: i64 = row.try_get(0).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    let id = insert_in(&mut *tx, &a).await?;
                     bump_seq(&mut *tx).await?;
                     tx.commit().await.map_err(unavailable)?;
                     self.fetch(id).await?.ok_or_else(|| StoreError::NotFound(id.to_string()))
+                })
+            }
+
+            fn write_accounts(&self, writes: Vec<super::AccountWrite>) -> StoreFuture<'_, Vec<Account>> {
+                Box::pin(async move {
+                    let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                    let mut ids = Vec::with_capacity(writes.len());
+                    for w in writes {
+                        ids.push(match w {
+                            super::AccountWrite::Insert(a) => insert_in(&mut *tx, &a).await?,
+                            super::AccountWrite::Update { id, version, update } => {
+                                update_in(&mut *tx, id, version, update).await?;
+                                id
+                            }
+                        });
+                    }
+                    bump_seq(&mut *tx).await?;
+                    tx.commit().await.map_err(unavailable)?;
+                    let mut written: std::collections::HashMap<AccountId, Account> =
+                        self.list_accounts().await?.into_iter().map(|a| (a.id, a)).collect();
+                    ids.iter()
+                        .map(|id| written.remove(id).ok_or_else(|| StoreError::NotFound(id.to_string())))
+                        .collect()
                 })
             }
 

@@ -165,6 +165,52 @@ mod tests {
         }
     }
 
+    /// A batch is one transaction: one change-counter bump for all of it, and a stale version anywhere writes nothing.
+    #[tokio::test]
+    async fn a_batch_of_account_writes_is_one_transaction() {
+        use crate::store::AccountWrite;
+        let dir = std::env::temp_dir().join(format!("cgw-store-batch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = SqliteStore::open(&dir).await.unwrap();
+        let a = store.insert_account(new_oauth("a", "rt1")).await.unwrap();
+        let seq = store.change_seq().await.unwrap();
+        let rename = |version| AccountWrite::Update {
+            id: a.id,
+            version,
+            update: AccountUpdate {
+                name: Some("a2".into()),
+                ..Default::default()
+            },
+        };
+        let written = store
+            .write_accounts(vec![
+                AccountWrite::Insert(new_oauth("b", "rt2")),
+                rename(a.version),
+                AccountWrite::Insert(new_oauth("c", "rt3")),
+            ])
+            .await
+            .unwrap();
+        let names: Vec<&str> = written.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["b", "a2", "c"]);
+        assert_eq!(store.change_seq().await.unwrap(), seq + 1);
+        let stale = store
+            .write_accounts(vec![
+                AccountWrite::Insert(new_oauth("d", "rt4")),
+                rename(a.version),
+            ])
+            .await;
+        assert!(
+            matches!(stale, Err(StoreError::Conflict { .. })),
+            "{stale:?}"
+        );
+        assert_eq!(
+            store.list_accounts().await.unwrap().len(),
+            3,
+            "nothing of the batch was written"
+        );
+        assert_eq!(store.change_seq().await.unwrap(), seq + 1);
+    }
+
     #[tokio::test]
     async fn compare_and_set_and_permissions() {
         let dir = std::env::temp_dir().join(format!("cgw-store-{}", std::process::id()));
