@@ -210,8 +210,33 @@ macro_rules! sql_store {
                 return Err(StoreError::Conflict { id, expected: expected_version });
             }
             apply_update(&mut account, update);
+            let done = update_row(&mut *conn, &account, id, expected_version, None).await?;
+            if done != 1 {
+                return Err(StoreError::Conflict { id, expected: expected_version });
+            }
+            Ok(())
+        }
+
+        /// Writes `account` over the row `id` if it is still at `expected_version` (and, with `fence`, the lease is
+        /// still held); returns the number of rows written (0 or 1).
+        async fn update_row(
+            conn: &mut <<$row as sqlx::Row>::Database as sqlx::Database>::Connection,
+            account: &Account,
+            id: AccountId,
+            expected_version: i64,
+            fence: Option<&Fence>,
+        ) -> Result<u64, StoreError> {
             let now = to_millis(crate::clock::system_now());
-            let done = sqlx::query(sqlx::AssertSqlSafe($q(sql::UPDATE_ACCOUNT)))
+            // A block is stored by the database's clock: as the time left by ours.
+            let block_left = account
+                .refresh_blocked_until
+                .map(|t| to_millis(t).saturating_sub(now).clamp(-sql::MAX_MS, sql::MAX_MS));
+            let mut statement = sql::UPDATE_ACCOUNT.to_string();
+            if fence.is_some() {
+                statement.push_str(sql::FENCE_CONDITION);
+            }
+            let statement = $q(&statement);
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
                 .bind(&account.name)
                 .bind(&account.credential.secret)
                 .bind(&account.credential.refresh_token)
@@ -226,25 +251,24 @@ macro_rules! sql_store {
                 .bind(i64::from(account.priority))
                 .bind(i64::from(account.weight))
                 .bind(account.max_concurrency.map(i64::from))
-                .bind(account.refresh_blocked_until.map(to_millis))
+                .bind(block_left)
+                .bind(block_left)
                 .bind(&account.refresh_block_reason)
                 .bind(&account.banned)
                 .bind(now)
                 .bind(id)
-                .bind(expected_version)
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| {
-                    if is_unique_violation(&e) {
-                        StoreError::DuplicateName(account.name.clone())
-                    } else {
-                        unavailable(e)
-                    }
-                })?;
-            if done.rows_affected() != 1 {
-                return Err(StoreError::Conflict { id, expected: expected_version });
+                .bind(expected_version);
+            if let Some(f) = fence {
+                query = query.bind(id).bind(&f.holder).bind(f.token);
             }
-            Ok(())
+            let done = query.execute(&mut *conn).await.map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::DuplicateName(account.name.clone())
+                } else {
+                    unavailable(e)
+                }
+            })?;
+            Ok(done.rows_affected())
         }
 
         fn account_from_row(r: &$row) -> Result<Account, StoreError> {
@@ -315,16 +339,6 @@ macro_rules! sql_store {
                     return Err(StoreError::Conflict { id, expected: expected_version });
                 }
                 apply_update(&mut account, update);
-                let now = to_millis(crate::clock::system_now());
-                // A block is stored by the database's clock: as the time left by ours.
-                let block_left = account
-                    .refresh_blocked_until
-                    .map(|t| to_millis(t).saturating_sub(now).clamp(-sql::MAX_MS, sql::MAX_MS));
-                let mut statement = sql::UPDATE_ACCOUNT.to_string();
-                if fence.is_some() {
-                    statement.push_str(sql::FENCE_CONDITION);
-                }
-                let statement = $q(&statement);
                 let mut tx = self.pool.begin().await.map_err(unavailable)?;
                 if let Some(f) = fence {
                     let locked = sqlx::query(sqlx::AssertSqlSafe($q(sql::LOCK_FENCE)))
@@ -338,39 +352,8 @@ macro_rules! sql_store {
                         return Err(StoreError::Fenced(id));
                     }
                 }
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
-                    .bind(&account.name)
-                    .bind(&account.credential.secret)
-                    .bind(&account.credential.refresh_token)
-                    .bind(account.credential.expires_at.map(to_millis))
-                    .bind(i64::from(account.disabled))
-                    .bind(&account.needs_reauth)
-                    .bind(&account.last_error)
-                    .bind(&account.email)
-                    .bind(&account.account_uuid)
-                    .bind(&account.organization_uuid)
-                    .bind(&account.organization_name)
-                    .bind(i64::from(account.priority))
-                    .bind(i64::from(account.weight))
-                    .bind(account.max_concurrency.map(i64::from))
-                    .bind(block_left)
-                    .bind(block_left)
-                    .bind(&account.refresh_block_reason)
-                    .bind(&account.banned)
-                    .bind(now)
-                    .bind(id)
-                    .bind(expected_version);
-                if let Some(f) = fence {
-                    query = query.bind(id).bind(&f.holder).bind(f.token);
-                }
-                let done = query.execute(&mut *tx).await.map_err(|e| {
-                    if is_unique_violation(&e) {
-                        StoreError::DuplicateName(account.name.clone())
-                    } else {
-                        unavailable(e)
-                    }
-                })?;
-                if done.rows_affected() != 1 {
+                let done = update_row(&mut *tx, &account, id, expected_version, fence).await?;
+                if done != 1 {
                     drop(tx);
                     let current = self.fetch(id).await?;
                     return Err(match current {
