@@ -14,6 +14,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod accounts;
+mod encrypt;
 mod keys;
 mod migrate;
 mod serve;
@@ -72,6 +73,15 @@ pub enum StoreCommand {
         /// Target: a postgres:// URL or a data directory.
         #[arg(long)]
         to: String,
+    },
+    /// Encrypt every credential in the configured store with the configured key (`CLAUDE_GATEWAY_STORE_KEY` or
+    /// `store_key_file`). Stop the gateway first.
+    Encrypt,
+    /// Re-encrypt every credential with a new key; then configure the new key. Stop the gateway first.
+    RotateKey {
+        /// A file holding the new key (default: the `CLAUDE_GATEWAY_NEW_STORE_KEY` environment variable).
+        #[arg(long)]
+        new_key_file: Option<PathBuf>,
     },
 }
 
@@ -170,7 +180,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         to,
     }) = &cli.command
     {
-        return migrate::run(None, Some(from), to).await;
+        return migrate::run(None, Some(from), to, &config).await;
+    }
+    match &cli.command {
+        Command::Store(StoreCommand::Encrypt) => return encrypt::encrypt(&config).await,
+        Command::Store(StoreCommand::RotateKey { new_key_file }) => {
+            return encrypt::rotate(&config, new_key_file.as_deref()).await
+        }
+        _ => {}
     }
     let store = store::open(&config)
         .await
@@ -181,8 +198,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(cmd) => keys::run(cmd, store).await,
         Command::Usage { by, since } => keys::usage(store, by, &since).await,
         Command::Store(StoreCommand::Migrate { from, to }) => {
-            migrate::run(Some(store), from.as_deref(), &to).await
+            migrate::run(Some(store), from.as_deref(), &to, &config).await
         }
+        Command::Store(StoreCommand::Encrypt | StoreCommand::RotateKey { .. }) => Ok(()),
         Command::Login { name } => login(&config, store, name.as_deref()).await,
     }
 }

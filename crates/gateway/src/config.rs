@@ -22,6 +22,9 @@ pub struct Config {
     pub store_url: Option<String>,
     /// Keys clients present as `x-api-key` or `Authorization: Bearer`.
     pub client_keys: Vec<String>,
+    /// A file holding the key that encrypts credentials in the store (`CLAUDE_GATEWAY_STORE_KEY` takes precedence).
+    /// The key itself is never in the config file.
+    pub store_key_file: Option<PathBuf>,
     /// Key for `/admin/*` (`Authorization: Bearer`). Without it the admin API answers 401 to everyone.
     pub admin_key: Option<String>,
     /// Largest request body accepted, in bytes.
@@ -200,6 +203,7 @@ impl Default for Config {
             store_url: None,
             client_keys: Vec::new(),
             admin_key: None,
+            store_key_file: None,
             max_body_bytes: 32 * 1024 * 1024,
             log_format: LogFormat::Text,
             usage_flush_secs: 5.0,

@@ -76,11 +76,12 @@ pub async fn serve(
     let connections = TaskTracker::new();
     let drain = CancellationToken::new();
     let slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
+    let mut warned: Option<Instant> = None;
     tokio::pin!(stop);
     loop {
         let slot = tokio::select! {
             () = &mut stop => break,
-            slot = take_slot(&slots) => slot,
+            slot = take_slot(&slots, &mut warned) => slot,
         };
         let (tcp, remote) = tokio::select! {
             () = &mut stop => break,
@@ -111,13 +112,16 @@ pub async fn serve(
     connections.wait().await;
 }
 
-/// A connection slot, waiting (and saying so once) while every slot is taken.
-async fn take_slot(slots: &Arc<Semaphore>) -> OwnedSemaphorePermit {
+/// A connection slot, waiting while every slot is taken (and saying so at most once a minute).
+async fn take_slot(slots: &Arc<Semaphore>, warned: &mut Option<Instant>) -> OwnedSemaphorePermit {
     if let Ok(slot) = Arc::clone(slots).try_acquire_owned() {
         return slot;
     }
-    tracing::warn!("the connection cap (listener.max_connections) is reached; new clients wait until one closes");
     metrics::counter!("gateway_connection_cap_reached_total").increment(1);
+    if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+        *warned = Some(Instant::now());
+        tracing::warn!("the connection cap (listener.max_connections) is reached; new clients wait until one closes");
+    }
     match Arc::clone(slots).acquire_owned().await {
         Ok(slot) => slot,
         // The semaphore is never closed; should it be, waiting forever is the safe answer.

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use crate::account::{Account, AccountId, Credential, NewAccount};
 
 pub mod deadline;
+pub mod encryption;
 pub mod memory;
 pub mod postgres;
 mod sql;
@@ -41,6 +42,9 @@ pub enum StoreError {
     Unavailable(String),
     #[error("store data is invalid: {0}")]
     Corrupt(String),
+    /// The credentials cannot be read with the configured store key (none configured, another key, damaged data).
+    #[error("{0}")]
+    Key(String),
 }
 
 /// A cooldown this far in the past is deleted by writers.
@@ -271,6 +275,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Adds a batch of usage to the totals.
     fn add_usage(&self, batch: Vec<(AccountId, Usage)>) -> StoreFuture<'_, ()>;
     fn usage_totals(&self) -> StoreFuture<'_, Vec<(AccountId, Usage)>>;
+    /// Removes what the store keeps of overwritten values (SQLite: empties the WAL; PostgreSQL: rewrites the accounts
+    /// table), after `store encrypt` or `store rotate-key`.
+    fn scrub(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
     /// Client keys, their counters and the usage log; `None` for stores that keep none (the in-memory test store).
     fn tenants(&self) -> Option<&dyn tenants::TenantStore> {
         None
@@ -321,10 +330,34 @@ pub async fn find_account(store: &dyn Store, id_or_name: &str) -> Result<Account
         .ok_or_else(|| StoreError::NotFound(id_or_name.to_string()))
 }
 
-/// Opens the store the configuration names.
+/// Opens the store the configuration names, with the store key from `CLAUDE_GATEWAY_STORE_KEY` or `store_key_file`.
 pub async fn open(config: &crate::config::Config) -> Result<SharedStore, StoreError> {
+    open_with(config, configured_encryption(config)?).await
+}
+
+/// The credential encryption the configuration asks for (none without a key).
+pub fn configured_encryption(
+    config: &crate::config::Config,
+) -> Result<encryption::Encryption, StoreError> {
+    encryption::Encryption::from_env_or_file(config.store_key_file.as_deref())
+        .map_err(|e| StoreError::Key(e.to_string()))
+}
+
+/// Opens the store the configuration names with `encryption`.
+pub async fn open_with(
+    config: &crate::config::Config,
+    encryption: encryption::Encryption,
+) -> Result<SharedStore, StoreError> {
     match &config.store_url {
-        Some(url) => Ok(Arc::new(postgres::PostgresStore::connect(url).await?)),
-        None => Ok(Arc::new(sqlite::SqliteStore::open(&config.data_dir).await?)),
+        Some(url) => Ok(Arc::new(
+            postgres::PostgresStore::connect(url)
+                .await?
+                .with_encryption(encryption),
+        )),
+        None => Ok(Arc::new(
+            sqlite::SqliteStore::open(&config.data_dir)
+                .await?
+                .with_encryption(encryption),
+        )),
     }
 }

@@ -10,13 +10,16 @@ pub(super) async fn run(
     configured: Option<SharedStore>,
     from: Option<&str>,
     to: &str,
+    config: &crate::config::Config,
 ) -> anyhow::Result<()> {
+    // Both ends use the configured store key (none: plain text).
+    let encryption = store::configured_encryption(config)?;
     let source = match (from, configured) {
-        (Some(from), _) => open_location(from).await?,
+        (Some(from), _) => open_location(from, &encryption).await?,
         (None, Some(store)) => store,
         (None, None) => anyhow::bail!("no source store: pass --from"),
     };
-    let target = open_location(to).await?;
+    let target = open_location(to, &encryption).await?;
     let (copied, skipped) = migrate(source.as_ref(), target.as_ref()).await?;
     println!(
         "Copied {copied} account(s) from {} to {}; skipped {skipped} already present",
@@ -27,14 +30,21 @@ pub(super) async fn run(
 }
 
 /// Opens a store named by a postgres:// URL or a data directory.
-async fn open_location(location: &str) -> anyhow::Result<SharedStore> {
+async fn open_location(
+    location: &str,
+    encryption: &store::encryption::Encryption,
+) -> anyhow::Result<SharedStore> {
     if location.starts_with("postgres://") || location.starts_with("postgresql://") {
         Ok(Arc::new(
-            crate::store::postgres::PostgresStore::connect(location).await?,
+            crate::store::postgres::PostgresStore::connect(location)
+                .await?
+                .with_encryption(encryption.clone()),
         ))
     } else {
         Ok(Arc::new(
-            crate::store::sqlite::SqliteStore::open(std::path::Path::new(location)).await?,
+            crate::store::sqlite::SqliteStore::open(std::path::Path::new(location))
+                .await?
+                .with_encryption(encryption.clone()),
         ))
     }
 }

@@ -17,6 +17,7 @@ pub const CHANNEL: &str = "gateway_changes";
 
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
+    encryption: super::encryption::Encryption,
     pool: PgPool,
     description: String,
 }
@@ -41,6 +42,12 @@ fn redacted(url: &str) -> String {
 }
 
 impl PostgresStore {
+    /// Reads and writes credentials with `encryption` (see [`super::encryption`]).
+    pub fn with_encryption(mut self, encryption: super::encryption::Encryption) -> Self {
+        self.encryption = encryption;
+        self
+    }
+
     /// Connects and runs pending migrations.
     pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
         let pool = PgPoolOptions::new()
@@ -56,6 +63,7 @@ impl PostgresStore {
             .await
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
         Ok(PostgresStore {
+            encryption: super::encryption::Encryption::none(),
             pool,
             description: format!("postgres {}", redacted(url)),
         })
@@ -98,7 +106,9 @@ super::sql::sql_store!(
     PostgresStore,
     sqlx::postgres::PgRow,
     |s: &str| sql::postgres(s),
-    Some("SELECT pg_notify('gateway_changes', '')")
+    Some("SELECT pg_notify('gateway_changes', '')"),
+    // Rewrites the table, so no old row version keeps a plain or old-key credential.
+    "VACUUM FULL accounts"
 );
 
 super::tenants_sql::tenant_store!(PostgresStore, sqlx::postgres::PgRow, |s: &str| {

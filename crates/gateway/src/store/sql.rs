@@ -144,7 +144,7 @@ pub fn usage_values(u: &super::Usage) -> [i64; 5] {
 
 /// Generates `impl Store` for a sqlx backend. `$q` turns a statement into the backend's dialect.
 macro_rules! sql_store {
-    ($store:ty, $row:ty, $q:expr, $notify:expr) => {
+    ($store:ty, $row:ty, $q:expr, $notify:expr, $scrub:expr) => {
         /// Bumps the change counter (and notifies listeners, where the backend can) inside a transaction.
         async fn bump_seq(
             conn: &mut <<$row as sqlx::Row>::Database as sqlx::Database>::Connection,
@@ -160,6 +160,7 @@ macro_rules! sql_store {
         /// Inserts `a` inside a transaction; returns its id.
         async fn insert_in(
             conn: &mut <<$row as sqlx::Row>::Database as sqlx::Database>::Connection,
+            enc: &super::encryption::Encryption,
             a: &NewAccount,
         ) -> Result<AccountId, StoreError> {
             use sqlx::Row;
@@ -167,8 +168,8 @@ macro_rules! sql_store {
             let row = sqlx::query(sqlx::AssertSqlSafe($q(sql::INSERT_ACCOUNT)))
                 .bind(&a.name)
                 .bind(a.kind.as_str())
-                .bind(&a.credential.secret)
-                .bind(&a.credential.refresh_token)
+                .bind(enc.seal("secret", &a.credential.secret)?)
+                .bind(enc.seal_opt("refresh_token", a.credential.refresh_token.as_deref())?)
                 .bind(a.credential.expires_at.map(to_millis))
                 .bind(i64::from(a.disabled))
                 .bind(&a.email)
@@ -195,6 +196,7 @@ macro_rules! sql_store {
         /// path of imports).
         async fn update_in(
             conn: &mut <<$row as sqlx::Row>::Database as sqlx::Database>::Connection,
+            enc: &super::encryption::Encryption,
             id: AccountId,
             expected_version: i64,
             update: AccountUpdate,
@@ -205,12 +207,12 @@ macro_rules! sql_store {
                 .await
                 .map_err(unavailable)?;
             let mut account =
-                row.map(|r| account_from_row(&r)).transpose()?.ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+                row.map(|r| account_from_row(&r, enc)).transpose()?.ok_or_else(|| StoreError::NotFound(id.to_string()))?;
             if account.version != expected_version {
                 return Err(StoreError::Conflict { id, expected: expected_version });
             }
             apply_update(&mut account, update);
-            let done = update_row(&mut *conn, &account, id, expected_version, None).await?;
+            let done = update_row(&mut *conn, enc, &account, id, expected_version, None).await?;
             if done != 1 {
                 return Err(StoreError::Conflict { id, expected: expected_version });
             }
@@ -221,6 +223,7 @@ macro_rules! sql_store {
         /// still held); returns the number of rows written (0 or 1).
         async fn update_row(
             conn: &mut <<$row as sqlx::Row>::Database as sqlx::Database>::Connection,
+            enc: &super::encryption::Encryption,
             account: &Account,
             id: AccountId,
             expected_version: i64,
@@ -238,8 +241,8 @@ macro_rules! sql_store {
             let statement = $q(&statement);
             let mut query = sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
                 .bind(&account.name)
-                .bind(&account.credential.secret)
-                .bind(&account.credential.refresh_token)
+                .bind(enc.seal("secret", &account.credential.secret)?)
+                .bind(enc.seal_opt("refresh_token", account.credential.refresh_token.as_deref())?)
                 .bind(account.credential.expires_at.map(to_millis))
                 .bind(i64::from(account.disabled))
                 .bind(&account.needs_reauth)
@@ -271,7 +274,7 @@ macro_rules! sql_store {
             Ok(done.rows_affected())
         }
 
-        fn account_from_row(r: &$row) -> Result<Account, StoreError> {
+        fn account_from_row(r: &$row, enc: &super::encryption::Encryption) -> Result<Account, StoreError> {
             use sqlx::Row;
             let get_err = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
             let kind: String = r.try_get("kind").map_err(get_err)?;
@@ -291,8 +294,8 @@ macro_rules! sql_store {
                 name: r.try_get("name").map_err(get_err)?,
                 kind,
                 credential: Credential {
-                    secret: r.try_get("secret").map_err(get_err)?,
-                    refresh_token: r.try_get("refresh_token").map_err(get_err)?,
+                    secret: enc.open("secret", r.try_get("secret").map_err(get_err)?)?,
+                    refresh_token: enc.open_opt("refresh_token", r.try_get("refresh_token").map_err(get_err)?)?,
                     expires_at: millis("expires_at_ms")?,
                 },
                 disabled: r.try_get::<i64, _>("disabled").map_err(get_err)? != 0,
@@ -324,7 +327,7 @@ macro_rules! sql_store {
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(unavailable)?;
-                row.map(|r| account_from_row(&r)).transpose()
+                row.map(|r| account_from_row(&r, &self.encryption)).transpose()
             }
 
             async fn write_update(
@@ -352,7 +355,7 @@ macro_rules! sql_store {
                         return Err(StoreError::Fenced(id));
                     }
                 }
-                let done = update_row(&mut *tx, &account, id, expected_version, fence).await?;
+                let done = update_row(&mut *tx, &self.encryption, &account, id, expected_version, fence).await?;
                 if done != 1 {
                     drop(tx);
                     let current = self.fetch(id).await?;
@@ -387,6 +390,14 @@ macro_rules! sql_store {
                 self.description.clone()
             }
 
+            fn scrub(&self) -> StoreFuture<'_, ()> {
+                Box::pin(async move {
+                    let scrub: &'static str = $scrub;
+                    sqlx::query(scrub).execute(&self.pool).await.map_err(unavailable)?;
+                    Ok(())
+                })
+            }
+
             fn tenants(&self) -> Option<&dyn super::tenants::TenantStore> {
                 Some(self)
             }
@@ -401,7 +412,7 @@ macro_rules! sql_store {
             fn list_accounts(&self) -> StoreFuture<'_, Vec<Account>> {
                 Box::pin(async move {
                     let rows = sqlx::query(sqlx::AssertSqlSafe($q(sql::SELECT_ACCOUNTS))).fetch_all(&self.pool).await.map_err(unavailable)?;
-                    rows.iter().map(account_from_row).collect()
+                    rows.iter().map(|r| account_from_row(r, &self.encryption)).collect()
                 })
             }
 
@@ -412,7 +423,7 @@ macro_rules! sql_store {
             fn insert_account(&self, a: NewAccount) -> StoreFuture<'_, Account> {
                 Box::pin(async move {
                     let mut tx = self.pool.begin().await.map_err(unavailable)?;
-                    let id = insert_in(&mut *tx, &a).await?;
+                    let id = insert_in(&mut *tx, &self.encryption, &a).await?;
                     bump_seq(&mut *tx).await?;
                     tx.commit().await.map_err(unavailable)?;
                     self.fetch(id).await?.ok_or_else(|| StoreError::NotFound(id.to_string()))
@@ -425,9 +436,9 @@ macro_rules! sql_store {
                     let mut ids = Vec::with_capacity(writes.len());
                     for w in writes {
                         ids.push(match w {
-                            super::AccountWrite::Insert(a) => insert_in(&mut *tx, &a).await?,
+                            super::AccountWrite::Insert(a) => insert_in(&mut *tx, &self.encryption, &a).await?,
                             super::AccountWrite::Update { id, version, update } => {
-                                update_in(&mut *tx, id, version, update).await?;
+                                update_in(&mut *tx, &self.encryption, id, version, update).await?;
                                 id
                             }
                         });

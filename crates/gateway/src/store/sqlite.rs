@@ -14,6 +14,7 @@ use crate::clock::{from_millis, to_millis};
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    encryption: super::encryption::Encryption,
     pool: SqlitePool,
     description: String,
 }
@@ -25,6 +26,12 @@ fn unavailable(e: sqlx::Error) -> StoreError {
 }
 
 impl SqliteStore {
+    /// Reads and writes credentials with `encryption` (see [`super::encryption`]).
+    pub fn with_encryption(mut self, encryption: super::encryption::Encryption) -> Self {
+        self.encryption = encryption;
+        self
+    }
+
     /// Opens (creating when missing) `data_dir/gateway.db` and runs pending migrations.
     pub async fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
         create_private_dir(data_dir)?;
@@ -35,7 +42,9 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(Duration::from_secs(5))
+            // Overwritten credentials (a rotation, `store encrypt`) leave no old bytes behind in the file.
+            .pragma("secure_delete", "ON");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
@@ -46,6 +55,7 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
         Ok(SqliteStore {
+            encryption: super::encryption::Encryption::none(),
             pool,
             description: format!("sqlite {}", path.display()),
         })
@@ -134,7 +144,9 @@ super::sql::sql_store!(
     SqliteStore,
     sqlx::sqlite::SqliteRow,
     |s: &str| sql::sqlite(s),
-    None
+    None,
+    // With `secure_delete`, overwritten rows are zeroed in the file; the WAL still holds old pages until emptied.
+    "PRAGMA wal_checkpoint(TRUNCATE)"
 );
 
 super::tenants_sql::tenant_store!(SqliteStore, sqlx::sqlite::SqliteRow, |s: &str| s
