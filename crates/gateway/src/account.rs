@@ -85,6 +85,8 @@ pub struct Account {
     /// every process using the store.
     pub refresh_blocked_until: Option<DateTime<Utc>>,
     pub refresh_block_reason: Option<String>,
+    /// Operators' labels (no effect on routing).
+    pub tags: Vec<String>,
     /// Bumped on every write: compare-and-set updates name the version they read.
     pub version: i64,
     pub created_at: DateTime<Utc>,
@@ -166,4 +168,21 @@ impl Account {
             organization_name: self.organization_name.clone(),
         }
     }
+}
+
+/// Tags as stored: trimmed, non-empty, comma-separated.
+pub fn join_tags(tags: &[String]) -> String {
+    tags.iter()
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub fn split_tags(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect()
 }

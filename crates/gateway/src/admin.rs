@@ -1,5 +1,7 @@
-//! The admin API (`Authorization: Bearer <admin_key>`): account states, cooldown reset, refresh now; client keys
-//! ([`keys`]); usage and the request log ([`usage`]).
+//! The admin API (`Authorization: Bearer <admin_key>` or a dashboard session): account states, cooldown reset,
+//! refresh now; account actions ([`accounts`]), OAuth logins ([`oauth`]), sessions ([`session`]), the audit log
+//! ([`audit`], written for every state-changing call), the cluster and the redacted config ([`cluster`]), the overview
+//! ([`overview`]), the OpenAPI document ([`openapi`]); client keys ([`keys`]); usage and the request log ([`usage`]).
 //!
 //! `GET /admin/accounts` answers `{"accounts":[{"id","name","kind","state","expires_at","cooldown_until","last_error",…}]}`;
 //! that shape is a contract, fields may be added. Beside it, `token_endpoint`: the token-endpoint budget, its pause
@@ -16,11 +18,26 @@ use crate::pool::AccountEntry;
 use crate::state::AppState;
 use crate::view::AccountView;
 
+pub mod accounts;
+pub mod audit;
+pub mod cluster;
 pub mod keys;
+pub mod oauth;
+pub mod openapi;
+pub mod overview;
+pub mod session;
 pub mod usage;
 
+/// The admin routes behind authentication (the server adds it, and [`audit::record`] inside it).
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .merge(accounts::routes())
+        .merge(audit::routes())
+        .merge(cluster::routes())
+        .merge(oauth::routes())
+        .merge(openapi::routes())
+        .merge(overview::routes())
+        .merge(session::routes())
         .merge(keys::routes())
         .merge(usage::routes())
         .route("/admin/accounts", get(list))
@@ -111,4 +128,12 @@ async fn refresh(State(state): State<AppState>, Path(id): Path<String>) -> Respo
             .into_response(),
         Err(err) => GatewayError::from_refresh(&err).into_response(),
     }
+}
+
+/// The store's operator tables, or why there are none.
+pub(crate) fn ops(state: &AppState) -> Result<&dyn crate::store::ops::OpsStore, GatewayError> {
+    state.store.ops().ok_or_else(|| GatewayError::Unavailable {
+        message: "this store keeps no audit log".into(),
+        retry_after_secs: None,
+    })
 }

@@ -8,15 +8,17 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The default config file `serve` looks for when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "claude-gateway.toml";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// When set, the dashboard and `/admin/*` are served on this address only (e.g. loopback), not on `listen`.
+    pub dashboard_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     /// A PostgreSQL URL for a store shared by several replicas (not yet supported; see README).
     pub store_url: Option<String>,
@@ -51,14 +53,14 @@ pub struct Config {
     pub listener: ListenerConfig,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamConfig {
     pub base_url: String,
@@ -69,7 +71,7 @@ pub struct UpstreamConfig {
     pub read_timeout_secs: f64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OAuthConfig {
     pub token_url: String,
@@ -82,7 +84,7 @@ pub struct OAuthConfig {
     pub callback_port: u16,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RefreshConfig {
     /// Refresh this long before an access token expires (jittered by ±`lead_jitter` per account).
@@ -128,7 +130,7 @@ pub enum RateLimitScope {
     Account,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolConfig {
     /// Upstream attempts per client request (first try plus failovers).
@@ -199,6 +201,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            dashboard_listen: None,
             data_dir: PathBuf::from("./data"),
             store_url: None,
             client_keys: Vec::new(),
@@ -509,6 +512,30 @@ impl Config {
         Ok(())
     }
 
+    /// The effective configuration as JSON with every secret replaced by a non-reversible label: the admin key,
+    /// client keys, the store URL's password (and whatever a later section marks secret there).
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        if let Some(obj) = v.as_object_mut() {
+            if self.admin_key.is_some() {
+                obj.insert("admin_key".into(), "<redacted>".into());
+            }
+            let keys: Vec<serde_json::Value> = self
+                .client_keys
+                .iter()
+                .map(|k| crate::account::redact(k).into())
+                .collect();
+            obj.insert("client_keys".into(), keys.into());
+            if let Some(url) = &self.store_url {
+                obj.insert(
+                    "store_url".into(),
+                    crate::store::postgres::redacted(url).into(),
+                );
+            }
+        }
+        v
+    }
+
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("gateway.db")
     }
@@ -555,6 +582,22 @@ token_url = "http://127.0.0.1:1234/v1/oauth/token"
         assert_eq!(c.client_keys, vec!["sk-gw-1"]);
         assert_eq!(c.oauth.token_url, "http://127.0.0.1:1234/v1/oauth/token");
         assert_eq!(c.refresh.max_attempts, 3);
+    }
+
+    #[test]
+    fn the_redacted_config_holds_no_secret() {
+        let c = Config::parse(
+            "client_keys = [\"sk-gw-SECRETCLIENT\"]\nadmin_key = \"ADMINSECRET\"\n\
+             store_url = \"postgres://u:PGSECRET@db/x\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let text = c.redacted().to_string();
+        for secret in ["SECRETCLIENT", "ADMINSECRET", "PGSECRET"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(text.contains("\"listen\""), "{text}");
+        assert_eq!(c.redacted()["pool"]["max_attempts"], 3);
     }
 
     #[test]

@@ -28,7 +28,8 @@ pub enum GatewayError {
     InvalidRequest(String),
     #[error("request body is larger than the gateway's limit of {limit} bytes (max_body_bytes)")]
     BodyTooLarge { limit: u64 },
-    /// The request may not be served at all (a browser origin not allowed, a `Host` this gateway does not serve).
+    /// The request may not be served at all (a browser origin not allowed, a `Host` this gateway does not serve, a
+    /// state-changing dashboard call without its CSRF token).
     #[error("{0}")]
     Forbidden(String),
     /// The client did not send its request body within the listener's body-read timeout.
@@ -36,6 +37,9 @@ pub enum GatewayError {
     BodyTimeout(String),
     #[error("{0}")]
     NotFound(String),
+    /// The change conflicts with the current state (a name already taken, a concurrent write).
+    #[error("{0}")]
+    Conflict(String),
     /// Every usable account is cooling down or backing off; one is free again after `retry_after_secs`.
     #[error("{message}")]
     RateLimited {
@@ -129,10 +133,12 @@ impl GatewayError {
             GatewayError::Unauthorized(_)
             | GatewayError::InvalidRequest(_)
             | GatewayError::BodyTooLarge { .. }
+            | GatewayError::NotFound(_)
             | GatewayError::Forbidden(_)
             | GatewayError::KeyLimit { .. }
             | GatewayError::BodyTimeout(_)
-            | GatewayError::NotFound(_) => Fault::Client,
+            | GatewayError::NotFound(_)
+            | GatewayError::Conflict(_) => Fault::Client,
             GatewayError::UpstreamUnreachable(_) | GatewayError::UpstreamTimeout => Fault::Upstream,
             GatewayError::RateLimited { .. }
             | GatewayError::NoAccount(_)
@@ -158,6 +164,7 @@ impl GatewayError {
             | GatewayError::BodyTooLarge { .. }
             | GatewayError::Forbidden(_)
             | GatewayError::NotFound(_)
+            | GatewayError::Conflict(_)
             | GatewayError::NoAccount(_)
             | GatewayError::Internal(_) => false,
         }
@@ -171,6 +178,7 @@ impl GatewayError {
             GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
+            GatewayError::Conflict(_) => StatusCode::CONFLICT,
             GatewayError::RateLimited { .. } | GatewayError::KeyLimit { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -193,6 +201,7 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => "request_too_large",
             GatewayError::Forbidden(_) => "permission_error",
             GatewayError::NotFound(_) => "not_found_error",
+            GatewayError::Conflict(_) => "invalid_request_error",
             GatewayError::RateLimited { .. } | GatewayError::KeyLimit { .. } => "rate_limit_error",
             GatewayError::UpstreamTimeout => "timeout_error",
             GatewayError::NoAccount(_)
@@ -277,6 +286,25 @@ impl GatewayError {
                     .replace(url.as_str(), "the upstream");
             }
             GatewayError::UpstreamUnreachable(cause)
+        }
+    }
+
+    /// A store failure as the admin API answers it: a missing object is 404, a taken name or a concurrent write 409,
+    /// an unreachable or broken store 503.
+    pub fn from_store(e: &crate::store::StoreError) -> GatewayError {
+        use crate::store::StoreError;
+        match e {
+            StoreError::NotFound(_) | StoreError::KeyNotFound(_) => {
+                GatewayError::NotFound(e.to_string())
+            }
+            StoreError::Conflict { .. }
+            | StoreError::DuplicateName(_)
+            | StoreError::DuplicateKey(_)
+            | StoreError::Fenced(_) => GatewayError::Conflict(e.to_string()),
+            StoreError::Unavailable(_) | StoreError::Corrupt(_) => GatewayError::Unavailable {
+                message: e.to_string(),
+                retry_after_secs: Some(1),
+            },
         }
     }
 

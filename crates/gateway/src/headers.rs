@@ -163,6 +163,7 @@ mod tests {
             max_concurrency: None,
             refresh_blocked_until: None,
             refresh_block_reason: None,
+            tags: Vec::new(),
             version: 1,
             created_at: crate::clock::system_now(),
             updated_at: crate::clock::system_now(),

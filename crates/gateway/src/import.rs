@@ -110,6 +110,16 @@ pub fn read_file(path: &Path) -> Result<Imported, ImportError> {
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
     let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| err(format!("not JSON: {e}")))?;
+    read_value(value, path)
+}
+
+/// Reads one credential from a file's parsed content (the admin API takes files in a request body); `source` names it
+/// in errors and gives the default name.
+pub fn read_value(value: serde_json::Value, path: &Path) -> Result<Imported, ImportError> {
+    let err = |message: String| ImportError::File {
+        path: path.to_path_buf(),
+        message,
+    };
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())

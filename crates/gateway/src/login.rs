@@ -16,6 +16,8 @@ use crate::import::{save, Imported, Saved};
 use crate::oauth::{OAuthClient, Pkce};
 use crate::store::Store;
 
+pub mod pending;
+
 /// Parses what a user pastes: `CODE#STATE`, or a callback URL with `code` and `state` query parameters.
 pub fn parse_pasted(input: &str) -> Option<(String, String)> {
     let input = input.trim();
@@ -124,7 +126,10 @@ fn pasted_code(tx: mpsc::Sender<(String, String)>) -> tokio::task::JoinHandle<()
 }
 
 /// The account a code exchange signed in: its tokens and identity (from the token answer, else the profile).
-async fn signed_in(client: &OAuthClient, tokens: crate::oauth::TokenResponse) -> Imported {
+pub(crate) async fn signed_in(
+    client: &OAuthClient,
+    tokens: crate::oauth::TokenResponse,
+) -> Imported {
     let mut identity = tokens.identity();
     if identity.email.is_none() {
         if let Some(profile) = client.profile(&tokens.access_token).await {

@@ -16,7 +16,7 @@ use crate::store::tenants::Tokens;
 const SHIPPED: &str = include_str!("../prices.toml");
 
 /// One model's prices in USD per million tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelPrice {
     pub input: f64,

@@ -1,5 +1,6 @@
-//! Assembles the HTTP surfaces (Anthropic, OpenAI, admin) with their authentication, serves health, readiness and
-//! metrics, and runs the background loops' lifecycle (store sync, the proactive refresh scan, usage flushes).
+//! Assembles the HTTP surfaces (Anthropic, OpenAI, admin, dashboard) with their authentication, serves health, readiness and
+//! metrics, and runs the background loops' lifecycle (store sync, the proactive refresh scan, usage flushes, the replica
+//! heartbeat).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,22 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Dialect, GatewayError};
 use crate::state::AppState;
 
+/// Every surface on one listener; without the dashboard and `/admin/*` when `dashboard_listen` puts them on their own
+/// ([`dashboard_router`]).
 pub fn router(state: AppState) -> Router {
+    let mut app = api_routes(&state);
+    if state.config.dashboard_listen.is_none() {
+        app = app.merge(operator_routes(&state));
+    }
+    finish(app, state)
+}
+
+/// The dashboard and the admin API alone, for `dashboard_listen`.
+pub fn dashboard_router(state: AppState) -> Router {
+    finish(operator_routes(&state), state)
+}
+
+fn api_routes(state: &AppState) -> Router<AppState> {
     let api = crate::anthropic::routes()
         .merge(crate::openai::routes())
         .merge(crate::openai::responses::routes())
@@ -23,36 +39,54 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::auth::client_auth,
         ))
-        .route_layer(middleware::from_fn(count_requests));
-    let admin = crate::admin::routes().route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        crate::auth::admin_auth,
-    ));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ));
     Router::new()
         .merge(api)
-        .merge(admin)
         .route(
             "/healthz",
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
         )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .fallback(
-            |method: Method, uri: axum::http::Uri, headers: HeaderMap| async move {
-                GatewayError::NotFound(format!("no route for {method} {}", uri.path()))
-                    .into_dialect_response(Dialect::of_request(uri.path(), &headers))
-            },
-        )
-        .layer(middleware::from_fn_with_state(
+}
+
+/// The admin API (authenticated; every state-changing call audited), its login, and the dashboard page.
+fn operator_routes(state: &AppState) -> Router<AppState> {
+    let admin = crate::admin::routes()
+        .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            crate::browser::guard,
+            crate::admin::audit::record,
         ))
-        .with_state(state)
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::admin_auth,
+        ));
+    Router::new()
+        .merge(admin)
+        .merge(crate::admin::session::public_routes())
+        .merge(crate::dashboard::routes())
+}
+
+fn finish(app: Router<AppState>, state: AppState) -> Router {
+    app.fallback(
+        |method: Method, uri: axum::http::Uri, headers: HeaderMap| async move {
+            GatewayError::NotFound(format!("no route for {method} {}", uri.path()))
+                .into_dialect_response(Dialect::of_request(uri.path(), &headers))
+        },
+    )
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
+        crate::browser::guard,
+    ))
+    .with_state(state)
 }
 
 /// Counts API requests by route (the matched pattern, so the label set stays bounded) and status, and records the
 /// time to the response head (for streams: until the upstream's `message_start`).
-async fn count_requests(req: Request, next: Next) -> Response {
+async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route: std::borrow::Cow<'static, str> = match req
         .extensions()
         .get::<axum::extract::MatchedPath>()
@@ -72,6 +106,11 @@ async fn count_requests(req: Request, next: Next) -> Response {
         .increment(1);
     metrics::histogram!("gateway_response_head_seconds", "route" => route)
         .record(started.elapsed().as_secs_f64());
+    state.operator.stats.record(
+        state.clock.now().timestamp(),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     response
 }
 
@@ -112,6 +151,8 @@ pub async fn background(state: AppState, shutdown: CancellationToken) {
     let scan_every = Duration::from_secs(state.config.refresh.scan_interval_secs);
     let mut scan = tokio::time::interval_at(tokio::time::Instant::now() + scan_every, scan_every);
     scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heartbeat = tokio::time::interval(crate::admin::cluster::HEARTBEAT);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut flush = tokio::time::interval(crate::clock::secs(state.config.usage_flush_secs));
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Request records and key counters: once a second, so key limits hold across replicas within a second.
@@ -142,6 +183,7 @@ pub async fn background(state: AppState, shutdown: CancellationToken) {
                     tracing::warn!(error = %e, "could not delete usage past retention");
                 }
             }
+            _ = heartbeat.tick() => crate::admin::cluster::heartbeat(&state).await,
             _ = flush.tick() => {
                 if let Err(e) = state.pool().flush_usage().await {
                     tracing::warn!(error = %e, "could not write usage; kept for the next flush");

@@ -25,6 +25,7 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// The memory request bodies held at once may take together.
     pub bodies: crate::body::BodyBudget,
+    pub operator: Arc<crate::operator::Operator>,
 }
 
 impl AppState {
@@ -68,6 +69,10 @@ pub fn build_state(
 ) -> Result<AppState, reqwest::Error> {
     let http = http_client(&config)?;
     let oauth = OAuthClient::new(http.clone(), config.oauth.clone(), clock.clone());
+    let operator = crate::operator::Operator::new(
+        OAuthClient::new(http.clone(), config.oauth.clone(), clock.clone()),
+        clock.now(),
+    );
     let engine = RefreshEngine::with_journal(
         store.clone(),
         Arc::new(oauth),
@@ -101,5 +106,6 @@ pub fn build_state(
         proxy,
         clock,
         metrics,
+        operator: Arc::new(operator),
     })
 }

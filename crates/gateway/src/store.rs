@@ -15,6 +15,8 @@ use crate::account::{Account, AccountId, Credential, NewAccount};
 pub mod deadline;
 pub mod encryption;
 pub mod memory;
+pub mod ops;
+mod ops_sql;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
@@ -67,6 +69,7 @@ pub struct AccountUpdate {
     pub priority: Option<i32>,
     pub weight: Option<u32>,
     pub max_concurrency: Patch<u32>,
+    pub tags: Option<Vec<String>>,
     /// `Clear` lifts a refresh block.
     pub refresh_block: Patch<(DateTime<Utc>, String)>,
 }
@@ -296,6 +299,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         owner: String,
         now: DateTime<Utc>,
     ) -> StoreFuture<'_, Option<String>>;
+    /// The audit log and replica heartbeats; `None` for stores that keep none (the in-memory test store).
+    fn ops(&self) -> Option<&dyn ops::OpsStore> {
+        None
+    }
 }
 
 /// The budget decision shared by every store: GCRA with the burst as its tolerance. `spent_until` is the stored

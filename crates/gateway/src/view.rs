@@ -36,6 +36,8 @@ pub struct AccountView {
     pub model_cooldowns: Vec<ModelCooldownView>,
     /// Usage totals from the store (all replicas), as of their last batch.
     pub usage: Option<crate::store::Usage>,
+    /// Operators' labels.
+    pub tags: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -104,6 +106,7 @@ impl AccountView {
             windows: Vec::new(),
             model_cooldowns: Vec::new(),
             usage: None,
+            tags: account.tags.clone(),
         }
     }
 
@@ -159,6 +162,7 @@ impl AccountView {
                 })
                 .collect(),
             usage: None,
+            tags: account.tags.clone(),
         }
     }
 }

@@ -52,6 +52,10 @@ pub(super) async fn serve(
     #[allow(clippy::disallowed_methods)] // awaited below at shutdown
     let background = tokio::spawn(crate::server::background(state.clone(), shutdown.clone()));
     let engine = state.pool().engine().clone();
+    let dashboard = match state.config.dashboard_listen {
+        Some(at) => Some(dashboard_listener(at, state.clone(), shutdown.clone()).await?),
+        None => None,
+    };
     let limits = crate::listener::ListenerSettings::from(&state.config.listener);
     let app = crate::server::router(state);
     crate::listener::serve(listener, app, limits, async {
@@ -62,11 +66,36 @@ pub(super) async fn serve(
     // Every connection has drained: only now does the background loop stop and write the last usage batch, so the
     // usage of streams that were still running at the signal is kept.
     shutdown.cancel();
+    if let Some(d) = dashboard {
+        let _ = d.await;
+    }
     let _ = background.await;
     // A refresh in flight must finish (and persist its rotation) before the process exits.
     engine.tasks().close();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(30), engine.tasks().wait()).await;
     Ok(())
+}
+
+/// Serves the dashboard and the admin API on their own address until `shutdown`.
+async fn dashboard_listener(
+    at: std::net::SocketAddr,
+    state: crate::state::AppState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(at)
+        .await
+        .with_context(|| format!("binding dashboard_listen {at}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!("dashboard on http://{addr}/dashboard");
+    let limits = crate::listener::ListenerSettings::from(&state.config.listener);
+    let app = crate::server::dashboard_router(state);
+    #[allow(clippy::disallowed_methods)] // awaited at shutdown
+    Ok(tokio::spawn(crate::listener::serve(
+        listener,
+        app,
+        limits,
+        async move { shutdown.cancelled().await },
+    )))
 }
 
 async fn wait_for_signal() {

@@ -115,6 +115,7 @@ impl super::Store for MemoryStore {
                 max_concurrency: None,
                 refresh_blocked_until: None,
                 refresh_block_reason: None,
+                tags: Vec::new(),
                 version: 1,
                 created_at: now,
                 updated_at: now,

@@ -29,7 +29,7 @@ fn unavailable(e: sqlx::Error) -> StoreError {
 }
 
 /// The URL without its password, for logs.
-fn redacted(url: &str) -> String {
+pub(crate) fn redacted(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(mut u) => {
             if u.password().is_some() {
@@ -114,3 +114,5 @@ super::sql::sql_store!(
 super::tenants_sql::tenant_store!(PostgresStore, sqlx::postgres::PgRow, |s: &str| {
     sql::numbered(s)
 });
+
+super::ops_sql::ops_store!(PostgresStore, |s: &str| sql::numbered(s));

@@ -48,7 +48,7 @@ pub const UPDATE_ACCOUNT: &str = "UPDATE accounts SET name = ?, secret = ?, refr
      disabled = ?, needs_reauth = ?, last_error = ?, email = ?, account_uuid = ?, organization_uuid = ?, \
      organization_name = ?, priority = ?, weight = ?, max_concurrency = ?, \
      refresh_blocked_until_ms = CASE WHEN ? IS NULL THEN NULL ELSE {now_ms} + ? END, \
-     refresh_block_reason = ?, banned = ?, version = version + 1, updated_at_ms = ? WHERE id = ? AND version = ?";
+     refresh_block_reason = ?, banned = ?, tags = ?, version = version + 1, updated_at_ms = ? WHERE id = ? AND version = ?";
 /// Locks the lease row for the rest of the transaction if `fence` still holds it (PostgreSQL: a row lock a concurrent
 /// takeover waits on; SQLite: the write lock). So a takeover cannot slip between the fence check and the commit: the
 /// new holder's re-read, after its takeover, sees the credential written under the old fence.
@@ -258,6 +258,7 @@ macro_rules! sql_store {
                 .bind(block_left)
                 .bind(&account.refresh_block_reason)
                 .bind(&account.banned)
+                .bind(crate::account::join_tags(&account.tags))
                 .bind(now)
                 .bind(id)
                 .bind(expected_version);
@@ -314,6 +315,7 @@ macro_rules! sql_store {
                     left.map(|ms| crate::clock::system_now() + chrono::Duration::milliseconds(ms.clamp(-sql::MAX_MS, sql::MAX_MS)))
                 },
                 refresh_block_reason: r.try_get("refresh_block_reason").map_err(get_err)?,
+                tags: crate::account::split_tags(&r.try_get::<String, _>("tags").map_err(get_err)?),
                 version: r.try_get("version").map_err(get_err)?,
                 created_at: required("created_at_ms")?,
                 updated_at: required("updated_at_ms")?,
@@ -399,6 +401,10 @@ macro_rules! sql_store {
             }
 
             fn tenants(&self) -> Option<&dyn super::tenants::TenantStore> {
+                Some(self)
+            }
+
+            fn ops(&self) -> Option<&dyn super::ops::OpsStore> {
                 Some(self)
             }
 

@@ -127,6 +127,9 @@ pub(crate) fn apply_update(account: &mut Account, u: AccountUpdate) {
         account.weight = v;
     }
     u.max_concurrency.apply(&mut account.max_concurrency);
+    if let Some(v) = u.tags {
+        account.tags = v;
+    }
     match u.refresh_block {
         Patch::Keep => {}
         Patch::Set((until, reason)) => {
@@ -151,6 +154,8 @@ super::sql::sql_store!(
 
 super::tenants_sql::tenant_store!(SqliteStore, sqlx::sqlite::SqliteRow, |s: &str| s
     .to_string());
+
+super::ops_sql::ops_store!(SqliteStore, |s: &str| s.to_string());
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
