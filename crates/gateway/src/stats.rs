@@ -148,7 +148,7 @@ mod tests {
     #[test]
     fn rates_errors_and_percentiles() {
         let s = LiveStats::default();
-        let t0 = 1_000_020; // 20 s into a minute
+        let t0 = 1_000_040; // 20 s into a minute
         for i in 0..98 {
             s.record(t0, 200, Duration::from_millis(10 + i % 3));
         }
@@ -175,7 +175,7 @@ mod tests {
             s.record(m * 60, 500, Duration::from_millis(5));
         }
         assert_eq!(s.minutes.lock().unwrap().len(), MINUTES);
-        let later = (MINUTES as i64 * 3 + 10) * 60;
+        let later = (MINUTES as i64 * 4) * 60;
         let v = s.view(later);
         assert_eq!(v.error_rate, None);
         assert_eq!(v.requests_per_minute, 0.0);
