@@ -538,10 +538,21 @@ async fn a_dashboard_session_needs_its_csrf_token_to_change_anything_and_ends_at
         "ready",
         "refused calls change nothing"
     );
+    // Another site's page cannot call in even with the token; the gateway's own page (same origin) can.
     let r = c
         .post(&disable)
         .header("cookie", &cookie)
         .header("x-csrf-token", &csrf)
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = c
+        .post(&disable)
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .header("origin", format!("http://{}", gw.addr))
         .send()
         .await
         .unwrap();

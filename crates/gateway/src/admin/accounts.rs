@@ -232,10 +232,12 @@ async fn change(
 }
 
 async fn enable(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    // As `accounts enable`: back into service, and a needs-login flag is cleared (the operator says it is fixed).
+    // As `accounts enable`: back into service, and a needs-login or banned flag is cleared (the operator says it is
+    // fixed).
     let u = AccountUpdate {
         disabled: Some(false),
         needs_reauth: Patch::Clear,
+        banned: Patch::Clear,
         ..Default::default()
     };
     match update(&state, &id, u).await {
