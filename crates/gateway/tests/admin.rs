@@ -35,6 +35,12 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/admin/session"),
     ("DELETE", "/admin/session"),
     ("GET", "/admin/openapi.json"),
+    ("GET", "/admin/keys"),
+    ("POST", "/admin/keys"),
+    ("PATCH", "/admin/keys/1"),
+    ("DELETE", "/admin/keys/1"),
+    ("GET", "/admin/usage"),
+    ("GET", "/admin/requests"),
 ];
 
 /// Calls the admin API with the admin key.
@@ -715,6 +721,17 @@ async fn cluster_config_and_overview_show_replicas_redacted_secrets_and_live_fig
     assert!(req["p50_ms"].as_f64().unwrap() > 0.0);
     assert!(req["p99_ms"].as_f64().unwrap() >= req["p50_ms"].as_f64().unwrap());
     assert_eq!(o["accounts_by_state"]["cooling_down"], 1, "{o}");
+    // Today's usage comes from the request records, written once a second.
+    let mut today = Value::Null;
+    for _ in 0..50 {
+        today = admin(&gw, Method::GET, "/admin/overview", None).await.1["today"].clone();
+        if today["requests"].as_u64() >= Some(4) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(today["tokens"].as_u64().unwrap() > 0, "{today}");
+    assert!(today["cost_usd"].as_f64().unwrap() > 0.0, "{today}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

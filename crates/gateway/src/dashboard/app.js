@@ -168,7 +168,8 @@
   function stateBadge(state) { return h("span", { class: "state " + state }, state.replace(/_/g, " ")); }
 
   async function overview() {
-    const [o, today] = await Promise.all([api("GET", "/admin/overview"), usageToday()]);
+    const o = await api("GET", "/admin/overview");
+    const today = o.today ? { tokens: o.today.tokens, cost: o.today.cost_usd } : null;
     const r = o.requests;
     const states = Object.entries(o.accounts_by_state);
     return h("div", {},
@@ -184,16 +185,6 @@
         states.length ? h("div", { class: "actions" }, states.map(([k, v]) => h("span", {}, stateBadge(k), " ", v, "  "))) : h("p", { class: "muted" }, "No accounts yet: add one on the Accounts page.")),
       h("div", { class: "card" }, h("h3", {}, "Requests per minute (this replica, last hour)"),
         barChart(r.minutes.map((m) => ({ label: new Date(m.minute * 60000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }), parts: [m.requests - m.errors, m.errors] })), ["ok", "errors"], ["c0", "err"])));
-  }
-  async function usageToday() {
-    const start = new Date();
-    start.setUTCHours(0, 0, 0, 0);
-    try {
-      const u = await api("GET", "/admin/usage?group_by=model&from=" + encodeURIComponent(start.toISOString()));
-      let tokens = 0, cost = 0;
-      for (const row of u.rows) { tokens += tokensOf(row); cost += row.cost_usd || 0; }
-      return { tokens, cost };
-    } catch (_) { return null; }
   }
   const tokensOf = (r) => (r.input_tokens || 0) + (r.output_tokens || 0) + (r.cache_creation_input_tokens || 0) + (r.cache_read_input_tokens || 0);
 
