@@ -121,7 +121,7 @@ pub struct RefreshConfig {
 }
 
 /// The scope of a token-endpoint 429.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum RateLimitScope {
     /// The endpoint rate-limits the caller (client and address): a 429 pauses every account's refresh.

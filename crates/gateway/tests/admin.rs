@@ -41,6 +41,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("DELETE", "/admin/keys/1"),
     ("GET", "/admin/usage"),
     ("GET", "/admin/requests"),
+    ("GET", "/admin/refresh"),
 ];
 
 /// Calls the admin API with the admin key.

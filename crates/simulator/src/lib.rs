@@ -171,6 +171,11 @@ impl Simulator {
         st.set_refresh(family, refresh_token);
     }
 
+    /// Later calls with this API key get 401 authentication_error, as after the key is deleted in the Console.
+    pub fn revoke_api_key(&self, key: &str) {
+        self.shared.lock().api_keys.remove(key);
+    }
+
     /// Later messages calls with this access token get 401 authentication_error.
     pub fn revoke_access_token(&self, token: &str) {
         self.shared.lock().revoke(token);

@@ -56,6 +56,13 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, GatewayError>
         .map_err(|e| GatewayError::InvalidRequest(format!("request body: {e}")))
 }
 
+/// This replica serves a change made through it at once (the others within their next reload).
+async fn reload(state: &AppState) {
+    if let Err(e) = state.sync_keys().await {
+        tracing::warn!(error = %e, "admin: could not reload client keys after a change");
+    }
+}
+
 async fn create(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
     let result = async {
         let spec: KeySpec = parse(&body)?;
@@ -65,6 +72,7 @@ async fn create(State(state): State<AppState>, body: axum::body::Bytes) -> Respo
         let mut view = serde_json::to_value(KeyView::of(key, state.clock.now()))
             .map_err(|e| GatewayError::Internal(e.to_string()))?;
         view["key"] = serde_json::Value::String(secret.0);
+        reload(&state).await;
         Ok::<_, GatewayError>((StatusCode::CREATED, Json(view)).into_response())
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
@@ -90,6 +98,7 @@ async fn update(
         let key = manage::update(tenants(&state)?, &id, patch)
             .await
             .map_err(key_error)?;
+        reload(&state).await;
         Ok::<_, GatewayError>(Json(KeyView::of(key, state.clock.now())).into_response())
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
@@ -100,6 +109,7 @@ async fn revoke(State(state): State<AppState>, Path(id): Path<String>) -> Respon
         let key = manage::revoke(tenants(&state)?, &id)
             .await
             .map_err(key_error)?;
+        reload(&state).await;
         Ok::<_, GatewayError>(
             Json(serde_json::json!({ "revoked": key.id, "name": key.name })).into_response(),
         )

@@ -424,7 +424,7 @@
   function barChart(points, names, classes) {
     const W = 720, H = 180, P = 24;
     const max = Math.max(1, ...points.map((p) => p.parts.reduce((a, b) => a + b, 0)));
-    const bw = Math.max(2, (W - P) / Math.max(points.length, 1) - 2);
+    const bw = Math.min(40, Math.max(2, (W - P) / Math.max(points.length, 1) - 2));
     const svg = s("svg", { class: "chart", viewBox: "0 0 " + W + " " + H, preserveAspectRatio: "none", role: "img" });
     svg.append(s("line", { x1: P, y1: H - P, x2: W, y2: H - P, class: "axis" }), s("text", { x: 0, y: 10 }, num(max)));
     points.forEach((p, i) => {
