@@ -51,6 +51,7 @@ pub struct Config {
     pub refresh: RefreshConfig,
     pub pool: PoolConfig,
     pub listener: ListenerConfig,
+    pub alerts: AlertsConfig,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -170,7 +171,7 @@ const MAX_LISTENER_TIMEOUT_SECS: f64 = 31_536_000.0;
 
 /// The client-facing listener's limits (see `crate::listener`). The timeouts bound reads from the client only, never a
 /// response in progress, so a long SSE stream is never cut by them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ListenerConfig {
     /// A request head must arrive whole within this from its first byte.
@@ -193,6 +194,37 @@ impl Default for ListenerConfig {
             body_read_timeout_secs: 120.0,
             max_connections: 1024,
             max_body_memory_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// Alert webhooks (`[alerts]`): see `crate::alerts`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// URLs that receive every alert as a JSON POST.
+    pub webhooks: Vec<String>,
+    /// Key of the HMAC-SHA256 signature in `x-gateway-signature` (required with webhooks).
+    pub secret: Option<String>,
+    /// Alerts waiting for delivery; more are dropped (and counted).
+    pub max_queue: usize,
+    /// Deliveries per alert and URL (first try plus retries).
+    pub max_attempts: u32,
+    /// Base of the jittered exponential backoff between attempts.
+    pub backoff_base_ms: u64,
+    /// Timeout of one delivery.
+    pub timeout_secs: f64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            webhooks: Vec::new(),
+            secret: None,
+            max_queue: 256,
+            max_attempts: 5,
+            backoff_base_ms: 1000,
+            timeout_secs: 10.0,
         }
     }
 }
@@ -220,6 +252,7 @@ impl Default for Config {
             refresh: RefreshConfig::default(),
             pool: PoolConfig::default(),
             listener: ListenerConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -452,6 +485,7 @@ impl Config {
         if self.refresh.max_calls_burst == 0 {
             return Err(bad("refresh.max_calls_burst", "must be at least 1"));
         }
+        self.validate_alerts(origin)?;
         if self.refresh.max_attempts == 0 {
             return Err(bad("refresh.max_attempts", "must be at least 1"));
         }
@@ -512,6 +546,44 @@ impl Config {
         Ok(())
     }
 
+    fn validate_alerts(&self, origin: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| ConfigError::Invalid {
+            path: origin.to_string(),
+            message: format!("`{key}`: {why}"),
+        };
+        let a = &self.alerts;
+        for url in &a.webhooks {
+            match reqwest::Url::parse(url) {
+                Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                _ => {
+                    return Err(bad(
+                        "alerts.webhooks",
+                        &format!("{:?} is not an http(s) URL", redact_url(url)),
+                    ))
+                }
+            }
+        }
+        if !a.webhooks.is_empty() && a.secret.as_deref().is_none_or(|s| s.trim().is_empty()) {
+            return Err(bad(
+                "alerts.secret",
+                "is required with alerts.webhooks (alerts are signed with it)",
+            ));
+        }
+        if a.max_attempts == 0 || a.max_queue == 0 {
+            return Err(bad(
+                "alerts.max_attempts",
+                "and alerts.max_queue must be at least 1",
+            ));
+        }
+        if !(a.timeout_secs.is_finite() && a.timeout_secs > 0.0) {
+            return Err(bad(
+                "alerts.timeout_secs",
+                "must be a positive number of seconds",
+            ));
+        }
+        Ok(())
+    }
+
     /// The effective configuration as JSON with every secret replaced by a non-reversible label: the admin key,
     /// client keys, the store URL's password (and whatever a later section marks secret there).
     pub fn redacted(&self) -> serde_json::Value {
@@ -532,12 +604,33 @@ impl Config {
                     crate::store::postgres::redacted(url).into(),
                 );
             }
+            if let Some(alerts) = obj.get_mut("alerts").and_then(|a| a.as_object_mut()) {
+                if self.alerts.secret.is_some() {
+                    alerts.insert("secret".into(), "<redacted>".into());
+                }
+                // A webhook URL often is its own credential (a token in the path): scheme and host only.
+                let hooks: Vec<serde_json::Value> = self
+                    .alerts
+                    .webhooks
+                    .iter()
+                    .map(|u| redact_url(u).into())
+                    .collect();
+                alerts.insert("webhooks".into(), hooks.into());
+            }
         }
         v
     }
 
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("gateway.db")
+    }
+}
+
+/// A URL reduced to its scheme and host, for showing it without the secrets paths and queries carry.
+fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => format!("{}://{}/…", u.scheme(), u.host_str().unwrap_or("?")),
+        Err(_) => "(not a URL)".into(),
     }
 }
 
@@ -588,12 +681,19 @@ token_url = "http://127.0.0.1:1234/v1/oauth/token"
     fn the_redacted_config_holds_no_secret() {
         let c = Config::parse(
             "client_keys = [\"sk-gw-SECRETCLIENT\"]\nadmin_key = \"ADMINSECRET\"\n\
-             store_url = \"postgres://u:PGSECRET@db/x\"\n",
+             store_url = \"postgres://u:PGSECRET@db/x\"\n\
+             [alerts]\nwebhooks = [\"https://hooks.example/T0/HOOKSECRET\"]\nsecret = \"SIGNSECRET\"\n",
             "t.toml",
         )
         .unwrap();
         let text = c.redacted().to_string();
-        for secret in ["SECRETCLIENT", "ADMINSECRET", "PGSECRET"] {
+        for secret in [
+            "SECRETCLIENT",
+            "ADMINSECRET",
+            "PGSECRET",
+            "HOOKSECRET",
+            "SIGNSECRET",
+        ] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
         assert!(text.contains("\"listen\""), "{text}");

@@ -137,7 +137,6 @@ impl GatewayError {
             | GatewayError::Forbidden(_)
             | GatewayError::KeyLimit { .. }
             | GatewayError::BodyTimeout(_)
-            | GatewayError::NotFound(_)
             | GatewayError::Conflict(_) => Fault::Client,
             GatewayError::UpstreamUnreachable(_) | GatewayError::UpstreamTimeout => Fault::Upstream,
             GatewayError::RateLimited { .. }

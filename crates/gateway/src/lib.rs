@@ -4,6 +4,7 @@
 pub mod account;
 mod admin;
 mod affinity;
+mod alerts;
 mod anthropic;
 mod attribution;
 mod auth;

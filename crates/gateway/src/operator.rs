@@ -1,8 +1,9 @@
 //! What the operator surfaces (admin API, dashboard, alerts) keep in one replica: dashboard sessions, the login
-//! throttle, OAuth logins waiting for their code, live request statistics, and who this replica is.
+//! throttle, OAuth logins waiting for their code, live request statistics, alerts, and who this replica is.
 
 use chrono::{DateTime, Utc};
 
+use crate::alerts::Alerts;
 use crate::login::pending::PendingLogins;
 use crate::oauth::OAuthClient;
 use crate::session::{LoginThrottle, Sessions};
@@ -18,10 +19,11 @@ pub struct Operator {
     /// This replica's name in the cluster view (host, process, a random suffix).
     pub replica_id: String,
     pub started_at: DateTime<Utc>,
+    pub alerts: Alerts,
 }
 
 impl Operator {
-    pub fn new(oauth: OAuthClient, started_at: DateTime<Utc>) -> Operator {
+    pub fn new(oauth: OAuthClient, started_at: DateTime<Utc>, alerts: Alerts) -> Operator {
         let host = std::env::var("HOSTNAME")
             .ok()
             .filter(|h| !h.is_empty())
@@ -44,6 +46,7 @@ impl Operator {
                 rand::random::<u16>()
             ),
             started_at,
+            alerts,
         }
     }
 }

@@ -151,6 +151,12 @@ pub async fn background(state: AppState, shutdown: CancellationToken) {
     let scan_every = Duration::from_secs(state.config.refresh.scan_interval_secs);
     let mut scan = tokio::time::interval_at(tokio::time::Instant::now() + scan_every, scan_every);
     scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut alerts = tokio::time::interval(crate::alerts::CHECK_EVERY);
+    alerts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    state
+        .operator
+        .alerts
+        .start(state.pool().engine().tasks(), shutdown.clone());
     let mut heartbeat = tokio::time::interval(crate::admin::cluster::HEARTBEAT);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut flush = tokio::time::interval(crate::clock::secs(state.config.usage_flush_secs));
@@ -184,6 +190,7 @@ pub async fn background(state: AppState, shutdown: CancellationToken) {
                 }
             }
             _ = heartbeat.tick() => crate::admin::cluster::heartbeat(&state).await,
+            _ = alerts.tick() => check_alerts(&state),
             _ = flush.tick() => {
                 if let Err(e) = state.pool().flush_usage().await {
                     tracing::warn!(error = %e, "could not write usage; kept for the next flush");
@@ -202,6 +209,17 @@ pub async fn flush_records(state: &AppState) {
     if let Err(e) = state.proxy.usage().flush(&state.store).await {
         tracing::warn!(error = %e, "could not write request records; kept for the next flush");
     }
+}
+
+/// Compares the pool's alert conditions with the episodes in progress (see `crate::alerts`).
+fn check_alerts(state: &AppState) {
+    let conditions =
+        crate::alerts::watch::conditions(&state.pool().entries(), state.clock.as_ref());
+    state.operator.alerts.observe(
+        conditions,
+        crate::clock::rfc3339(state.clock.now()),
+        &state.operator.replica_id,
+    );
 }
 
 async fn sync_once(state: &AppState) {

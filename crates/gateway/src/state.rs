@@ -72,6 +72,7 @@ pub fn build_state(
     let operator = crate::operator::Operator::new(
         OAuthClient::new(http.clone(), config.oauth.clone(), clock.clone()),
         clock.now(),
+        crate::alerts::Alerts::new(config.alerts.clone(), http.clone()),
     );
     let engine = RefreshEngine::with_journal(
         store.clone(),
