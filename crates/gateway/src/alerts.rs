@@ -1,5 +1,5 @@
 //! Alerts: JSON webhooks when something needs an operator — an account needs a login or is banned, its refreshes keep
-//! failing, every account of a priority tier is cooling. Conditions are read from the live pool every
+//! failing, every account of a priority tier is cooling, a client key used 80 % or 100 % of a budget. Conditions are read from the live pool every
 //! [`CHECK_EVERY`] ([`watch`]); each fires **once per episode**: when it starts, not again while it lasts, and again only
 //! after it ended and came back. Deliveries ([`webhook`]) are signed (HMAC-SHA256 of the body with `alerts.secret`),
 //! retried with jittered exponential backoff, and queued in a bounded queue: when it is full, new alerts are dropped
@@ -27,7 +27,8 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(2);
 pub struct Alert {
     /// Unique per alert (also in `x-gateway-delivery`).
     pub id: String,
-    /// `account_needs_login`, `account_banned`, `refresh_failing` or `tier_cooling`.
+    /// `account_needs_login`, `account_banned`, `refresh_failing`, `tier_cooling`, `key_budget_80` or
+    /// `key_budget_100`.
     pub event: &'static str,
     pub at: String,
     pub replica: String,

@@ -213,8 +213,9 @@ pub async fn flush_records(state: &AppState) {
 
 /// Compares the pool's alert conditions with the episodes in progress (see `crate::alerts`).
 fn check_alerts(state: &AppState) {
+    let budgets = state.keys().budget_use(state.clock.now());
     let conditions =
-        crate::alerts::watch::conditions(&state.pool().entries(), state.clock.as_ref());
+        crate::alerts::watch::conditions(&state.pool().entries(), &budgets, state.clock.as_ref());
     state.operator.alerts.observe(
         conditions,
         crate::clock::rfc3339(state.clock.now()),

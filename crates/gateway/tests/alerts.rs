@@ -196,3 +196,62 @@ async fn a_tier_whose_accounts_all_cool_alerts_and_webhooks_need_a_secret() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("alerts.secret"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_alerts_once_at_80_and_once_at_100_percent_of_its_budget() {
+    let sim = Simulator::start().await.unwrap();
+    let (receiver, url) = Receiver::start(0).await;
+    let dir = TempDir::new();
+    seed(&dir, vec![api_key_account("a", &sim.new_api_key())]).await;
+    let mut text = config_text(&dir.0, &sim.base_url(), &sim.token_url(), "");
+    text.push_str(&format!(
+        "[alerts]\nwebhooks = [\"{url}\"]\nsecret = \"{SECRET}\"\n"
+    ));
+    std::fs::write(dir.0.join("gateway.toml"), text).unwrap();
+    let gw = Gateway::start_in(dir, &sim.base_url(), &sim.token_url(), "");
+    let c = client();
+    // The budget is 2.25 answers: two reach 89 %, the third passes 100 %.
+    let first: Value = post_messages(&c, &gw, message_body("hi", false))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let per_answer = first["usage"]["input_tokens"].as_u64().unwrap()
+        + first["usage"]["output_tokens"].as_u64().unwrap();
+    let r: Value = c
+        .post(gw.url("/admin/keys"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&serde_json::json!({"name": "team", "tokens_per_day": per_answer * 9 / 4}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = r["key"].as_str().unwrap().to_string();
+    let send = || {
+        c.post(gw.url("/v1/messages"))
+            .header("x-api-key", &key)
+            .header("content-type", "application/json")
+            .body(message_body("hi", false))
+            .send()
+    };
+    for _ in 0..2 {
+        assert_eq!(send().await.unwrap().status(), 200);
+    }
+    let seen = receiver.wait_for(1).await;
+    assert_eq!(seen[0].1, "key_budget_80");
+    assert_eq!(send().await.unwrap().status(), 200);
+    let seen = receiver.wait_for(2).await;
+    assert_eq!(seen[1].1, "key_budget_100");
+    let alert: Value = serde_json::from_slice(&seen[1].3).unwrap();
+    assert!(
+        alert["summary"].as_str().unwrap().contains("team"),
+        "{alert}"
+    );
+    for _ in 0..3 {
+        assert_eq!(send().await.unwrap().status(), 429, "over its budget");
+    }
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    assert_eq!(receiver.seen().len(), 2, "once per episode and threshold");
+}

@@ -1,20 +1,55 @@
 //! The conditions worth an alert, read from the live pool: one per account that needs a login, is banned or whose
 //! refresh is backing off, and one per priority tier whose every enabled account is cooling or unusable while at least
-//! one of them is cooling.
+//! one of them is cooling; and one per client key and budget (tokens per day, spend per month) used to 80 % and
+//! one at 100 %.
 
 use std::collections::BTreeMap;
 
 use super::{AlertAccount, Condition};
 use crate::clock::Clock;
+use crate::keys::ring::BudgetUse;
 use crate::pool::AccountEntry;
 use crate::view::AccountView;
 
-pub fn conditions(entries: &[std::sync::Arc<AccountEntry>], clock: &dyn Clock) -> Vec<Condition> {
+pub fn conditions(
+    entries: &[std::sync::Arc<AccountEntry>],
+    budgets: &[BudgetUse],
+    clock: &dyn Clock,
+) -> Vec<Condition> {
     let views: Vec<AccountView> = entries
         .iter()
         .map(|e| AccountView::live(e, clock))
         .collect();
-    from_views(&views)
+    let mut out = from_views(&views);
+    out.extend(from_budgets(budgets));
+    out
+}
+
+/// The budget conditions of client keys (pure, for tests).
+pub fn from_budgets(budgets: &[BudgetUse]) -> Vec<Condition> {
+    let mut out = Vec::new();
+    for b in budgets {
+        for (budget, share) in [("tokens_per_day", b.day), ("usd_per_month", b.month)] {
+            let Some(share) = share else { continue };
+            for (threshold, event) in [(0.8, "key_budget_80"), (1.0, "key_budget_100")] {
+                if share >= threshold {
+                    out.push(Condition {
+                        key: format!("{event}:{}:{budget}", b.key.id),
+                        event,
+                        summary: format!(
+                            "client key {:?} used {:.0} % of its {budget}",
+                            b.key.name,
+                            share * 100.0
+                        ),
+                        account: None,
+                        tier: None,
+                        detail: Some(format!("key {} ({budget})", b.key.name)),
+                    });
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The conditions of a set of account views (pure, for tests).

@@ -244,6 +244,14 @@ pub struct KeyBatch {
     pub last_used: Vec<(KeyId, DateTime<Utc>)>,
 }
 
+/// A key's use of its budgets (shares: 1.0 = the whole budget).
+#[derive(Debug, Clone)]
+pub struct BudgetUse {
+    pub key: Arc<ClientKey>,
+    pub day: Option<f64>,
+    pub month: Option<f64>,
+}
+
 #[derive(Debug)]
 pub struct KeyRing {
     /// SHA-256 of each static `client_keys` entry.
@@ -271,6 +279,30 @@ impl KeyRing {
             seen_seq: AtomicI64::new(-1),
             replica: rand::random::<i64>().abs(),
         }
+    }
+
+    /// Each managed key's use of its budgets as this replica sees them (every replica's totals plus its own pending):
+    /// the key, tokens today / `tokens_per_day`, spend this month / `usd_per_month` (`None` without that limit).
+    pub fn budget_use(&self, now: DateTime<Utc>) -> Vec<BudgetUse> {
+        self.table()
+            .values()
+            .map(|s| {
+                let key = s.key();
+                let c = s.counters();
+                let day = key
+                    .limits
+                    .tokens_per_day
+                    .filter(|l| *l > 0)
+                    .map(|l| c.seen(Window::Day(day_ms(now))).tokens as f64 / l as f64);
+                let month = key
+                    .limits
+                    .nanos_per_month()
+                    .filter(|b| *b > 0)
+                    .map(|b| c.seen(Window::Month(month_ms(now))).cost_nanos as f64 / b as f64);
+                drop(c);
+                BudgetUse { key, day, month }
+            })
+            .collect()
     }
 
     fn table(&self) -> Arc<HashMap<String, Arc<KeyState>>> {
