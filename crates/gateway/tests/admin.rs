@@ -837,3 +837,51 @@ async fn the_page_is_served_with_a_strict_content_security_policy_and_no_inline_
         assert!(!js.contains(forbidden), "app.js uses {forbidden}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_every_replica_sees_the_others_and_the_audit_log() {
+    let sim = Simulator::start().await.unwrap();
+    let pg = common::postgres::Postgres::start();
+    let url = pg.database("admin_ops");
+    let start = || {
+        let dir = TempDir::new();
+        Gateway::start_in(
+            dir,
+            &sim.base_url(),
+            &sim.token_url(),
+            &format!("store_url = \"{url}\""),
+        )
+    };
+    let (a, b) = (start(), start());
+    let (s, v) = admin(
+        &a,
+        Method::POST,
+        "/admin/accounts",
+        Some(json!({"name": "shared", "key": sim.new_api_key(), "tags": ["pg"]})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["tags"], json!(["pg"]));
+    // The other replica sees the action in the shared audit log, and both replicas alive.
+    let entries = audit(&b).await;
+    assert_eq!(entries[0]["action"], "POST /admin/accounts");
+    let mut cluster = Value::Null;
+    for _ in 0..100 {
+        cluster = admin(&b, Method::GET, "/admin/cluster", None).await.1;
+        if cluster["alive"] == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(cluster["alive"], 2, "{cluster}");
+    assert_eq!(cluster["store"]["state"], "ok");
+    let (s, older) = admin(
+        &b,
+        Method::GET,
+        &format!("/admin/audit?before={}", entries[0]["id"]),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(older["entries"].as_array().unwrap().is_empty());
+}
