@@ -336,12 +336,23 @@
         h("td", { class: "opt" }, k.last_used_at ? when(k.last_used_at) : "never"),
         h("td", {}, h("div", { class: "actions" },
           h("button", { class: "small secondary", onclick: () => act((k.enabled ? "Disable " : "Enable ") + k.name, "PATCH", "/admin/keys/" + k.id, { enabled: !k.enabled }) }, k.enabled ? "Disable" : "Enable"),
+          h("button", { class: "small secondary", onclick: () => editLimits(k) }, "Limits"),
           h("button", { class: "small danger", onclick: () => act("Revoke " + k.name, "DELETE", "/admin/keys/" + k.id, undefined, "Revoke " + k.name + "? Clients using it are refused from now on.") }, "Revoke"))));
     });
     return h("div", {},
       h("h2", {}, "Client keys"),
       h("div", { class: "card" }, table(["Key", "State", "Limits", "Usage (this month)", { label: "Last used", cls: "opt" }, "Actions"], rows, "No managed keys yet.")),
       h("div", { class: "card" }, h("h3", {}, "Create a key"), createKeyForm()));
+  }
+  async function editLimits(k) {
+    const l = k.limits || {};
+    const body = {};
+    for (const [field, label] of [["rpm", "Requests per minute"], ["concurrency", "Concurrent requests"], ["tokens_per_day", "Tokens per day (UTC)"], ["usd_per_month", "USD per month"]]) {
+      const v = prompt(label + " for " + k.name + " (empty = no limit)", l[field] === null || l[field] === undefined ? "" : l[field]);
+      if (v === null) return;
+      body[field] = v.trim() === "" ? null : Number(v);
+    }
+    await act("Limits of " + k.name, "PATCH", "/admin/keys/" + k.id, { limits: body });
   }
   function budgetBar(x) {
     const b = h("div", { class: "bar" + (x >= 1 ? " full" : x >= 0.8 ? " high" : "") }, h("span"));

@@ -147,6 +147,17 @@ def main():
         expect(row.locator(".reason")).to_contain_text("needs login")
         shot(page, "dashboard-accounts")
 
+        step("change a key's limits")
+        goto(page, "keys")
+        answers = ["1200", "", "", "25"]
+        page.on("dialog", lambda d: d.accept(answers.pop(0)) if d.type == "prompt" else None)
+        page.locator('tr[data-key="team-a"] button', has_text="Limits").click()
+        expect(page.locator("#flash")).to_contain_text("Limits of team-a")
+        assert "done" in page.locator("#flash").inner_text(), page.locator("#flash").inner_text()
+        expect(page.locator('tr[data-key="team-a"]')).to_contain_text("1200 rpm")
+        expect(page.locator('tr[data-key="team-a"]')).to_contain_text("$25")
+        assert not answers, answers
+
         step("revoke the client key and see its requests refused")
         goto(page, "keys")
         page.locator('tr[data-key="team-a"] button.danger').click()
