@@ -359,6 +359,7 @@ fn unsaved(c: &Imported, name: String) -> Account {
         max_concurrency: None,
         refresh_blocked_until: None,
         refresh_block_reason: None,
+        tags: Vec::new(),
         version: 0,
         created_at: now,
         updated_at: now,
