@@ -300,10 +300,12 @@ impl GatewayError {
             | StoreError::DuplicateName(_)
             | StoreError::DuplicateKey(_)
             | StoreError::Fenced(_) => GatewayError::Conflict(e.to_string()),
-            StoreError::Unavailable(_) | StoreError::Corrupt(_) => GatewayError::Unavailable {
-                message: e.to_string(),
-                retry_after_secs: Some(1),
-            },
+            StoreError::Unavailable(_) | StoreError::Corrupt(_) | StoreError::Key(_) => {
+                GatewayError::Unavailable {
+                    message: e.to_string(),
+                    retry_after_secs: Some(1),
+                }
+            }
         }
     }
 
