@@ -126,7 +126,7 @@ async fn refresh(State(state): State<AppState>, Path(id): Path<String>) -> Respo
             Json(AccountView::live(&e, state.clock.as_ref())),
         )
             .into_response(),
-        Err(err) => GatewayError::from_refresh(&err).into_response(),
+        Err(err) => err.to_gateway_error().into_response(),
     }
 }
 

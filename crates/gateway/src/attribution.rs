@@ -94,7 +94,7 @@ async fn answer(request: reqwest::RequestBuilder) -> Option<(u16, Vec<u8>)> {
 
 /// The verdict of a check's answer.
 pub fn classify(status: u16, body: &[u8]) -> Verdict {
-    let message = crate::proxy::upstream_message(body);
+    let message = crate::error::AnthropicError::message_of(body);
     match status {
         200..=299 => Verdict::Works,
         400 | 401 | 403 if is_ban(&message) => Verdict::Banned(message),

@@ -5,58 +5,14 @@
 //! `listener.max_body_memory_bytes` together ([`BodyBudget`]: a body that would exceed it gets 503 with `retry-after`).
 //! A body's share of the budget is given back when the last copy of its bytes is dropped.
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::http::HeaderMap;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::error::GatewayError;
 use crate::state::AppState;
-
-/// The memory all request bodies held at once may take together.
-#[derive(Debug, Clone)]
-pub struct BodyBudget {
-    bytes: Arc<Semaphore>,
-    total: usize,
-}
-
-impl BodyBudget {
-    pub fn new(total: u64) -> BodyBudget {
-        let total = usize::try_from(total)
-            .unwrap_or(usize::MAX)
-            .min(Semaphore::MAX_PERMITS);
-        BodyBudget {
-            bytes: Arc::new(Semaphore::new(total)),
-            total,
-        }
-    }
-
-    /// Takes `n` more bytes of the budget into `held`, or says the budget is spent.
-    fn take(&self, held: &mut Option<OwnedSemaphorePermit>, n: usize) -> Result<(), GatewayError> {
-        if n == 0 {
-            return Ok(());
-        }
-        let more = u32::try_from(n)
-            .ok()
-            .and_then(|n| Arc::clone(&self.bytes).try_acquire_many_owned(n).ok())
-            .ok_or_else(|| GatewayError::Unavailable {
-                message: format!(
-                    "the gateway holds as many request bodies as it may ({} bytes, listener.max_body_memory_bytes); \
-                     retry shortly",
-                    self.total
-                ),
-                retry_after_secs: Some(1),
-            })?;
-        match held {
-            Some(h) => h.merge(more),
-            None => *held = Some(more),
-        }
-        Ok(())
-    }
-}
 
 /// A body's bytes with their share of the budget, given back when the bytes are dropped.
 struct Held {

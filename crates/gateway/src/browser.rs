@@ -24,16 +24,6 @@ use crate::state::AppState;
 /// How long a browser may cache a preflight answer.
 const PREFLIGHT_MAX_AGE_SECS: &str = "600";
 
-/// Whether `s` is a serialized origin (`scheme://host[:port]`, http or https, no path), as browsers send it.
-pub fn is_origin(s: &str) -> bool {
-    match reqwest::Url::parse(s) {
-        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {
-            u.origin().ascii_serialization() == s.to_ascii_lowercase()
-        }
-        _ => false,
-    }
-}
-
 /// The middleware around every route (see the module docs).
 pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let dialect = Dialect::of_request(req.uri().path(), req.headers());
@@ -174,6 +164,7 @@ fn host_is_ours(config: &Config, host: &str) -> bool {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::config::is_origin;
 
     #[test]
     fn origins_are_serialized_origins() {

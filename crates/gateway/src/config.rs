@@ -45,7 +45,7 @@ pub struct Config {
     pub usage_retention_days: u32,
     pub usage_rollup_retention_days: u32,
     /// Model prices (USD per million tokens) replacing or adding to the shipped table (`prices.toml`).
-    pub prices: std::collections::BTreeMap<String, crate::pricing::ModelPrice>,
+    pub prices: std::collections::BTreeMap<String, ModelPrice>,
     pub upstream: UpstreamConfig,
     pub oauth: OAuthConfig,
     pub refresh: RefreshConfig,
@@ -526,7 +526,7 @@ impl Config {
             return Err(bad("refresh.scan_interval_secs", "must be at least 1"));
         }
         for o in &self.cors_allowed_origins {
-            if !crate::browser::is_origin(o) {
+            if !is_origin(o) {
                 return Err(bad(
                     "cors_allowed_origins",
                     &format!("{o:?} is not an origin like \"https://chat.example.com\" (scheme, host, optional port; no path)"),
@@ -768,5 +768,26 @@ token_url = "http://127.0.0.1:1234/v1/oauth/token"
                 .to_string();
             assert!(err.contains(key), "{text}: {err}");
         }
+    }
+}
+
+/// One model's prices in USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPrice {
+    pub input: f64,
+    pub output: f64,
+    pub cache_write_5m: f64,
+    pub cache_write_1h: f64,
+    pub cache_read: f64,
+}
+
+/// Whether `s` is a serialized origin (`scheme://host[:port]`, http or https, no path), as browsers send it.
+pub fn is_origin(s: &str) -> bool {
+    match reqwest::Url::parse(s) {
+        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {
+            u.origin().ascii_serialization() == s.to_ascii_lowercase()
+        }
+        _ => false,
     }
 }

@@ -7,8 +7,6 @@
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::refresh::RefreshError;
-
 /// Who caused an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -308,32 +306,6 @@ impl GatewayError {
             }
         }
     }
-
-    /// Why an account's credential cannot be had, as the client sees it when no other account can serve: a wait with
-    /// `retry-after` when one ends at a known time, otherwise the pool's own state (never a 429 for an account that
-    /// needs a login: waiting would not help).
-    pub fn from_refresh(e: &RefreshError) -> GatewayError {
-        let message = e.to_string();
-        match e {
-            RefreshError::Backoff { until, .. }
-            | RefreshError::Transient {
-                next_try: until, ..
-            } => GatewayError::RateLimited {
-                message,
-                retry_after_secs: crate::clock::retry_after_secs(*until),
-            },
-            RefreshError::Held(_)
-            | RefreshError::Store(_)
-            | RefreshError::Timeout
-            | RefreshError::Queued => GatewayError::Unavailable {
-                message,
-                retry_after_secs: Some(5),
-            },
-            RefreshError::NeedsReauth(_) | RefreshError::Removed => {
-                GatewayError::NoAccount(message)
-            }
-        }
-    }
 }
 
 /// Marks a response the gateway wrote itself (not relayed from upstream), with whether a retry may help
@@ -367,6 +339,13 @@ impl AnthropicError {
             kind: field("/error/type"),
             message: field("/error/message"),
         }
+    }
+
+    /// The `error.message` of an Anthropic error body, or a prefix of the body; never includes request secrets.
+    pub fn message_of(body: &[u8]) -> String {
+        AnthropicError::parse(body)
+            .message
+            .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned())
     }
 
     /// `error.type`, or `api_error` when the body says none.

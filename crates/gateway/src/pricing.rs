@@ -15,16 +15,7 @@ use crate::store::tenants::Tokens;
 /// The table shipped with the gateway.
 const SHIPPED: &str = include_str!("../prices.toml");
 
-/// One model's prices in USD per million tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelPrice {
-    pub input: f64,
-    pub output: f64,
-    pub cache_write_5m: f64,
-    pub cache_write_1h: f64,
-    pub cache_read: f64,
-}
+pub use crate::config::ModelPrice;
 
 #[derive(Debug, Deserialize)]
 struct Shipped {

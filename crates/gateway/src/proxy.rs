@@ -628,7 +628,7 @@ impl Proxy {
         let headers = response.headers().clone();
         let body = read_capped(response, MAX_ERROR_BODY).await;
         let passthrough = error_response(status, &headers, body.clone());
-        let message = upstream_message(&body);
+        let message = crate::error::AnthropicError::message_of(&body);
         meter.error(&upstream_error_type(&body).unwrap_or_else(|| "api_error".into()));
         match status.as_u16() {
             s if crate::attribution::needs_attribution(s, &message) => Attempt::Refused(Refused {
@@ -833,13 +833,6 @@ fn error_response(status: reqwest::StatusCode, headers: &HeaderMap, body: Bytes)
     *out.status_mut() = status;
     *out.headers_mut() = crate::headers::client_response(headers);
     out
-}
-
-/// The `error.message` of an Anthropic error body, or a prefix of the body; never includes request secrets.
-pub(crate) fn upstream_message(body: &[u8]) -> String {
-    crate::error::AnthropicError::parse(body)
-        .message
-        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned())
 }
 
 /// A static label for common statuses (no allocation per request), the number otherwise.

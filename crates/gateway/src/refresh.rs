@@ -73,6 +73,30 @@ pub enum RefreshError {
 }
 
 impl RefreshError {
+    /// Why an account's credential cannot be had, as the client sees it when no other account can serve: a wait with
+    /// `retry-after` when one ends at a known time, otherwise the pool's own state (never a 429 for an account that
+    /// needs a login: waiting would not help).
+    pub fn to_gateway_error(&self) -> crate::error::GatewayError {
+        let e = self;
+        let message = e.to_string();
+        match e {
+            Self::Backoff { until, .. }
+            | Self::Transient {
+                next_try: until, ..
+            } => crate::error::GatewayError::RateLimited {
+                message,
+                retry_after_secs: crate::clock::retry_after_secs(*until),
+            },
+            Self::Held(_) | Self::Store(_) | Self::Timeout | Self::Queued => {
+                crate::error::GatewayError::Unavailable {
+                    message,
+                    retry_after_secs: Some(5),
+                }
+            }
+            Self::NeedsReauth(_) | Self::Removed => crate::error::GatewayError::NoAccount(message),
+        }
+    }
+
     /// When this account may be usable again, if that is known.
     pub fn retry_at(&self) -> Option<Instant> {
         match self {

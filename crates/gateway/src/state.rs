@@ -24,7 +24,7 @@ pub struct AppState {
     pub clock: SharedClock,
     pub metrics: Option<PrometheusHandle>,
     /// The memory request bodies held at once may take together.
-    pub bodies: crate::body::BodyBudget,
+    pub bodies: BodyBudget,
     pub operator: Arc<crate::operator::Operator>,
 }
 
@@ -99,7 +99,7 @@ pub fn build_state(
         &config.pool,
         usage,
     );
-    let bodies = crate::body::BodyBudget::new(config.listener.max_body_memory_bytes);
+    let bodies = BodyBudget::new(config.listener.max_body_memory_bytes);
     Ok(AppState {
         bodies,
         config: Arc::new(config),
@@ -109,4 +109,50 @@ pub fn build_state(
         metrics,
         operator: Arc::new(operator),
     })
+}
+
+/// The memory all request bodies held at once may take together.
+#[derive(Debug, Clone)]
+pub struct BodyBudget {
+    bytes: Arc<tokio::sync::Semaphore>,
+    total: usize,
+}
+
+impl BodyBudget {
+    pub fn new(total: u64) -> BodyBudget {
+        let total = usize::try_from(total)
+            .unwrap_or(usize::MAX)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        BodyBudget {
+            bytes: Arc::new(tokio::sync::Semaphore::new(total)),
+            total,
+        }
+    }
+
+    /// Takes `n` more bytes of the budget into `held`, or says the budget is spent.
+    pub(crate) fn take(
+        &self,
+        held: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+        n: usize,
+    ) -> Result<(), crate::error::GatewayError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let more = u32::try_from(n)
+            .ok()
+            .and_then(|n| Arc::clone(&self.bytes).try_acquire_many_owned(n).ok())
+            .ok_or_else(|| crate::error::GatewayError::Unavailable {
+                message: format!(
+                    "the gateway holds as many request bodies as it may ({} bytes, listener.max_body_memory_bytes); \
+                     retry shortly",
+                    self.total
+                ),
+                retry_after_secs: Some(1),
+            })?;
+        match held {
+            Some(h) => h.merge(more),
+            None => *held = Some(more),
+        }
+        Ok(())
+    }
 }
