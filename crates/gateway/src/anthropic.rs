@@ -75,7 +75,7 @@ async fn models(State(state): State<AppState>, req: Request) -> Response {
         model: None,
         stream: false,
         affinity: None,
-        tenant: crate::keys::Tenant::Open,
+        tenant: crate::tenants::Tenant::Open,
         route: "/v1/models",
     }
     .with_client(req.extensions(), "/v1/models");

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use crate::error::{Dialect, GatewayError};
 use crate::state::AppState;
 
-use crate::keys::ring::secret_eq;
+use crate::tenants::ring::secret_eq;
 
 pub(crate) fn presented_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(k) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
@@ -24,7 +24,7 @@ pub(crate) fn presented_key(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// Resolves the presented key to a [`crate::keys::Tenant`] (static config key, managed key, or an open gateway) and
+/// Resolves the presented key to a [`crate::tenants::Tenant`] (static config key, managed key, or an open gateway) and
 /// attaches it to the request's extensions; refuses missing, unknown, disabled and expired keys in the route's dialect.
 pub async fn client_auth(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let now = state.clock.now();

@@ -5,11 +5,9 @@
 //! right: no one can search that space) and a short prefix for recognition. Static `client_keys` from the config keep
 //! working as the bootstrap option; they are tenants without limits, named `config`.
 //!
-//! Runtime state (the lookup table, counters, admission) lives in [`ring`]; limit arithmetic in [`limits`].
+//! Runtime state (the lookup table, counters, admission) lives in `crate::tenants`; limit arithmetic in [`limits`].
 
 pub mod limits;
-pub mod manage;
-pub mod ring;
 
 use chrono::{DateTime, Utc};
 use rand::distr::{Alphanumeric, SampleString};
@@ -17,7 +15,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use limits::KeyLimits;
-pub use ring::{KeyRing, Tenant};
 
 pub type KeyId = i64;
 

@@ -39,5 +39,6 @@ mod sse;
 mod state;
 mod stats;
 pub mod store;
+mod tenants;
 mod usage;
 mod view;

@@ -18,10 +18,10 @@ use crate::account::{Account, AccountId, AccountKind};
 use crate::attribution::Attribution;
 use crate::config::PoolConfig;
 use crate::error::GatewayError;
-use crate::keys::Tenant;
 use crate::pool::{jittered, secret_id, AccountEntry, Criteria, Pool, Slot, Verdict};
 use crate::refresh::RefreshError;
 use crate::relay::{Opened, Relay};
+use crate::tenants::Tenant;
 use crate::usage::{Meter, MeterSpec, UsageLog};
 
 #[derive(Debug, Clone)]
@@ -277,7 +277,7 @@ impl Proxy {
         response
     }
 
-    fn meter(&self, req: &Forward, admission: Option<crate::keys::ring::Admission>) -> Meter {
+    fn meter(&self, req: &Forward, admission: Option<crate::tenants::ring::Admission>) -> Meter {
         Meter::new(
             Arc::clone(&self.usage),
             MeterSpec {

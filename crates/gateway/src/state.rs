@@ -7,13 +7,13 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::keys::KeyRing;
 use crate::oauth::OAuthClient;
 use crate::pool::Pool;
 use crate::pricing::PriceTable;
 use crate::proxy::Proxy;
 use crate::refresh::{RefreshEngine, RefreshSettings};
 use crate::store::SharedStore;
+use crate::tenants::KeyRing;
 use crate::usage::UsageLog;
 
 #[derive(Clone)]

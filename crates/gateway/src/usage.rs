@@ -15,11 +15,11 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use crate::clock::SharedClock;
-use crate::keys::ring::Admission;
-use crate::keys::{KeyRing, Tenant};
 use crate::pricing::PriceTable;
 use crate::store::tenants::{RequestRecord, Tokens, UsageBatch};
 use crate::store::{SharedStore, StoreError};
+use crate::tenants::ring::Admission;
+use crate::tenants::{KeyRing, Tenant};
 
 /// Most records held between flushes; beyond it records are dropped and counted (`gateway_usage_dropped_total`).
 const MAX_PENDING: usize = 200_000;

@@ -7,11 +7,11 @@ use axum::routing::{get, patch};
 use axum::{Json, Router};
 
 use crate::error::GatewayError;
-use crate::keys::manage::{self, KeyError, KeySpec, KeyView};
 use crate::keys::KeyPatch;
 use crate::state::AppState;
 use crate::store::tenants::TenantStore;
 use crate::store::StoreError;
+use crate::tenants::manage::{self, KeyError, KeySpec, KeyView};
 
 pub fn routes() -> Router<AppState> {
     Router::new()

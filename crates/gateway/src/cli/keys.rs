@@ -7,10 +7,10 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use crate::clock::rfc3339;
 use crate::keys::limits::LimitsPatch;
-use crate::keys::manage::{self, KeySpec, KeyView};
 use crate::keys::{KeyLimits, KeyPatch};
 use crate::store::tenants::{GroupBy, TenantStore, UsageQuery};
 use crate::store::SharedStore;
+use crate::tenants::manage::{self, KeySpec, KeyView};
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {

@@ -42,8 +42,8 @@ pub async fn create(State(state): State<AppState>, req: Request) -> Response {
     };
     // Stored responses belong to the key that made them; an open gateway (no client keys) has one owner.
     let open = matches!(
-        parts.extensions.get::<crate::keys::Tenant>(),
-        None | Some(crate::keys::Tenant::Open)
+        parts.extensions.get::<crate::tenants::Tenant>(),
+        None | Some(crate::tenants::Tenant::Open)
     );
     let owner = stored::owner(
         (!open)

@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 
-use super::limits::{self, MINUTE_MS};
-use super::{hash, ClientKey, KeyId};
 use crate::error::GatewayError;
+use crate::keys::limits::{self, MINUTE_MS};
+use crate::keys::{hash, ClientKey, KeyId};
 use crate::store::tenants::{
     CounterDelta, CounterQuery, CounterTotal, InFlight, TenantStore, Window,
 };

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{valid_name, ClientKey, KeyLimits, KeyPatch, NewKey, Secret};
+use crate::keys::{valid_name, ClientKey, KeyLimits, KeyPatch, NewKey, Secret};
 use crate::store::tenants::{find_key, TenantStore};
 use crate::store::StoreError;
 
