@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use super::{AlertAccount, Condition};
 use crate::clock::Clock;
-use crate::keys::ring::BudgetUse;
 use crate::pool::AccountEntry;
+use crate::tenants::ring::BudgetUse;
 use crate::view::AccountView;
 
 pub fn conditions(
