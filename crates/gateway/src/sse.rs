@@ -15,6 +15,41 @@ pub struct SseEvent {
     pub truncated: bool,
 }
 
+/// Why an Anthropic stream event cannot be translated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreadable {
+    /// A line exceeded the decoder's limit.
+    TooLarge,
+    /// An `event: error` whose data is not JSON.
+    BrokenError,
+    /// Data that is not JSON on any other event: skipped.
+    Skip,
+}
+
+impl SseEvent {
+    /// The event's JSON data and its type (the data's `type`, else the `event:` field): the one reading of an Anthropic
+    /// stream event that every translator shares.
+    pub fn anthropic(&self) -> Result<(String, serde_json::Value), Unreadable> {
+        if self.truncated {
+            return Err(Unreadable::TooLarge);
+        }
+        let Ok(data) = serde_json::from_str::<serde_json::Value>(&self.data) else {
+            return Err(if self.event.as_deref() == Some("error") {
+                Unreadable::BrokenError
+            } else {
+                Unreadable::Skip
+            });
+        };
+        let kind = data
+            .get("type")
+            .and_then(serde_json::Value::as_str)
+            .or(self.event.as_deref())
+            .unwrap_or_default()
+            .to_string();
+        Ok((kind, data))
+    }
+}
+
 #[derive(Debug)]
 pub struct SseDecoder {
     line: Vec<u8>,

@@ -62,24 +62,21 @@ impl Translator {
         if self.done {
             return;
         }
-        if ev.truncated {
-            return self.error(
-                out,
-                "api_error",
-                "upstream sent an event too large to relay",
-            );
-        }
-        let Ok(data) = serde_json::from_str::<Value>(&ev.data) else {
-            if ev.event.as_deref() == Some("error") {
-                self.error(out, "api_error", "upstream stream failed");
+        let (kind, data) = match ev.anthropic() {
+            Ok(read) => read,
+            Err(crate::sse::Unreadable::TooLarge) => {
+                return self.error(
+                    out,
+                    "api_error",
+                    "upstream sent an event too large to relay",
+                )
             }
-            return;
+            Err(crate::sse::Unreadable::BrokenError) => {
+                return self.error(out, "api_error", "upstream stream failed")
+            }
+            Err(crate::sse::Unreadable::Skip) => return,
         };
-        let kind = data
-            .get("type")
-            .and_then(Value::as_str)
-            .or(ev.event.as_deref())
-            .unwrap_or_default();
+        let kind = kind.as_str();
         match kind {
             "message_start" => {
                 let m = &data["message"];

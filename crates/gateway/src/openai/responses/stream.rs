@@ -142,24 +142,21 @@ impl Translator {
         if self.done {
             return;
         }
-        if ev.truncated {
-            return self.fail(
-                out,
-                "server_error",
-                "upstream sent an event too large to relay",
-            );
-        }
-        let Ok(data) = serde_json::from_str::<Value>(&ev.data) else {
-            if ev.event.as_deref() == Some("error") {
-                self.fail(out, "server_error", "upstream stream failed");
+        let (kind, data) = match ev.anthropic() {
+            Ok(read) => read,
+            Err(crate::sse::Unreadable::TooLarge) => {
+                return self.fail(
+                    out,
+                    "server_error",
+                    "upstream sent an event too large to relay",
+                )
             }
-            return;
+            Err(crate::sse::Unreadable::BrokenError) => {
+                return self.fail(out, "server_error", "upstream stream failed")
+            }
+            Err(crate::sse::Unreadable::Skip) => return,
         };
-        let kind = data
-            .get("type")
-            .and_then(Value::as_str)
-            .or(ev.event.as_deref())
-            .unwrap_or_default();
+        let kind = kind.as_str();
         match kind {
             "message_start" => self.start(&data["message"], out),
             "content_block_start" => self.block_start(&data, out),
