@@ -599,10 +599,7 @@ impl Config {
                 .collect();
             obj.insert("client_keys".into(), keys.into());
             if let Some(url) = &self.store_url {
-                obj.insert(
-                    "store_url".into(),
-                    crate::store::postgres::redacted(url).into(),
-                );
+                obj.insert("store_url".into(), without_password(url).into());
             }
             if let Some(alerts) = obj.get_mut("alerts").and_then(|a| a.as_object_mut()) {
                 if self.alerts.secret.is_some() {
@@ -623,6 +620,19 @@ impl Config {
 
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("gateway.db")
+    }
+}
+
+/// The store URL without its password, for logs, errors and the redacted view.
+pub(crate) fn without_password(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "postgres (unparseable url)".into(),
     }
 }
 

@@ -10,6 +10,7 @@ use super::sql;
 use super::{AccountUpdate, Fence, SharedCooldown, StoreError, StoreFuture};
 use crate::account::{Account, AccountId, AccountKind, Credential, NewAccount};
 use crate::clock::{from_millis, to_millis};
+use crate::config::without_password;
 use crate::store::sqlite::apply_update;
 
 /// The channel replicas listen on.
@@ -28,19 +29,6 @@ fn unavailable(e: sqlx::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-/// The URL without its password, for logs.
-pub(crate) fn redacted(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            u.to_string()
-        }
-        Err(_) => "postgres (unparseable url)".into(),
-    }
-}
-
 impl PostgresStore {
     /// Reads and writes credentials with `encryption` (see [`super::encryption`]).
     pub fn with_encryption(mut self, encryption: super::encryption::Encryption) -> Self {
@@ -56,7 +44,7 @@ impl PostgresStore {
             .connect(url)
             .await
             .map_err(|e| {
-                StoreError::Unavailable(format!("cannot connect to {}: {e}", redacted(url)))
+                StoreError::Unavailable(format!("cannot connect to {}: {e}", without_password(url)))
             })?;
         MIGRATOR
             .run(&pool)
@@ -65,7 +53,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             encryption: super::encryption::Encryption::none(),
             pool,
-            description: format!("postgres {}", redacted(url)),
+            description: format!("postgres {}", without_password(url)),
         })
     }
 }
