@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod validate;
+
 /// The default config file `serve` looks for when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "claude-gateway.toml";
 
@@ -369,221 +371,6 @@ impl Config {
         Ok(config)
     }
 
-    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        let bad = |key: &str, why: &str| ConfigError::Invalid {
-            path: origin.to_string(),
-            message: format!("`{key}`: {why}"),
-        };
-        for (key, url) in [
-            ("upstream.base_url", &self.upstream.base_url),
-            ("oauth.token_url", &self.oauth.token_url),
-            ("oauth.authorize_url", &self.oauth.authorize_url),
-            ("oauth.profile_url", &self.oauth.profile_url),
-        ] {
-            match reqwest::Url::parse(url) {
-                Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
-                _ => return Err(bad(key, &format!("{url:?} is not an http(s) URL"))),
-            }
-        }
-        if let Some(url) = &self.store_url {
-            if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
-                return Err(bad("store_url", "must be a postgres:// URL"));
-            }
-        }
-        if self.client_keys.iter().any(|k| k.trim().is_empty()) {
-            return Err(bad("client_keys", "keys must not be empty"));
-        }
-        if self
-            .admin_key
-            .as_deref()
-            .is_some_and(|k| k.trim().is_empty())
-        {
-            return Err(bad(
-                "admin_key",
-                "must not be empty (leave it out to disable the admin API)",
-            ));
-        }
-        if self.client_keys.is_empty() && !self.listen.ip().is_loopback() {
-            return Err(bad(
-                "client_keys",
-                "is empty while `listen` is not a loopback address: anyone could use your accounts; add client keys",
-            ));
-        }
-        if self.max_body_bytes == 0 {
-            return Err(bad("max_body_bytes", "must be greater than 0"));
-        }
-        for (key, v) in [
-            (
-                "upstream.connect_timeout_secs",
-                self.upstream.connect_timeout_secs,
-            ),
-            (
-                "upstream.read_timeout_secs",
-                self.upstream.read_timeout_secs,
-            ),
-            ("refresh.call_timeout_secs", self.refresh.call_timeout_secs),
-            (
-                "refresh.refresh_timeout_secs",
-                self.refresh.refresh_timeout_secs,
-            ),
-            ("refresh.lease_secs", self.refresh.lease_secs),
-            ("usage_flush_secs", self.usage_flush_secs),
-            (
-                "pool.overload_cooldown_secs",
-                self.pool.overload_cooldown_secs,
-            ),
-            (
-                "pool.rate_limit_backoff_base_secs",
-                self.pool.rate_limit_backoff_base_secs,
-            ),
-            ("pool.max_cooldown_secs", self.pool.max_cooldown_secs),
-            ("pool.probe_interval_secs", self.pool.probe_interval_secs),
-            (
-                "pool.failover_deadline_secs",
-                self.pool.failover_deadline_secs,
-            ),
-            (
-                "pool.attention_cooldown_secs",
-                self.pool.attention_cooldown_secs,
-            ),
-            ("pool.affinity_ttl_secs", self.pool.affinity_ttl_secs),
-            ("pool.affinity_load_factor", self.pool.affinity_load_factor),
-            (
-                "pool.credential_check_interval_secs",
-                self.pool.credential_check_interval_secs,
-            ),
-            (
-                "listener.header_read_timeout_secs",
-                self.listener.header_read_timeout_secs,
-            ),
-            (
-                "listener.idle_timeout_secs",
-                self.listener.idle_timeout_secs,
-            ),
-            (
-                "listener.body_read_timeout_secs",
-                self.listener.body_read_timeout_secs,
-            ),
-        ] {
-            if !(v.is_finite() && v > 0.0) {
-                return Err(bad(key, "must be a positive number of seconds"));
-            }
-        }
-        if !(0.0..=1.0).contains(&self.refresh.lead_jitter) {
-            return Err(bad("refresh.lead_jitter", "must be between 0 and 1"));
-        }
-        if self.refresh.lease_secs < 1.0 {
-            return Err(bad("refresh.lease_secs", "must be at least 1 second"));
-        }
-        let rate = self.refresh.max_calls_per_sec;
-        if !(rate.is_finite() && rate > 0.0) {
-            return Err(bad(
-                "refresh.max_calls_per_sec",
-                "must be a positive number of calls per second",
-            ));
-        }
-        if self.refresh.max_calls_burst == 0 {
-            return Err(bad("refresh.max_calls_burst", "must be at least 1"));
-        }
-        self.validate_alerts(origin)?;
-        if self.refresh.max_attempts == 0 {
-            return Err(bad("refresh.max_attempts", "must be at least 1"));
-        }
-        if self.pool.affinity_capacity < 2 {
-            return Err(bad("pool.affinity_capacity", "must be at least 2"));
-        }
-        if self.pool.max_attempts == 0 {
-            return Err(bad("pool.max_attempts", "must be at least 1"));
-        }
-        for (key, v) in [
-            (
-                "listener.header_read_timeout_secs",
-                self.listener.header_read_timeout_secs,
-            ),
-            (
-                "listener.idle_timeout_secs",
-                self.listener.idle_timeout_secs,
-            ),
-            (
-                "listener.body_read_timeout_secs",
-                self.listener.body_read_timeout_secs,
-            ),
-        ] {
-            if v > MAX_LISTENER_TIMEOUT_SECS {
-                return Err(bad(key, "must be at most 31536000 (a year)"));
-            }
-        }
-        if self.listener.max_connections == 0 {
-            return Err(bad("listener.max_connections", "must be at least 1"));
-        }
-        if self.listener.max_body_memory_bytes < self.max_body_bytes {
-            return Err(bad(
-                "listener.max_body_memory_bytes",
-                "must be at least max_body_bytes (or no body of the largest size could ever be read)",
-            ));
-        }
-        if self.refresh.scan_interval_secs == 0 {
-            return Err(bad("refresh.scan_interval_secs", "must be at least 1"));
-        }
-        for o in &self.cors_allowed_origins {
-            if !is_origin(o) {
-                return Err(bad(
-                    "cors_allowed_origins",
-                    &format!("{o:?} is not an origin like \"https://chat.example.com\" (scheme, host, optional port; no path)"),
-                ));
-            }
-        }
-        if let Some(h) = self
-            .allowed_hosts
-            .iter()
-            .find(|h| h.is_empty() || h.contains(['/', ':', ' ']))
-        {
-            return Err(bad(
-                "allowed_hosts",
-                &format!("{h:?} is not a host name (no scheme, port or path)"),
-            ));
-        }
-        Ok(())
-    }
-
-    fn validate_alerts(&self, origin: &str) -> Result<(), ConfigError> {
-        let bad = |key: &str, why: &str| ConfigError::Invalid {
-            path: origin.to_string(),
-            message: format!("`{key}`: {why}"),
-        };
-        let a = &self.alerts;
-        for url in &a.webhooks {
-            match reqwest::Url::parse(url) {
-                Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
-                _ => {
-                    return Err(bad(
-                        "alerts.webhooks",
-                        &format!("{:?} is not an http(s) URL", redact_url(url)),
-                    ))
-                }
-            }
-        }
-        if !a.webhooks.is_empty() && a.secret.as_deref().is_none_or(|s| s.trim().is_empty()) {
-            return Err(bad(
-                "alerts.secret",
-                "is required with alerts.webhooks (alerts are signed with it)",
-            ));
-        }
-        if a.max_attempts == 0 || a.max_queue == 0 {
-            return Err(bad(
-                "alerts.max_attempts",
-                "and alerts.max_queue must be at least 1",
-            ));
-        }
-        if !(a.timeout_secs.is_finite() && a.timeout_secs > 0.0) {
-            return Err(bad(
-                "alerts.timeout_secs",
-                "must be a positive number of seconds",
-            ));
-        }
-        Ok(())
-    }
-
     /// The effective configuration as JSON with every secret replaced by a non-reversible label: the admin key,
     /// client keys, the store URL's password (and whatever a later section marks secret there).
     pub fn redacted(&self) -> serde_json::Value {
@@ -752,6 +539,94 @@ token_url = "http://127.0.0.1:1234/v1/oauth/token"
             .unwrap_err()
             .to_string();
         assert!(err.contains("refresh.max_attempts"), "{err}");
+    }
+
+    #[test]
+    fn every_rule_of_every_section_names_its_key_and_why() {
+        for (text, message) in [
+            (
+                "[oauth]\ntoken_url = \"nope\"",
+                "`oauth.token_url`: \"nope\" is not an http(s) URL",
+            ),
+            (
+                "store_url = \"mysql://x\"",
+                "`store_url`: must be a postgres:// URL",
+            ),
+            (
+                "client_keys = [\" \"]",
+                "`client_keys`: keys must not be empty",
+            ),
+            ("admin_key = \"\"", "`admin_key`: must not be empty"),
+            (
+                "usage_flush_secs = 0",
+                "`usage_flush_secs`: must be a positive number of seconds",
+            ),
+            (
+                "[pool]\nmax_cooldown_secs = nan",
+                "`pool.max_cooldown_secs`: must be a positive",
+            ),
+            (
+                "[alerts]\ntimeout_secs = -1",
+                "`alerts.timeout_secs`: must be a positive number of seconds",
+            ),
+            (
+                "[refresh]\nlead_jitter = 1.5",
+                "`refresh.lead_jitter`: must be between 0 and 1",
+            ),
+            (
+                "[refresh]\nlease_secs = 0.5",
+                "`refresh.lease_secs`: must be at least 1 second",
+            ),
+            (
+                "[refresh]\nscan_interval_secs = 0",
+                "`refresh.scan_interval_secs`: must be at least 1",
+            ),
+            (
+                "[alerts]\nwebhooks = [\"ftp://h/T\"]\nsecret = \"s\"",
+                "`alerts.webhooks`: \"ftp://h/…\" is not",
+            ),
+            (
+                "[alerts]\nwebhooks = [\"https://h/T\"]",
+                "`alerts.secret`: is required with alerts.webhooks",
+            ),
+            (
+                "[alerts]\nmax_queue = 0",
+                "`alerts.max_attempts`: and alerts.max_queue must be at least 1",
+            ),
+            (
+                "[pool]\naffinity_capacity = 1",
+                "`pool.affinity_capacity`: must be at least 2",
+            ),
+            (
+                "[pool]\nmax_attempts = 0",
+                "`pool.max_attempts`: must be at least 1",
+            ),
+            (
+                "max_body_bytes = 0",
+                "`max_body_bytes`: must be greater than 0",
+            ),
+            (
+                "[listener]\nidle_timeout_secs = 4e7",
+                "`listener.idle_timeout_secs`: must be at most 31536000",
+            ),
+            (
+                "[listener]\nmax_connections = 0",
+                "`listener.max_connections`: must be at least 1",
+            ),
+            (
+                "max_body_bytes = 10\n[listener]\nmax_body_memory_bytes = 9",
+                "`listener.max_body_memory_bytes`: must be at least",
+            ),
+        ] {
+            let err = Config::parse(&format!("{text}\n"), "f.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("f.toml") && err.contains(message),
+                "{text}: {err}"
+            );
+        }
+        Config::default().validate("built-in defaults").unwrap();
     }
 
     #[test]
