@@ -18,6 +18,16 @@ use super::journal::Doubt;
 use super::settings::LEASE_POLL;
 use super::*;
 
+/// What a failed call of the token endpoint leads to.
+enum AfterFailure {
+    /// The flight ends with this outcome.
+    Done(Outcome),
+    /// The answer was lost: the same token is sent once more at once.
+    SendAgain,
+    /// A transient failure: another attempt after a backoff, while attempts remain.
+    Transient(TokenError),
+}
+
 // === impl RefreshEngine: the lease protocol and the exchange ===
 
 impl RefreshEngine {
@@ -248,10 +258,8 @@ impl RefreshEngine {
                 .journal
                 .doubt(stored.id)
                 .filter(|d| d.refresh_token == refresh_token);
-            if let Some(d) = &in_doubt {
-                if d.retried {
-                    return self.give_up_in_doubt(&stored, "a previous try").await;
-                }
+            if in_doubt.as_ref().is_some_and(|d| d.retried) {
+                return self.give_up_in_doubt(&stored, "a previous try").await;
             }
             // Every call, retries included, takes its turn from the token endpoint's budget.
             if let Err(no_turn) = self.take_turn(urgent).await {
@@ -261,53 +269,18 @@ impl RefreshEngine {
                 self.mark_doubt(stored.id, &refresh_token, true).await;
             }
             attempts += 1;
-            let result = match tokio::time::timeout(
-                inner.settings.call_timeout,
-                inner.endpoint.refresh(&refresh_token),
-            )
-            .await
-            {
-                Ok(r) => r,
-                Err(_) => Err(TokenError::Timeout),
-            };
-            let outcome = match &result {
-                Ok(_) => "ok",
-                Err(e) => e.outcome(),
-            };
-            metrics::counter!("gateway_refresh_attempts_total", "outcome" => outcome).increment(1);
-            tracing::info!(account = %stored.name, attempt = attempts, outcome, "token refresh attempt");
-            let err = match result {
+            let err = match self.call(&stored, &refresh_token, attempts).await {
                 Ok(tokens) => return self.keep_rotation(stored, tokens, fence).await,
                 Err(e) => e,
             };
-            match err {
-                // A 429 or a refused connection processed nothing: the one more send is still unused.
-                TokenError::RateLimited { retry_after } => {
-                    if in_doubt.is_some() {
-                        self.mark_doubt(stored.id, &refresh_token, false).await;
-                    }
-                    return Outcome::RateLimited(retry_after);
-                }
-                TokenError::Rejected { .. } => {
-                    return self
-                        .rejected(&stored, &refresh_token, &err, in_doubt.is_some())
-                        .await
-                }
-                TokenError::Connect(_) if in_doubt.is_some() => {
-                    self.mark_doubt(stored.id, &refresh_token, false).await;
-                }
-                e if in_doubt.is_some() => {
-                    return self.give_up_in_doubt(&stored, &e.to_string()).await
-                }
-                e if e.outcome_unknown() => {
-                    // The endpoint may have rotated the token without us seeing the answer. The old token is tried
-                    // exactly once more: if it was not rotated this simply succeeds.
-                    tracing::warn!(account = %stored.name, error = %e, "refresh answer lost; retrying once with the same token");
-                    self.mark_doubt(stored.id, &refresh_token, false).await;
-                    continue;
-                }
-                _ => {}
-            }
+            let err = match self
+                .after_failure(&stored, &refresh_token, err, in_doubt.is_some())
+                .await
+            {
+                AfterFailure::Done(outcome) => return outcome,
+                AfterFailure::SendAgain => continue,
+                AfterFailure::Transient(err) => err,
+            };
             if attempts >= inner.settings.max_attempts {
                 return Outcome::Transient {
                     attempts,
@@ -315,6 +288,69 @@ impl RefreshEngine {
                 };
             }
             tokio::time::sleep(inner.settings.transient_backoff.delay(attempts)).await;
+        }
+    }
+
+    /// One call of the token endpoint under `call_timeout`, counted and logged by outcome.
+    async fn call(
+        &self,
+        stored: &Account,
+        refresh_token: &str,
+        attempt: u32,
+    ) -> Result<TokenResponse, TokenError> {
+        let inner = &self.inner;
+        let result = match tokio::time::timeout(
+            inner.settings.call_timeout,
+            inner.endpoint.refresh(refresh_token),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(TokenError::Timeout),
+        };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.outcome(),
+        };
+        metrics::counter!("gateway_refresh_attempts_total", "outcome" => outcome).increment(1);
+        tracing::info!(account = %stored.name, attempt, outcome, "token refresh attempt");
+        result
+    }
+
+    /// What a failed call leads to, under the lost-answer rule (`in_doubt`: this send was the one more send).
+    async fn after_failure(
+        &self,
+        stored: &Account,
+        refresh_token: &str,
+        err: TokenError,
+        in_doubt: bool,
+    ) -> AfterFailure {
+        match err {
+            // A 429 or a refused connection processed nothing: the one more send is still unused.
+            TokenError::RateLimited { retry_after } => {
+                if in_doubt {
+                    self.mark_doubt(stored.id, refresh_token, false).await;
+                }
+                AfterFailure::Done(Outcome::RateLimited(retry_after))
+            }
+            TokenError::Rejected { .. } => {
+                AfterFailure::Done(self.rejected(stored, refresh_token, &err, in_doubt).await)
+            }
+            TokenError::Connect(_) if in_doubt => {
+                self.mark_doubt(stored.id, refresh_token, false).await;
+                AfterFailure::Transient(err)
+            }
+            e if in_doubt => {
+                AfterFailure::Done(self.give_up_in_doubt(stored, &e.to_string()).await)
+            }
+            e if e.outcome_unknown() => {
+                // The endpoint may have rotated the token without us seeing the answer. The old token is tried
+                // exactly once more: if it was not rotated this simply succeeds.
+                tracing::warn!(account = %stored.name, error = %e, "refresh answer lost; retrying once with the same token");
+                self.mark_doubt(stored.id, refresh_token, false).await;
+                AfterFailure::SendAgain
+            }
+            e => AfterFailure::Transient(e),
         }
     }
 
