@@ -20,88 +20,109 @@ impl Tools {
 }
 
 pub fn translate(req: &Map<String, Value>) -> Result<Tools, BadRequest> {
-    let tools = match req.get("tools") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(list)) => list
-            .iter()
-            .enumerate()
-            .map(|(i, t)| tool(t, &format!("tools[{i}]")))
-            .collect::<Result<Vec<_>, _>>()?,
-        Some(_) => return Err(BadRequest::invalid("tools", "must be an array")),
-    };
-    let mut choice = match req.get("tool_choice") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => match s.as_str() {
-            "auto" => Some(json!({"type": "auto"})),
-            "none" => Some(json!({"type": "none"})),
-            "required" => Some(json!({"type": "any"})),
-            other => {
-                return Err(BadRequest::invalid(
-                    "tool_choice",
-                    format!("unknown value `{other}`; use none, auto, required or a function"),
-                ))
-            }
-        },
-        Some(Value::Object(o)) => {
-            let kind = o.get("type").and_then(Value::as_str).unwrap_or_default();
-            if kind != "function" {
-                return Err(BadRequest::unsupported(
-                    "tool_choice.type",
-                    format!("`{kind}` is not supported; use none, auto, required or {{\"type\":\"function\",…}}"),
-                ));
-            }
-            let name = o
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    BadRequest::invalid("tool_choice.function.name", "field required")
-                })?;
-            if !tools.iter().any(|t| t["name"] == name) {
-                return Err(BadRequest::invalid(
-                    "tool_choice.function.name",
-                    format!("no tool named `{name}` in tools"),
-                ));
-            }
-            Some(json!({"type": "tool", "name": name}))
-        }
-        Some(_) => {
-            return Err(BadRequest::invalid(
-                "tool_choice",
-                "must be a string or an object",
-            ))
-        }
-    };
-    let parallel = match req.get("parallel_tool_calls") {
-        None | Some(Value::Null) => true,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            return Err(BadRequest::invalid(
-                "parallel_tool_calls",
-                "must be a boolean",
-            ))
-        }
-    };
-    if tools.is_empty() {
-        // Without tools only "no tool" choices make sense; Anthropic refuses a tool_choice without tools.
+    let tools = tool_list(req)?;
+    let choice = tool_choice(req, &tools)?;
+    let tool_choice = settle_choice(choice, !tools.is_empty(), parallel_tool_calls(req)?)?;
+    Ok(Tools {
+        tools: (!tools.is_empty()).then_some(tools),
+        tool_choice,
+    })
+}
+
+/// The Anthropic `tool_choice` once the tools are known (shared by the chat and Responses adapters): none without
+/// tools (a choice that forces a tool is refused, as Anthropic would), and `parallel_tool_calls: false` as
+/// `disable_parallel_tool_use` on any choice but `none`.
+pub(crate) fn settle_choice(
+    choice: Option<Value>,
+    has_tools: bool,
+    parallel: bool,
+) -> Result<Option<Value>, BadRequest> {
+    if !has_tools {
         return match choice {
             Some(c) if c["type"] == "any" || c["type"] == "tool" => Err(BadRequest::invalid(
                 "tool_choice",
                 "requires at least one tool in tools",
             )),
-            _ => Ok(Tools::default()),
+            _ => Ok(None),
         };
     }
+    let mut choice = choice;
     if !parallel {
         let c = choice.get_or_insert_with(|| json!({"type": "auto"}));
         if c["type"] != "none" {
             c["disable_parallel_tool_use"] = json!(true);
         }
     }
-    Ok(Tools {
-        tools: Some(tools),
-        tool_choice: choice,
-    })
+    Ok(choice)
+}
+
+/// `tools`: each a function tool.
+fn tool_list(req: &Map<String, Value>) -> Result<Vec<Value>, BadRequest> {
+    match req.get("tools") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(list)) => list
+            .iter()
+            .enumerate()
+            .map(|(i, t)| tool(t, &format!("tools[{i}]")))
+            .collect(),
+        Some(_) => Err(BadRequest::invalid("tools", "must be an array")),
+    }
+}
+
+/// `tool_choice`: a mode, or a function that must be among `tools`.
+fn tool_choice(req: &Map<String, Value>, tools: &[Value]) -> Result<Option<Value>, BadRequest> {
+    match req.get("tool_choice") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => match s.as_str() {
+            "auto" => Ok(Some(json!({"type": "auto"}))),
+            "none" => Ok(Some(json!({"type": "none"}))),
+            "required" => Ok(Some(json!({"type": "any"}))),
+            other => Err(BadRequest::invalid(
+                "tool_choice",
+                format!("unknown value `{other}`; use none, auto, required or a function"),
+            )),
+        },
+        Some(Value::Object(o)) => named_function_choice(o, tools).map(Some),
+        Some(_) => Err(BadRequest::invalid(
+            "tool_choice",
+            "must be a string or an object",
+        )),
+    }
+}
+
+/// `{"type": "function", "function": {"name": …}}` → `{"type": "tool", "name": …}`.
+fn named_function_choice(o: &Map<String, Value>, tools: &[Value]) -> Result<Value, BadRequest> {
+    let kind = o.get("type").and_then(Value::as_str).unwrap_or_default();
+    if kind != "function" {
+        return Err(BadRequest::unsupported(
+            "tool_choice.type",
+            format!("`{kind}` is not supported; use none, auto, required or {{\"type\":\"function\",…}}"),
+        ));
+    }
+    let name = o
+        .get("function")
+        .and_then(|f| f.get("name"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| BadRequest::invalid("tool_choice.function.name", "field required"))?;
+    if !tools.iter().any(|t| t["name"] == name) {
+        return Err(BadRequest::invalid(
+            "tool_choice.function.name",
+            format!("no tool named `{name}` in tools"),
+        ));
+    }
+    Ok(json!({"type": "tool", "name": name}))
+}
+
+/// `parallel_tool_calls`: true unless set to false.
+pub(crate) fn parallel_tool_calls(req: &Map<String, Value>) -> Result<bool, BadRequest> {
+    match req.get("parallel_tool_calls") {
+        None | Some(Value::Null) => Ok(true),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(BadRequest::invalid(
+            "parallel_tool_calls",
+            "must be a boolean",
+        )),
+    }
 }
 
 pub(crate) fn tool(t: &Value, at: &str) -> Result<Value, BadRequest> {

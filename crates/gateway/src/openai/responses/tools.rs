@@ -98,33 +98,8 @@ pub fn translate(req: &Map<String, Value>) -> Result<Tools, BadRequest> {
         Some(_) => return Err(BadRequest::invalid("tools", "must be an array")),
     }
     let choice = tool_choice(req.get("tool_choice"), &out)?;
-    let parallel = match req.get("parallel_tool_calls") {
-        None | Some(Value::Null) => true,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            return Err(BadRequest::invalid(
-                "parallel_tool_calls",
-                "must be a boolean",
-            ))
-        }
-    };
-    if out.tools.is_empty() {
-        return match choice {
-            Some(c) if c["type"] == "any" || c["type"] == "tool" => Err(BadRequest::invalid(
-                "tool_choice",
-                "requires at least one tool in tools",
-            )),
-            _ => Ok(out),
-        };
-    }
-    let mut choice = choice;
-    if !parallel {
-        let c = choice.get_or_insert_with(|| json!({"type": "auto"}));
-        if c["type"] != "none" {
-            c["disable_parallel_tool_use"] = json!(true);
-        }
-    }
-    out.tool_choice = choice;
+    let parallel = crate::openai::tools::parallel_tool_calls(req)?;
+    out.tool_choice = crate::openai::tools::settle_choice(choice, !out.tools.is_empty(), parallel)?;
     Ok(out)
 }
 
