@@ -27,6 +27,34 @@ const IGNORED: &[&str] = &[
     "prompt_cache_retention",
 ];
 
+/// Translated into the Messages body (some only when neutral, see `refuse_non_neutral`).
+const MAPPED: &[&str] = &[
+    "model",
+    "messages",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop",
+    "stream",
+    "stream_options",
+    "user",
+    "safety_identifier",
+    "reasoning_effort",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "n",
+    "logprobs",
+    "top_logprobs",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "modalities",
+];
+
 /// What the handler needs besides the body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Translated {
@@ -87,11 +115,7 @@ pub(crate) fn boolean(req: &Map<String, Value>, key: &str) -> Result<Option<bool
 
 fn translate_object(req: &Map<String, Value>) -> Result<Translated, BadRequest> {
     refuse_unsupported(req)?;
-    let model = match field(req, "model") {
-        Some(Value::String(m)) if !m.is_empty() => m.clone(),
-        Some(_) => return Err(BadRequest::invalid("model", "must be a non-empty string")),
-        None => return Err(BadRequest::invalid("model", "field required")),
-    };
+    let model = model(req)?;
     let stream = boolean(req, "stream")?.unwrap_or(false);
     let include_usage = stream
         && field(req, "stream_options")
@@ -101,8 +125,6 @@ fn translate_object(req: &Map<String, Value>) -> Result<Translated, BadRequest> 
     let conv = super::messages::translate(req.get("messages"))?;
     let tools = super::tools::translate(req)?;
 
-    let mut out = Map::new();
-    out.insert("model".into(), json!(model));
     let requested_max = match positive_int(req, "max_completion_tokens")? {
         Some(n) => Some(("max_completion_tokens", n)),
         None => positive_int(req, "max_tokens")?.map(|n| ("max_tokens", n)),
@@ -114,47 +136,93 @@ fn translate_object(req: &Map<String, Value>) -> Result<Translated, BadRequest> 
         budget = None;
     }
     let (max_tokens, budget) = max_tokens_and_budget(budget, requested_max, "reasoning_effort")?;
-    out.insert("max_tokens".into(), json!(max_tokens));
-    if !conv.system.is_empty() {
-        let system = match conv.system.as_slice() {
-            [one] => one["text"].clone(),
-            many => Value::Array(many.to_vec()),
-        };
-        out.insert("system".into(), system);
-    }
-    out.insert("messages".into(), Value::Array(conv.messages));
-    if let Some(b) = budget {
+    if budget.is_some() {
         refuse_with_thinking(req, &tools)?;
-        out.insert(
-            "thinking".into(),
-            json!({"type": "enabled", "budget_tokens": b}),
-        );
     }
-    sampling(req, &mut out)?;
-    if let Some(t) = tools.tools {
-        out.insert("tools".into(), Value::Array(t));
+    let body = MessagesBody {
+        model: &model,
+        max_tokens,
+        system: &conv.system,
+        messages: conv.messages,
+        budget,
+        tools,
+        stream,
     }
-    if let Some(c) = tools.tool_choice {
-        out.insert("tool_choice".into(), c);
-    }
-    let user = match field(req, "user") {
-        Some(Value::String(u)) => Some(u.as_str()),
-        Some(_) => return Err(BadRequest::invalid("user", "must be a string")),
-        // OpenAI's successor of `user`.
-        None => field(req, "safety_identifier").and_then(Value::as_str),
-    };
-    if let Some(u) = user.filter(|u| !u.is_empty()) {
-        out.insert("metadata".into(), json!({"user_id": u}));
-    }
-    if stream {
-        out.insert("stream".into(), json!(true));
-    }
+    .build(req)?;
     Ok(Translated {
-        body: Value::Object(out),
+        body,
         model,
         stream,
         include_usage,
     })
+}
+
+/// The `model` field: required, a non-empty string.
+pub(crate) fn model(req: &Map<String, Value>) -> Result<String, BadRequest> {
+    match field(req, "model") {
+        Some(Value::String(m)) if !m.is_empty() => Ok(m.clone()),
+        Some(_) => Err(BadRequest::invalid("model", "must be a non-empty string")),
+        None => Err(BadRequest::invalid("model", "field required")),
+    }
+}
+
+/// The end user for `metadata.user_id`: `user`, or OpenAI's successor of it, `safety_identifier`.
+pub(crate) fn end_user(req: &Map<String, Value>) -> Result<Option<&str>, BadRequest> {
+    let u = match field(req, "user") {
+        Some(Value::String(u)) => Some(u.as_str()),
+        Some(_) => return Err(BadRequest::invalid("user", "must be a string")),
+        None => field(req, "safety_identifier").and_then(Value::as_str),
+    };
+    Ok(u.filter(|u| !u.is_empty()))
+}
+
+/// What the chat and Responses adapters put in a Messages body once they have translated their own fields.
+pub(crate) struct MessagesBody<'a> {
+    pub model: &'a str,
+    pub max_tokens: u64,
+    pub system: &'a [Value],
+    pub messages: Vec<Value>,
+    /// The extended-thinking budget (already checked against the request by `refuse_with_thinking`).
+    pub budget: Option<u64>,
+    pub tools: super::tools::Tools,
+    pub stream: bool,
+}
+
+impl MessagesBody<'_> {
+    /// The body, with the request's sampling parameters and end user.
+    pub(crate) fn build(self, req: &Map<String, Value>) -> Result<Value, BadRequest> {
+        let mut out = Map::new();
+        out.insert("model".into(), json!(self.model));
+        out.insert("max_tokens".into(), json!(self.max_tokens));
+        if !self.system.is_empty() {
+            let system = match self.system {
+                [one] => one["text"].clone(),
+                many => Value::Array(many.to_vec()),
+            };
+            out.insert("system".into(), system);
+        }
+        out.insert("messages".into(), Value::Array(self.messages));
+        if let Some(b) = self.budget {
+            out.insert(
+                "thinking".into(),
+                json!({"type": "enabled", "budget_tokens": b}),
+            );
+        }
+        sampling(req, &mut out)?;
+        if let Some(t) = self.tools.tools {
+            out.insert("tools".into(), Value::Array(t));
+        }
+        if let Some(c) = self.tools.tool_choice {
+            out.insert("tool_choice".into(), c);
+        }
+        if let Some(u) = end_user(req)? {
+            out.insert("metadata".into(), json!({"user_id": u}));
+        }
+        if self.stream {
+            out.insert("stream".into(), json!(true));
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 /// Anthropic's `max_tokens` and the thinking budget for a requested limit (`(parameter, value)`) and effort budget.
@@ -285,47 +353,45 @@ pub(crate) fn sampling(
 
 /// Parameters Claude cannot honour get a 400 naming them; their neutral values pass.
 fn refuse_unsupported(req: &Map<String, Value>) -> Result<(), BadRequest> {
-    const MAPPED: &[&str] = &[
-        "model",
-        "messages",
-        "max_tokens",
-        "max_completion_tokens",
-        "temperature",
-        "top_p",
-        "top_k",
-        "stop",
-        "stream",
-        "stream_options",
-        "user",
-        "safety_identifier",
-        "reasoning_effort",
-        "tools",
-        "tool_choice",
-        "parallel_tool_calls",
-        "response_format",
-        "n",
-        "logprobs",
-        "top_logprobs",
-        "presence_penalty",
-        "frequency_penalty",
-        "logit_bias",
-        "modalities",
-    ];
-    for key in req.keys() {
-        let k = key.as_str();
-        if MAPPED.contains(&k) || IGNORED.contains(&k) || req[k].is_null() {
-            continue;
-        }
-        let why = match k {
-            "audio" => "Claude does not produce audio",
-            "prediction" => "predicted outputs are not supported by Claude",
-            "web_search_options" => "web search is not available through this endpoint",
-            "functions" | "function_call" => "deprecated; use tools and tool_choice",
-            "verbosity" => "Claude has no verbosity setting",
-            _ => "unknown parameter",
-        };
-        return Err(BadRequest::unsupported(k, why));
+    refuse_unknown(req)?;
+    refuse_non_neutral(req)?;
+    response_format(req)
+}
+
+fn refuse_unknown(req: &Map<String, Value>) -> Result<(), BadRequest> {
+    refuse_unlisted(req, MAPPED, IGNORED, |k| match k {
+        "audio" => Some("Claude does not produce audio"),
+        "prediction" => Some("predicted outputs are not supported by Claude"),
+        "web_search_options" => Some("web search is not available through this endpoint"),
+        "functions" | "function_call" => Some("deprecated; use tools and tool_choice"),
+        "verbosity" => Some("Claude has no verbosity setting"),
+        _ => None,
+    })
+}
+
+/// The first parameter neither `mapped` nor `ignored` (a null one counts as absent) is refused with the reason `known`
+/// gives for it, or as an unknown parameter.
+pub(crate) fn refuse_unlisted(
+    req: &Map<String, Value>,
+    mapped: &[&str],
+    ignored: &[&str],
+    known: fn(&str) -> Option<&'static str>,
+) -> Result<(), BadRequest> {
+    let listed = |k: &str| mapped.contains(&k) || ignored.contains(&k);
+    match req
+        .keys()
+        .find(|k| !listed(k) && !req[k.as_str()].is_null())
+    {
+        None => Ok(()),
+        Some(k) => Err(BadRequest::unsupported(
+            k.as_str(),
+            known(k).unwrap_or("unknown parameter"),
+        )),
     }
+}
+
+/// Parameters Claude has no equivalent for pass only with their neutral value (`n: 1`, no penalties, …).
+fn refuse_non_neutral(req: &Map<String, Value>) -> Result<(), BadRequest> {
     if let Some(n) = field(req, "n") {
         if n.as_u64() != Some(1) {
             return Err(BadRequest::unsupported(
@@ -368,6 +434,11 @@ fn refuse_unsupported(req: &Map<String, Value>) -> Result<(), BadRequest> {
             ));
         }
     }
+    Ok(())
+}
+
+/// `response_format`: only plain text (Claude has no JSON mode through this endpoint).
+fn response_format(req: &Map<String, Value>) -> Result<(), BadRequest> {
     if let Some(f) = field(req, "response_format") {
         match f.get("type").and_then(Value::as_str) {
             Some("text") => {}

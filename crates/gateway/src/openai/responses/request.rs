@@ -10,8 +10,8 @@ use super::tools::{self, ToolNames};
 use crate::openai::error::BadRequest;
 use crate::openai::messages::Conversation;
 use crate::openai::request::{
-    boolean, field, max_tokens_and_budget, positive_int, refuse_with_thinking, sampling,
-    THINKING_BUDGETS,
+    boolean, field, max_tokens_and_budget, model, positive_int, refuse_unlisted,
+    refuse_with_thinking, MessagesBody, THINKING_BUDGETS,
 };
 
 /// `reasoning.effort` `xhigh` (Responses only), beyond the chat adapter's `high`.
@@ -92,11 +92,7 @@ pub fn previous_response_id(req: &Map<String, Value>) -> Result<Option<&str>, Ba
 /// Translates `req`, continuing the stored conversation `prior` (empty when there is none).
 pub fn translate(req: &Map<String, Value>, prior: Vec<Value>) -> Result<Translated, BadRequest> {
     refuse_unsupported(req)?;
-    let model = match field(req, "model") {
-        Some(Value::String(m)) if !m.is_empty() => m.clone(),
-        Some(_) => return Err(BadRequest::invalid("model", "must be a non-empty string")),
-        None => return Err(BadRequest::invalid("model", "field required")),
-    };
+    let model = model(req)?;
     let stream = boolean(req, "stream")?.unwrap_or(false);
     let store = boolean(req, "store")?.unwrap_or(true);
     let mut conv = Conversation {
@@ -113,40 +109,22 @@ pub fn translate(req: &Map<String, Value>, prior: Vec<Value>) -> Result<Translat
     }
     let requested = positive_int(req, "max_output_tokens")?.map(|n| ("max_output_tokens", n));
     let (max_tokens, budget) = max_tokens_and_budget(budget, requested, "reasoning.effort")?;
-
-    let mut out = Map::new();
-    out.insert("model".into(), json!(model));
-    out.insert("max_tokens".into(), json!(max_tokens));
-    if !conv.system.is_empty() {
-        let system = match conv.system.as_slice() {
-            [one] => one["text"].clone(),
-            many => Value::Array(many.to_vec()),
-        };
-        out.insert("system".into(), system);
+    let chat_tools = tools.as_chat();
+    if budget.is_some() {
+        refuse_with_thinking(req, &chat_tools).map_err(rename_effort)?;
     }
-    out.insert("messages".into(), Value::Array(conv.messages.clone()));
-    if let Some(b) = budget {
-        refuse_with_thinking(req, &tools.as_chat()).map_err(rename_effort)?;
-        out.insert(
-            "thinking".into(),
-            json!({"type": "enabled", "budget_tokens": b}),
-        );
+    let body = MessagesBody {
+        model: &model,
+        max_tokens,
+        system: &conv.system,
+        messages: conv.messages.clone(),
+        budget,
+        tools: chat_tools,
+        stream,
     }
-    sampling(req, &mut out)?;
-    if !tools.tools.is_empty() {
-        out.insert("tools".into(), Value::Array(tools.tools.clone()));
-    }
-    if let Some(c) = &tools.tool_choice {
-        out.insert("tool_choice".into(), c.clone());
-    }
-    if let Some(u) = user(req)? {
-        out.insert("metadata".into(), json!({"user_id": u}));
-    }
-    if stream {
-        out.insert("stream".into(), json!(true));
-    }
+    .build(req)?;
     Ok(Translated {
-        body: Value::Object(out),
+        body,
         model,
         store,
         names: tools.names,
@@ -162,15 +140,6 @@ pub fn translate(req: &Map<String, Value>, prior: Vec<Value>) -> Result<Translat
 fn rename_effort(mut e: BadRequest) -> BadRequest {
     e.message = e.message.replace("reasoning_effort", "reasoning.effort");
     e
-}
-
-fn user(req: &Map<String, Value>) -> Result<Option<&str>, BadRequest> {
-    let u = match field(req, "user") {
-        Some(Value::String(u)) => Some(u.as_str()),
-        Some(_) => return Err(BadRequest::invalid("user", "must be a string")),
-        None => field(req, "safety_identifier").and_then(Value::as_str),
-    };
-    Ok(u.filter(|u| !u.is_empty()))
 }
 
 /// The last assistant message calls tools but carries no thinking block.
@@ -221,21 +190,14 @@ fn thinking_budget(req: &Map<String, Value>) -> Result<Option<u64>, BadRequest> 
 
 /// Parameters Claude cannot honour get a 400 naming them; their neutral values pass.
 fn refuse_unsupported(req: &Map<String, Value>) -> Result<(), BadRequest> {
-    for key in req.keys() {
-        let k = key.as_str();
-        if MAPPED.contains(&k) || IGNORED.contains(&k) || req[k].is_null() {
-            continue;
-        }
-        let why = match k {
-            "conversation" => {
-                "the Conversations API is not supported; use previous_response_id or send the items"
-            }
-            "prompt" => "prompt templates are not supported; send instructions and input",
-            "top_k" => "not a Responses parameter",
-            _ => "unknown parameter",
-        };
-        return Err(BadRequest::unsupported(k, why));
-    }
+    refuse_unlisted(req, MAPPED, IGNORED, |k| match k {
+        "conversation" => Some(
+            "the Conversations API is not supported; use previous_response_id or send the items",
+        ),
+        "prompt" => Some("prompt templates are not supported; send instructions and input"),
+        "top_k" => Some("not a Responses parameter"),
+        _ => None,
+    })?;
     if boolean(req, "background")? == Some(true) {
         return Err(BadRequest::unsupported(
             "background",

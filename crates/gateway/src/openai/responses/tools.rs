@@ -80,7 +80,7 @@ impl Tools {
     /// The chat adapter's view, for the checks both adapters share.
     pub fn as_chat(&self) -> crate::openai::tools::Tools {
         crate::openai::tools::Tools {
-            tools: Some(self.tools.clone()),
+            tools: (!self.tools.is_empty()).then(|| self.tools.clone()),
             tool_choice: self.tool_choice.clone(),
         }
     }
