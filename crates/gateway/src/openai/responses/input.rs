@@ -52,6 +52,7 @@ fn str_of<'a>(item: &'a Value, key: &str, at: &str) -> Result<&'a str, BadReques
         .ok_or_else(|| BadRequest::invalid(format!("{at}.{key}"), "field required"))
 }
 
+/// One input item, dispatched by its type.
 fn add_item(conv: &mut Conversation, item: &Value, at: &str) -> Result<(), BadRequest> {
     let kind = match item.get("type").and_then(Value::as_str) {
         Some(k) => k,
@@ -60,69 +61,10 @@ fn add_item(conv: &mut Conversation, item: &Value, at: &str) -> Result<(), BadRe
     };
     match kind {
         "message" => message(conv, item, at),
-        "function_call" => {
-            let name = ToolNames::anthropic(
-                item.get("namespace").and_then(Value::as_str),
-                str_of(item, "name", at)?,
-            );
-            let input = arguments(item.get("arguments"), &format!("{at}.arguments"))?;
-            let id = str_of(item, "call_id", at)?;
-            conv.push(
-                "assistant",
-                vec![json!({"type": "tool_use", "id": id, "name": name, "input": input})],
-            );
-            Ok(())
-        }
-        "custom_tool_call" => {
-            let id = str_of(item, "call_id", at)?;
-            let name = str_of(item, "name", at)?;
-            let input = item
-                .get("input")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            conv.push(
-                "assistant",
-                vec![
-                    json!({"type": "tool_use", "id": id, "name": name, "input": {"input": input}}),
-                ],
-            );
-            Ok(())
-        }
-        "function_call_output" | "custom_tool_call_output" => {
-            let id = str_of(item, "call_id", at)?;
-            let mut block = json!({"type": "tool_result", "tool_use_id": id});
-            match item.get("output") {
-                Some(Value::String(s)) if !s.is_empty() => block["content"] = json!(s),
-                Some(Value::String(_)) | None | Some(Value::Null) => {}
-                Some(Value::Array(parts)) => {
-                    let blocks = parts_to_blocks(parts, &format!("{at}.output"), false)?;
-                    if !blocks.is_empty() {
-                        block["content"] = Value::Array(blocks);
-                    }
-                }
-                Some(_) => {
-                    return Err(BadRequest::invalid(
-                        format!("{at}.output"),
-                        "must be a string or an array of parts",
-                    ))
-                }
-            }
-            conv.push("user", vec![block]);
-            Ok(())
-        }
-        "reasoning" => {
-            // Without encrypted_content there is nothing Claude can verify: the item is dropped.
-            if let Some(enc) = item.get("encrypted_content").and_then(Value::as_str) {
-                let block = decode_thinking(enc).ok_or_else(|| {
-                    BadRequest::invalid(
-                        format!("{at}.encrypted_content"),
-                        "was not written by this gateway (Claude needs its own signed thinking block back)",
-                    )
-                })?;
-                conv.push("assistant", vec![block]);
-            }
-            Ok(())
-        }
+        "function_call" => function_call(conv, item, at),
+        "custom_tool_call" => custom_tool_call(conv, item, at),
+        "function_call_output" | "custom_tool_call_output" => tool_output(conv, item, at),
+        "reasoning" => reasoning(conv, item, at),
         "web_search_call" => Ok(()),
         "item_reference" => Err(BadRequest::unsupported(
             format!("{at}.type"),
@@ -133,6 +75,75 @@ fn add_item(conv: &mut Conversation, item: &Value, at: &str) -> Result<(), BadRe
             format!("`{other}` items are not supported by Claude through this gateway"),
         )),
     }
+}
+
+/// A `function_call` → the assistant's `tool_use` (namespaced names flattened).
+fn function_call(conv: &mut Conversation, item: &Value, at: &str) -> Result<(), BadRequest> {
+    let name = ToolNames::anthropic(
+        item.get("namespace").and_then(Value::as_str),
+        str_of(item, "name", at)?,
+    );
+    let input = arguments(item.get("arguments"), &format!("{at}.arguments"))?;
+    let id = str_of(item, "call_id", at)?;
+    conv.push(
+        "assistant",
+        vec![json!({"type": "tool_use", "id": id, "name": name, "input": input})],
+    );
+    Ok(())
+}
+
+/// A `custom_tool_call` → a `tool_use` whose input is `{"input": <the free-form text>}`.
+fn custom_tool_call(conv: &mut Conversation, item: &Value, at: &str) -> Result<(), BadRequest> {
+    let id = str_of(item, "call_id", at)?;
+    let name = str_of(item, "name", at)?;
+    let input = item
+        .get("input")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    conv.push(
+        "assistant",
+        vec![json!({"type": "tool_use", "id": id, "name": name, "input": {"input": input}})],
+    );
+    Ok(())
+}
+
+/// A function or custom tool's output → the user's `tool_result` (text, or parts as blocks).
+fn tool_output(conv: &mut Conversation, item: &Value, at: &str) -> Result<(), BadRequest> {
+    let id = str_of(item, "call_id", at)?;
+    let mut block = json!({"type": "tool_result", "tool_use_id": id});
+    match item.get("output") {
+        Some(Value::String(s)) if !s.is_empty() => block["content"] = json!(s),
+        Some(Value::String(_)) | None | Some(Value::Null) => {}
+        Some(Value::Array(parts)) => {
+            let blocks = parts_to_blocks(parts, &format!("{at}.output"), false)?;
+            if !blocks.is_empty() {
+                block["content"] = Value::Array(blocks);
+            }
+        }
+        Some(_) => {
+            return Err(BadRequest::invalid(
+                format!("{at}.output"),
+                "must be a string or an array of parts",
+            ))
+        }
+    }
+    conv.push("user", vec![block]);
+    Ok(())
+}
+
+/// A `reasoning` item → the signed thinking block it carries; without `encrypted_content` there is nothing Claude
+/// can verify, so the item is dropped.
+fn reasoning(conv: &mut Conversation, item: &Value, at: &str) -> Result<(), BadRequest> {
+    if let Some(enc) = item.get("encrypted_content").and_then(Value::as_str) {
+        let block = decode_thinking(enc).ok_or_else(|| {
+            BadRequest::invalid(
+                format!("{at}.encrypted_content"),
+                "was not written by this gateway (Claude needs its own signed thinking block back)",
+            )
+        })?;
+        conv.push("assistant", vec![block]);
+    }
+    Ok(())
 }
 
 /// Function-call arguments: a JSON object, as a string (or already parsed).
