@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# The benchmark suite (issue 7). Builds the workspace in release mode, installs the peer (LiteLLM, pinned) into a local
-# virtual environment, runs every scenario — the direct path (client → anthropic-simulator), the gateway, and LiteLLM
-# side by side against one simulator started with --accept-any-key --latency-ms 0 — profiles the gateway under
-# callgrind, and writes BENCHMARKS.md at the repository root.
+# The benchmark suite (issues 7 and 16). Builds the workspace in release mode, installs the peer (LiteLLM, pinned) into a
+# local virtual environment, runs every scenario — the direct path (client → the fast upstream, a minimal hyper
+# responder in the bench crate), nginx as the minimal-proxy floor, the gateway, and LiteLLM side by side; the simulator
+# where its behaviour is needed (token endpoint, stampede, memory) — profiles the gateway under callgrind, and writes
+# BENCHMARKS.md at the repository root. nginx is Debian's package (`apt-get install nginx`); the suite installs
+# nothing itself and skips the nginx rows, with a note, when it is absent.
 #
 #   bench/run.sh               the full run (about 8 minutes after the build)
 #   bench/run.sh --smoke       every scenario for a moment at tiny rates, no peer, no profile; writes
 #                              target/bench/BENCHMARKS.smoke.md (BENCHMARKS.md keeps the real figures)
 #   bench/run.sh --no-peer     skip LiteLLM
 #   bench/run.sh --no-profile  skip the callgrind profile
+#   bench/run.sh --only cpu,throughput   only these sections (latency, throughput, cpu, streaming, large, keys,
+#                              routes, memory, stampede); writes target/bench/BENCHMARKS.only.md, no peer, no profile
 #
 # The gateway, the simulator and the peer are started by claude-gateway-bench itself (configs and SQLite stores in
 # temp dirs, accounts seeded with `claude-gateway accounts add-key` or straight into the store), so that every
@@ -20,16 +24,19 @@ LITELLM_VERSION=1.77.7
 VENV=target/bench-venv
 OUT_DIR=target/bench
 
-smoke=0 peer=1 profile=1
+smoke=0 peer=1 profile=1 only="" want_only=0
 for arg in "$@"; do
+  if [ "$want_only" = 1 ]; then only=$arg want_only=0; continue; fi
   case "$arg" in
     --smoke) smoke=1 peer=0 profile=0 ;;
     --no-peer) peer=0 ;;
     --no-profile) profile=0 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    --only) want_only=1 peer=0 profile=0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
   esac
 done
+[ "$want_only" = 0 ] || { echo "bench/run.sh: --only needs a list of sections" >&2; exit 2; }
 command="bench/run.sh${*:+ $*}"
 mkdir -p "$OUT_DIR"
 
@@ -72,7 +79,11 @@ else
 fi
 
 if [ "$smoke" = 1 ]; then
-  "$bin/claude-gateway-bench" --smoke --out "$OUT_DIR/BENCHMARKS.smoke.md" "${args[@]}"
+  "$bin/claude-gateway-bench" --smoke --out "$OUT_DIR/BENCHMARKS.smoke.md" ${only:+--only "$only"} "${args[@]}"
+  exit 0
+fi
+if [ -n "$only" ]; then
+  "$bin/claude-gateway-bench" --only "$only" --out "$OUT_DIR/BENCHMARKS.only.md" "${args[@]}"
   exit 0
 fi
 

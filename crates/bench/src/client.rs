@@ -27,7 +27,18 @@ impl Target {
         proxy_pid: Option<u32>,
         sim_pid: u32,
     ) -> anyhow::Result<Target> {
-        let messages: hyper::Uri = format!("{base_url}/v1/messages")
+        Target::at(base_url, "/v1/messages", auth, proxy_pid, sim_pid)
+    }
+
+    /// A target whose requests go to `path` (`/v1/chat/completions`, `/v1/responses`) instead of `/v1/messages`.
+    pub fn at(
+        base_url: &str,
+        path: &str,
+        auth: (&'static str, &str),
+        proxy_pid: Option<u32>,
+        sim_pid: u32,
+    ) -> anyhow::Result<Target> {
+        let messages: hyper::Uri = format!("{base_url}{path}")
             .parse()
             .context("messages URL")?;
         Ok(Target {
@@ -40,6 +51,11 @@ impl Target {
             sim_pid,
             messages,
         })
+    }
+
+    /// The request path (`/v1/messages`, …).
+    pub fn path(&self) -> &str {
+        self.messages.path()
     }
 
     /// CPU seconds of the proxy process tree (0 for the direct path) and of the simulator.

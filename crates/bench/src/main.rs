@@ -6,13 +6,19 @@
 #![allow(clippy::print_stdout)]
 
 mod client;
+mod features;
+mod fmt;
 mod load;
+mod nginx;
 mod procs;
 mod profile;
 mod report;
+mod runner;
 mod scenarios;
 mod stats;
 mod stream;
+mod targets;
+mod upstream;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,9 +68,28 @@ struct Args {
     /// Why there is no profile, written into the report.
     #[arg(long)]
     profile_note: Option<String>,
+    /// nginx's binary (default: /usr/sbin/nginx when it exists); without one the nginx rows are skipped.
+    #[arg(long)]
+    nginx: Option<PathBuf>,
+    /// Run only these sections (comma-separated: latency, throughput, cpu, streaming, large, keys, routes, memory,
+    /// stampede), e.g. `--only cpu,throughput` while working on the hot path.
+    #[arg(long, value_delimiter = ',')]
+    only: Option<Vec<String>>,
     /// The load client for non-stream requests.
     #[arg(long, value_enum, default_value = "hyper")]
     client: ClientKind,
+    /// Run only the fast upstream (a minimal hyper responder, see `upstream.rs`) on this address, until killed.
+    #[arg(long, value_name = "ADDR")]
+    serve_upstream: Option<std::net::SocketAddr>,
+    /// The fast upstream's worker threads (0: a current-thread runtime).
+    #[arg(long, default_value_t = 0)]
+    upstream_threads: usize,
+    /// The fast upstream's SSE events per stream (frame included) when a request does not say.
+    #[arg(long, default_value_t = 200)]
+    upstream_stream_events: usize,
+    /// The fast upstream's delay between SSE events when a request does not say.
+    #[arg(long, default_value_t = 5)]
+    upstream_event_delay_ms: u64,
 }
 
 fn sibling(name: &str) -> anyhow::Result<PathBuf> {
@@ -89,6 +114,20 @@ fn existing(p: PathBuf, what: &str) -> anyhow::Result<PathBuf> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(listen) = args.serve_upstream {
+        let config = upstream::UpstreamConfig {
+            threads: args.upstream_threads,
+            stream_events: args.upstream_stream_events,
+            event_delay_ms: args.upstream_event_delay_ms,
+        };
+        return match upstream::serve(listen, config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -119,11 +158,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .map_or_else(|| sibling("anthropic-simulator"), Ok)?,
         "anthropic-simulator",
     )?;
-    let plan = if args.smoke {
+    let mut plan = if args.smoke {
         Plan::smoke()
     } else {
         Plan::full()
     };
+    plan.upstream_threads = args.upstream_threads;
+    if let Some(only) = &args.only {
+        if let Some(bad) = only
+            .iter()
+            .find(|s| !scenarios::SECTIONS.contains(&s.as_str()))
+        {
+            return Err(anyhow!(
+                "--only: unknown section {bad:?} (one of {})",
+                scenarios::SECTIONS.join(", ")
+            ));
+        }
+        plan.only = Some(only.clone());
+    }
     let setup = Setup {
         plan: plan.clone(),
         gateway_bin,
@@ -132,6 +184,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Some(p) => Some(existing(p.clone(), "litellm")?),
             None => None,
         },
+        nginx: nginx::find(args.nginx.as_deref()),
         client: args.client,
     };
     let started = std::time::Instant::now();
@@ -187,7 +240,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let text = report::render(&results, &plan, &ctx);
     std::fs::write(&args.out, &text).with_context(|| format!("writing {}", args.out.display()))?;
-    let misses = report::misses(&results, &plan);
+    let misses = targets::misses(&results, &plan);
     println!(
         "wrote {} in {:.0} s: {} target(s) missed",
         args.out.display(),

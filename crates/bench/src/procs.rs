@@ -365,6 +365,16 @@ impl GatewayDir {
     /// Writes `gateway.toml` pointing at `sim` (store in `dir/data`); the proactive refresher scans once an hour so
     /// that only requests trigger refreshes.
     pub fn new(base: Option<&Path>, label: &str, sim: &Sim) -> anyhow::Result<GatewayDir> {
+        GatewayDir::with_upstream(base, label, &sim.base_url, &sim.token_url())
+    }
+
+    /// Like [`GatewayDir::new`], for any upstream (`upstream` serves the Messages API, `token_url` OAuth refreshes).
+    pub fn with_upstream(
+        base: Option<&Path>,
+        label: &str,
+        upstream: &str,
+        token_url: &str,
+    ) -> anyhow::Result<GatewayDir> {
         let dir = TempDir::new(base, label)?;
         let config = dir.path().join("gateway.toml");
         let text = format!(
@@ -383,8 +393,6 @@ token_url = "{token_url}"
 scan_interval_secs = 3600
 "#,
             data = dir.path().join("data").display(),
-            upstream = sim.base_url,
-            token_url = sim.token_url(),
         );
         std::fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
         Ok(GatewayDir { dir, config })
@@ -396,6 +404,11 @@ scan_interval_secs = 3600
 
     /// Runs a `claude-gateway` CLI command against this config.
     pub fn cli(&self, bin: &Path, args: &[&str]) -> anyhow::Result<()> {
+        self.cli_output(bin, args).map(|_| ())
+    }
+
+    /// Runs a `claude-gateway` CLI command against this config and returns its stdout.
+    pub fn cli_output(&self, bin: &Path, args: &[&str]) -> anyhow::Result<String> {
         let out = Command::new(bin)
             .args(args)
             .arg("--config")
@@ -409,7 +422,7 @@ scan_interval_secs = 3600
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 }
 
@@ -522,7 +535,7 @@ pub struct LiteLlm {
 
 impl LiteLlm {
     /// Starts `litellm` with one model routed to the simulator's Messages API and waits for its liveness probe.
-    pub async fn start(exe: &Path, sim: &Sim, model: &str) -> anyhow::Result<LiteLlm> {
+    pub async fn start(exe: &Path, upstream: &str, model: &str) -> anyhow::Result<LiteLlm> {
         let dir = TempDir::new(None, "litellm")?;
         let config = dir.path().join("litellm.yaml");
         std::fs::write(
@@ -531,7 +544,7 @@ impl LiteLlm {
                 "model_list:\n  - model_name: {model}\n    litellm_params:\n      model: anthropic/{model}\n      \
                  api_base: {base}\n      api_key: sk-ant-bench-upstream\nlitellm_settings:\n  telemetry: false\n  \
                  drop_params: false\n",
-                base = sim.base_url
+                base = upstream
             ),
         )?;
         let port = free_port()?;
@@ -592,5 +605,40 @@ impl LiteLlm {
             version,
             _dir: dir,
         })
+    }
+}
+
+/// A running fast upstream (`claude-gateway-bench --serve-upstream`, see `upstream.rs`).
+pub struct FastUpstream {
+    pub proc: Proc,
+    pub base_url: String,
+}
+
+impl FastUpstream {
+    /// Starts this program as the fast upstream on a free loopback port, `threads` workers (0: current-thread), with
+    /// streams of `stream_events` events `delay_ms` apart unless a request says otherwise.
+    pub fn start(
+        threads: usize,
+        stream_events: usize,
+        delay_ms: u64,
+    ) -> anyhow::Result<FastUpstream> {
+        let exe = std::env::current_exe().context("locating this program")?;
+        let mut cmd = Command::new(exe);
+        cmd.args(["--serve-upstream", "127.0.0.1:0"])
+            .arg("--upstream-threads")
+            .arg(threads.to_string())
+            .arg("--upstream-stream-events")
+            .arg(stream_events.to_string())
+            .arg("--upstream-event-delay-ms")
+            .arg(delay_ms.to_string());
+        let (proc, found) = Proc::spawn(
+            "fast upstream",
+            cmd,
+            &["listening on "],
+            Duration::from_secs(10),
+        )?;
+        let base_url = found.first().cloned().unwrap_or_default();
+        host_port(&base_url)?;
+        Ok(FastUpstream { proc, base_url })
     }
 }

@@ -13,14 +13,16 @@ use claude_gateway::store::sqlite::SqliteStore;
 use claude_gateway::store::Store;
 
 use crate::client::{Client, ClientKind, Target};
+use crate::features;
 use crate::load::{self, LoadResult};
-use crate::procs::{self, Gateway, GatewayDir, LiteLlm, Sim, CLIENT_KEY};
+use crate::nginx::Nginx;
+use crate::procs::{self, FastUpstream, Gateway, GatewayDir, LiteLlm, Sim, CLIENT_KEY};
+use crate::runner::{self, Scenario, Shape};
 use crate::stream::{self, StreamResult};
+use crate::upstream::FRAME_EVENTS;
 
 pub const MODEL: &str = "claude-sonnet-4-5";
-/// SSE events around the text deltas: message_start, ping, content_block_start/stop, message_delta, message_stop.
-const FRAME_EVENTS: usize = 6;
-const UPSTREAM_KEY: &str = "sk-ant-api03-bench-upstream-key";
+pub const UPSTREAM_KEY: &str = "sk-ant-api03-bench-upstream-key";
 const STAMPEDE_REFRESH_TOKEN: &str = "sk-ant-ort01-bench-stampede-refresh-token";
 
 /// Sizes and durations of a run.
@@ -52,7 +54,34 @@ pub struct Plan {
     pub open_stream_delay_ms: u64,
     pub stampede: usize,
     pub token_latency_ms: u64,
+    /// The fast upstream's worker threads (0: current-thread runtime).
+    pub upstream_threads: usize,
+    /// Fixed rates at which CPU per request is measured.
+    pub cpu_rates: Vec<f64>,
+    pub cpu_duration: Duration,
+    /// The keys scenario: rate, time per configuration in all, rounds.
+    pub keys_rate: f64,
+    pub keys_duration: Duration,
+    pub keys_rounds: usize,
+    /// The routes scenario: rate and time per route.
+    pub routes_rate: f64,
+    pub routes_duration: Duration,
+    /// Only these sections (`--only`), when set.
+    pub only: Option<Vec<String>>,
 }
+
+/// The sections `--only` may name.
+pub const SECTIONS: &[&str] = &[
+    "latency",
+    "throughput",
+    "cpu",
+    "streaming",
+    "large",
+    "keys",
+    "routes",
+    "memory",
+    "stampede",
+];
 
 impl Plan {
     pub fn full() -> Plan {
@@ -82,7 +111,23 @@ impl Plan {
             open_stream_delay_ms: 100,
             stampede: 1000,
             token_latency_ms: 200,
+            upstream_threads: 0,
+            cpu_rates: vec![1000.0, 4000.0],
+            cpu_duration: Duration::from_secs(10),
+            keys_rate: 2000.0,
+            keys_duration: Duration::from_secs(12),
+            keys_rounds: 4,
+            routes_rate: 1000.0,
+            routes_duration: Duration::from_secs(8),
+            only: None,
         }
+    }
+
+    /// Whether the section runs (every one unless `--only` was given).
+    pub fn wants(&self, section: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|s| s == section))
     }
 
     /// Every scenario for a moment at tiny rates: proves the suite runs and reports, measures nothing.
@@ -113,6 +158,15 @@ impl Plan {
             open_stream_delay_ms: 100,
             stampede: 50,
             token_latency_ms: 200,
+            upstream_threads: 0,
+            cpu_rates: vec![100.0],
+            cpu_duration: Duration::from_millis(300),
+            keys_rate: 100.0,
+            keys_duration: Duration::from_millis(400),
+            keys_rounds: 2,
+            routes_rate: 50.0,
+            routes_duration: Duration::from_millis(300),
+            only: None,
         }
     }
 }
@@ -123,15 +177,29 @@ pub struct Setup {
     pub gateway_bin: PathBuf,
     pub simulator_bin: PathBuf,
     pub litellm: Option<PathBuf>,
+    /// nginx's binary, or why there is none.
+    pub nginx: Result<PathBuf, String>,
     pub client: ClientKind,
 }
 
-/// The three paths of scenarios 1–3 for one measurement.
+/// The paths of one measurement: direct (client → upstream), nginx, the gateway, and the peer.
 #[derive(Debug, Clone, Default)]
-pub struct Trio<T> {
+pub struct Paths<T> {
     pub direct: T,
+    pub nginx: Option<T>,
     pub gateway: T,
     pub litellm: Option<T>,
+}
+
+impl<T> Paths<T> {
+    /// The measured paths with their names, in the report's order.
+    pub fn named(&self) -> Vec<(&'static str, &T)> {
+        let mut v = vec![("direct", &self.direct)];
+        v.extend(self.nginx.as_ref().map(|n| ("nginx", n)));
+        v.push(("gateway", &self.gateway));
+        v.extend(self.litellm.as_ref().map(|l| ("LiteLLM", l)));
+        v
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -142,8 +210,7 @@ pub struct ClientCmp {
 
 #[derive(Debug, Clone, Default)]
 pub struct Large {
-    pub direct: LoadResult,
-    pub gateway: LoadResult,
+    pub paths: Paths<LoadResult>,
     pub rss_before_mb: f64,
     pub rss_peak_mb: f64,
     pub rss_after_mb: f64,
@@ -183,10 +250,18 @@ pub struct Stampede {
 pub struct Results {
     pub client_kind: String,
     pub client_cmp: Option<ClientCmp>,
-    pub latency: Vec<(f64, Trio<LoadResult>)>,
-    pub throughput: Option<Trio<LoadResult>>,
-    pub streaming: Option<Trio<StreamResult>>,
+    pub latency: Vec<(f64, Paths<LoadResult>)>,
+    pub throughput: Option<Paths<LoadResult>>,
+    /// CPU per request at fixed rates.
+    pub cpu: Vec<(f64, Paths<LoadResult>)>,
+    pub streaming: Option<Paths<StreamResult>>,
     pub large: Option<Large>,
+    pub keys: Option<features::Keys>,
+    pub routes: Option<features::Routes>,
+    pub upstream_threads: usize,
+    /// nginx's version when it was measured, else why not.
+    pub nginx_version: Option<String>,
+    pub nginx_absent: String,
     pub memory: Option<Memory>,
     pub stampede: Option<Stampede>,
     /// LiteLLM's version when it was measured.
@@ -221,55 +296,166 @@ pub fn body(size: usize, stream: bool, sim: Option<(usize, u64)>) -> Bytes {
     Bytes::from(make(&text))
 }
 
-fn say(msg: impl AsRef<str>) {
+pub fn say(msg: impl AsRef<str>) {
     eprintln!("[bench] {}", msg.as_ref());
 }
 
-/// Runs every scenario and returns what they measured.
-pub async fn run(setup: &Setup) -> anyhow::Result<Results> {
+/// The processes and paths every measurement of the main part shares.
+struct Env<'a> {
+    setup: &'a Setup,
+    plan: &'a Plan,
+    client: Client,
+    /// The simulator: the token endpoint (kept running for the gateway).
+    _sim: Sim,
+    up: FastUpstream,
+    gw: Gateway,
+    gdir: GatewayDir,
+    /// Kept running while its target is measured.
+    _nginx: Option<Nginx>,
+    litellm: Option<(LiteLlm, Target)>,
+    direct: Target,
+    gateway: Target,
+    nginx_target: Option<Target>,
+    small: Bytes,
+}
+
+impl Env<'_> {
+    /// The paths measured side by side: direct, nginx (when there is one), gateway.
+    fn side_by_side(&self) -> Vec<Target> {
+        let mut v = vec![self.direct.clone()];
+        v.extend(self.nginx_target.clone());
+        v.push(self.gateway.clone());
+        v
+    }
+
+    /// Results in the order of [`Env::side_by_side`], and the peer's, as [`Paths`].
+    fn split<T: Default>(&self, mut v: Vec<T>, litellm: Option<T>) -> Paths<T> {
+        let gateway = v.pop().unwrap_or_default();
+        let nginx = if self.nginx_target.is_some() {
+            v.pop()
+        } else {
+            None
+        };
+        Paths {
+            direct: v.pop().unwrap_or_default(),
+            nginx,
+            gateway,
+            litellm,
+        }
+    }
+
+    fn peer(&self) -> Option<&Target> {
+        self.litellm.as_ref().map(|(_, t)| t)
+    }
+
+    /// `shape` on direct, nginx and the gateway in alternating rounds, then on the peer once when `with_peer`.
+    async fn json(
+        &self,
+        shape: Shape,
+        body: &Bytes,
+        duration: Duration,
+        with_peer: bool,
+    ) -> Paths<LoadResult> {
+        let paths = self.side_by_side();
+        let s = Scenario {
+            paths: &paths,
+            shape,
+            body,
+            duration,
+            rounds: self.plan.rounds,
+        };
+        let v = runner::measure(&self.client, self.plan, &s).await;
+        let peer = match self.peer().filter(|_| with_peer) {
+            Some(t) => {
+                let s = Scenario {
+                    paths: std::slice::from_ref(t),
+                    rounds: 1,
+                    ..s
+                };
+                runner::measure(&self.client, self.plan, &s).await.pop()
+            }
+            None => None,
+        };
+        self.split(v, peer)
+    }
+}
+
+fn log_paths<T>(what: &str, p: &Paths<T>, line: impl Fn(&T) -> String) {
+    for (name, r) in p.named() {
+        say(format!("{what} {name}: {}", line(r)));
+    }
+}
+
+fn load_line(r: &LoadResult) -> String {
+    format!(
+        "{:.0} req/s, p50 {} p99 {} µs, proxy CPU {:.2} s, upstream CPU {:.2} s, errors {}",
+        r.rps(),
+        r.latency.p50,
+        r.latency.p99,
+        r.cpu_proxy,
+        r.cpu_sim,
+        r.errors.describe()
+    )
+}
+
+/// Starts the processes of the main part: the simulator (token endpoint), the fast upstream, a gateway in front of
+/// it, nginx and LiteLLM when available, and picks the load client.
+async fn start_env<'a>(setup: &'a Setup, results: &mut Results) -> anyhow::Result<Env<'a>> {
     let plan = &setup.plan;
-    let mut results = Results {
-        client_kind: format!("{:?}", setup.client).to_lowercase(),
-        litellm_absent: "not requested (run bench/run.sh, or pass --litellm PATH)".into(),
-        ..Results::default()
-    };
-    let text_events = plan.stream_events.saturating_sub(FRAME_EVENTS).max(1);
-    // The simulator's stream defaults equal the streaming scenario's, so a peer that drops the `sim` body field
-    // still gets the same stream.
-    let sim = Sim::start(
-        &setup.simulator_bin,
-        &[
-            "--stream-events".into(),
-            text_events.to_string(),
-            "--event-delay-ms".into(),
-            plan.stream_delay_ms.to_string(),
-        ],
+    let sim = Sim::start(&setup.simulator_bin, &[])?;
+    let up = FastUpstream::start(
+        plan.upstream_threads,
+        plan.stream_events,
+        plan.stream_delay_ms,
     )?;
-    say(format!("simulator on {}", sim.base_url));
-    let gdir = GatewayDir::new(None, "main", &sim)?;
+    say(format!(
+        "simulator on {}, fast upstream on {}",
+        sim.base_url, up.base_url
+    ));
+    let gdir = GatewayDir::with_upstream(None, "main", &up.base_url, &sim.token_url())?;
     gdir.cli(
         &setup.gateway_bin,
         &["accounts", "add-key", "--name", "bench", UPSTREAM_KEY],
     )?;
     let gw = Gateway::start(&setup.gateway_bin, &gdir)?;
     say(format!("gateway on {}", gw.base_url));
-
-    let direct = Target::new(
-        &sim.base_url,
-        ("x-api-key", UPSTREAM_KEY),
-        None,
-        sim.proc.pid(),
-    )?;
+    let up_pid = up.proc.pid();
+    let direct = Target::new(&up.base_url, ("x-api-key", UPSTREAM_KEY), None, up_pid)?;
     let gateway = Target::new(
         &gw.base_url,
         ("x-api-key", CLIENT_KEY),
         Some(gw.proc.pid()),
-        sim.proc.pid(),
+        up_pid,
     )?;
     let small = body(plan.body_bytes, false, None);
-
+    let nginx = match &setup.nginx {
+        Ok(bin) => match Nginx::start(bin, direct.addr).await {
+            Ok(n) => {
+                say(format!("nginx {} on {}", n.version, n.base_url));
+                results.nginx_version = Some(n.version.clone());
+                Some(n)
+            }
+            Err(e) => {
+                results.nginx_absent = format!("nginx failed to start: {}", one_line(&e));
+                None
+            }
+        },
+        Err(why) => {
+            results.nginx_absent = why.clone();
+            None
+        }
+    };
+    let nginx_target = match &nginx {
+        Some(n) => Some(Target::new(
+            &n.base_url,
+            ("x-api-key", UPSTREAM_KEY),
+            Some(n.proc.pid()),
+            up_pid,
+        )?),
+        None => None,
+    };
     let litellm = match &setup.litellm {
-        Some(exe) => match start_litellm(exe, &sim, &small, plan).await {
+        Some(exe) => match start_litellm(exe, &up.base_url, up_pid, &small).await {
             Ok((ll, target)) => {
                 results.litellm_version = Some(ll.version.clone());
                 Some((ll, target))
@@ -283,342 +469,239 @@ pub async fn run(setup: &Setup) -> anyhow::Result<Results> {
         },
         None => None,
     };
-    let peer = litellm.as_ref().map(|(_, t)| t.clone());
+    let (client, cmp) = pick_client(setup, &direct, &small).await?;
+    results.client_cmp = Some(cmp);
+    Ok(Env {
+        setup,
+        plan,
+        client,
+        _sim: sim,
+        up,
+        gw,
+        gdir,
+        _nginx: nginx,
+        litellm,
+        direct,
+        gateway,
+        nginx_target,
+        small,
+    })
+}
 
-    // Which load client adds less: the same closed loop on the direct path with each.
+/// Which load client adds less: the same closed loop on the direct path with each; returns the one asked for.
+async fn pick_client(
+    setup: &Setup,
+    direct: &Target,
+    small: &Bytes,
+) -> anyhow::Result<(Client, ClientCmp)> {
+    let plan = &setup.plan;
     let hyper = Client::new(ClientKind::Hyper)?;
     let reqwest = Client::new(ClientKind::Reqwest)?;
-    {
-        let cmp_one = |c: &Client| {
-            let (c, direct, small) = (c.clone(), direct.clone(), small.clone());
-            async move {
-                let _ = load::closed_loop(
-                    &c,
-                    &direct,
-                    &small,
-                    plan.concurrency,
-                    plan.warmup,
-                    plan.timeout,
-                )
-                .await;
-                load::closed_loop(
-                    &c,
-                    &direct,
-                    &small,
-                    plan.concurrency,
-                    plan.client_cmp,
-                    plan.timeout,
-                )
-                .await
-            }
-        };
-        let h = cmp_one(&hyper).await;
-        let r = cmp_one(&reqwest).await;
-        say(format!(
-            "client: hyper {:.0} req/s ({:.3} CPU s/1k), reqwest {:.0} req/s ({:.3} CPU s/1k)",
-            h.rps(),
-            per_k(h.cpu_client, h.ok),
-            r.rps(),
-            per_k(r.cpu_client, r.ok)
-        ));
-        results.client_cmp = Some(ClientCmp {
-            hyper: h,
-            reqwest: r,
-        });
+    let shape = Shape::Closed(plan.concurrency);
+    let mut cmp = Vec::new();
+    for c in [&hyper, &reqwest] {
+        let _ = runner::once(c, plan, direct, shape, small, plan.warmup).await;
+        cmp.push(runner::once(c, plan, direct, shape, small, plan.client_cmp).await);
     }
+    let reqwest_r = cmp.pop().unwrap_or_default();
+    let hyper_r = cmp.pop().unwrap_or_default();
+    say(format!(
+        "client: hyper {:.0} req/s ({:.3} CPU s/1k), reqwest {:.0} req/s ({:.3} CPU s/1k)",
+        hyper_r.rps(),
+        per_k(hyper_r.cpu_client, hyper_r.ok),
+        reqwest_r.rps(),
+        per_k(reqwest_r.cpu_client, reqwest_r.ok)
+    ));
     let client = match setup.client {
         ClientKind::Hyper => hyper,
         ClientKind::Reqwest => reqwest,
     };
+    Ok((
+        client,
+        ClientCmp {
+            hyper: hyper_r,
+            reqwest: reqwest_r,
+        },
+    ))
+}
 
-    // Direct and gateway alternate in `rounds` rounds (samples merged), so that a burst of noise from elsewhere on
-    // the machine lands on both; the peer runs once, for the whole duration, after them.
-    let rounds = plan.rounds.max(1);
-    let pair = [direct.clone(), gateway.clone()];
-
-    // 1. Latency at constant rates.
-    for &rate in &plan.rates {
-        let run = |t: Target, dur: Duration, warm: bool| {
-            let (client, small) = (client.clone(), small.clone());
-            async move {
-                if warm {
-                    let _ = load::open_loop(
-                        &client,
-                        &t,
-                        &small,
-                        rate,
-                        plan.warmup,
-                        plan.timeout,
-                        plan.max_in_flight,
-                    )
-                    .await;
-                }
-                load::open_loop(
-                    &client,
-                    &t,
-                    &small,
-                    rate,
-                    dur,
-                    plan.timeout,
-                    plan.max_in_flight,
-                )
-                .await
-            }
-        };
-        let mut acc: [Option<LoadResult>; 2] = [None, None];
-        for round in 0..rounds {
-            for (i, t) in pair.iter().enumerate() {
-                let r = run(t.clone(), plan.latency_duration / rounds as u32, round == 0).await;
-                acc[i] = Some(match acc[i].take() {
-                    Some(a) => a.merge(r),
-                    None => r,
-                });
-            }
-        }
-        let [d, g] = acc;
-        let trio = Trio {
-            direct: d.unwrap_or_default(),
-            gateway: g.unwrap_or_default(),
-            litellm: match &peer {
-                Some(t) => Some(run(t.clone(), plan.latency_duration, true).await),
-                None => None,
-            },
-        };
-        for (name, r) in [
-            ("direct", Some(&trio.direct)),
-            ("gateway", Some(&trio.gateway)),
-            ("litellm", trio.litellm.as_ref()),
-        ] {
-            if let Some(r) = r {
-                say(format!(
-                    "latency {rate} req/s {name}: p50 {} p99 {} µs, errors {}",
-                    r.latency.p50,
-                    r.latency.p99,
-                    r.errors.describe()
-                ));
-            }
-        }
-        results.latency.push((rate, trio));
-    }
-
-    // 2. Maximum throughput, closed loop.
-    {
-        let run = |t: Target, dur: Duration, warm: bool| {
-            let (client, small) = (client.clone(), small.clone());
-            async move {
-                if warm {
-                    let _ = load::closed_loop(
-                        &client,
-                        &t,
-                        &small,
-                        plan.concurrency,
-                        plan.warmup,
-                        plan.timeout,
-                    )
-                    .await;
-                }
-                load::closed_loop(&client, &t, &small, plan.concurrency, dur, plan.timeout).await
-            }
-        };
-        let mut acc: [Option<LoadResult>; 2] = [None, None];
-        for round in 0..rounds {
-            for (i, t) in pair.iter().enumerate() {
-                let r = run(
-                    t.clone(),
-                    plan.throughput_duration / rounds as u32,
-                    round == 0,
-                )
+/// Runs every scenario and returns what they measured.
+pub async fn run(setup: &Setup) -> anyhow::Result<Results> {
+    let plan = &setup.plan;
+    let mut results = Results {
+        client_kind: format!("{:?}", setup.client).to_lowercase(),
+        litellm_absent: "not requested (run bench/run.sh, or pass --litellm PATH)".into(),
+        nginx_absent: "not requested".into(),
+        upstream_threads: plan.upstream_threads,
+        ..Results::default()
+    };
+    let env = start_env(setup, &mut results).await?;
+    if plan.wants("latency") {
+        for &rate in &plan.rates {
+            let p = env
+                .json(Shape::Open(rate), &env.small, plan.latency_duration, true)
                 .await;
-                acc[i] = Some(match acc[i].take() {
-                    Some(a) => a.merge(r),
-                    None => r,
-                });
-            }
+            log_paths(&format!("latency {rate} req/s"), &p, load_line);
+            results.latency.push((rate, p));
         }
-        let [d, g] = acc;
-        let trio = Trio {
-            direct: d.unwrap_or_default(),
-            gateway: g.unwrap_or_default(),
-            litellm: match &peer {
-                Some(t) => Some(run(t.clone(), plan.throughput_duration, true).await),
-                None => None,
-            },
-        };
-        for (name, r) in [
-            ("direct", Some(&trio.direct)),
-            ("gateway", Some(&trio.gateway)),
-            ("litellm", trio.litellm.as_ref()),
-        ] {
-            if let Some(r) = r {
-                say(format!(
-                    "throughput {name}: {:.0} req/s, errors {}",
-                    r.rps(),
-                    r.errors.describe()
-                ));
-            }
-        }
-        results.throughput = Some(trio);
     }
-
-    // 3. Streaming.
-    {
-        let sbody = body(
-            plan.body_bytes,
-            true,
-            Some((text_events, plan.stream_delay_ms)),
+    if plan.wants("throughput") {
+        let p = env
+            .json(
+                Shape::Closed(plan.concurrency),
+                &env.small,
+                plan.throughput_duration,
+                true,
+            )
+            .await;
+        log_paths("throughput", &p, load_line);
+        results.throughput = Some(p);
+    }
+    if plan.wants("cpu") {
+        for &rate in &plan.cpu_rates {
+            let p = env
+                .json(Shape::Open(rate), &env.small, plan.cpu_duration, false)
+                .await;
+            log_paths(&format!("CPU at {rate} req/s"), &p, load_line);
+            results.cpu.push((rate, p));
+        }
+    }
+    if plan.wants("streaming") {
+        results.streaming = Some(streaming(&env).await);
+    }
+    let env = drop_peer(env);
+    if plan.wants("large") {
+        results.large = Some(large(&env).await?);
+    }
+    if plan.wants("keys") {
+        results.keys = Some(
+            features::keys(
+                &env.setup.gateway_bin,
+                &env.gdir,
+                &env.gw,
+                &env.client,
+                plan,
+                &env.gateway,
+                &env.small,
+            )
+            .await?,
         );
-        let stream_timeout =
-            plan.timeout + Duration::from_millis(plan.stream_delay_ms * plan.stream_events as u64);
-        let run = |t: Target, dur: Duration, warm: bool, strict: bool| {
-            let sbody = sbody.clone();
-            async move {
-                let expected = strict.then_some(plan.stream_events);
-                if warm {
-                    let _ = stream::stream_load(
-                        &t,
-                        &sbody,
-                        plan.stream_rate,
-                        plan.warmup,
-                        expected,
-                        stream_timeout,
-                    )
-                    .await;
-                }
-                stream::stream_load(&t, &sbody, plan.stream_rate, dur, expected, stream_timeout)
-                    .await
-            }
-        };
-        let mut acc: [Option<StreamResult>; 2] = [None, None];
-        for round in 0..rounds {
-            for (i, t) in pair.iter().enumerate() {
-                let r = run(
-                    t.clone(),
-                    plan.stream_duration / rounds as u32,
-                    round == 0,
-                    true,
-                )
-                .await;
-                acc[i] = Some(match acc[i].take() {
-                    Some(a) => a.merge(r),
-                    None => r,
-                });
-            }
-        }
-        let [d, g] = acc;
-        let trio = Trio {
-            direct: d.unwrap_or_default(),
-            gateway: g.unwrap_or_default(),
-            litellm: match &peer {
-                Some(t) => Some(run(t.clone(), plan.stream_duration, true, false).await),
-                None => None,
-            },
-        };
-        for (name, r) in [
-            ("direct", Some(&trio.direct)),
-            ("gateway", Some(&trio.gateway)),
-            ("litellm", trio.litellm.as_ref()),
-        ] {
-            if let Some(r) = r {
-                say(format!(
-                    "streaming {name}: {} streams, first event p99 {} µs, gap p99 {} µs, shared reads {}, errors {}",
-                    r.streams_ok,
-                    r.ttfe.p99,
-                    r.gap.p99,
-                    r.shared_read,
-                    r.errors.describe()
-                ));
-            }
-        }
-        results.streaming = Some(trio);
     }
-    drop(litellm);
-
-    // 4. Large bodies.
-    {
-        let big = body(plan.large_bytes, false, None);
-        let run = |t: Target, dur: Duration, warm: bool| {
-            let (client, big) = (client.clone(), big.clone());
-            async move {
-                if warm {
-                    let _ = load::open_loop(
-                        &client,
-                        &t,
-                        &big,
-                        plan.large_rate,
-                        plan.warmup,
-                        plan.timeout,
-                        plan.max_in_flight,
-                    )
-                    .await;
-                }
-                load::open_loop(
-                    &client,
-                    &t,
-                    &big,
-                    plan.large_rate,
-                    dur,
-                    plan.timeout,
-                    plan.max_in_flight,
-                )
-                .await
-            }
-        };
-        let rss_before_mb = procs::rss_mb(gw.proc.pid())?;
-        let mut rss_peak_mb: f64 = 0.0;
-        let mut acc: [Option<LoadResult>; 2] = [None, None];
-        for round in 0..rounds {
-            for (i, t) in pair.iter().enumerate() {
-                let sampler = (i == 1).then(|| RssSampler::start(gw.proc.pid()));
-                let r = run(t.clone(), plan.large_duration / rounds as u32, round == 0).await;
-                if let Some(sampler) = sampler {
-                    rss_peak_mb = rss_peak_mb.max(sampler.stop().await);
-                }
-                acc[i] = Some(match acc[i].take() {
-                    Some(a) => a.merge(r),
-                    None => r,
-                });
-            }
-        }
-        let [d, g] = acc;
-        let (d, g) = (d.unwrap_or_default(), g.unwrap_or_default());
-        let rss_after_mb = procs::rss_mb(gw.proc.pid())?;
-        say(format!(
-            "large bodies: direct p99 {} µs, gateway p99 {} µs, gateway RSS peak {rss_peak_mb:.1} MB",
-            d.latency.p99, g.latency.p99
-        ));
-        results.large = Some(Large {
-            direct: d,
-            gateway: g,
-            rss_before_mb,
-            rss_peak_mb,
-            rss_after_mb,
-        });
+    if plan.wants("routes") {
+        results.routes = Some(
+            features::routes(
+                &env.client,
+                plan,
+                &env.gw,
+                &env.up.base_url,
+                env.up.proc.pid(),
+            )
+            .await?,
+        );
     }
-
-    // 5. Memory.
-    results.memory = Some(memory(setup, &client).await?);
-
-    // 6. Refresh stampede.
-    results.stampede = Some(stampede(setup, &client).await?);
-
-    drop(gw);
-    drop(sim);
+    drop(env);
+    if plan.wants("memory") {
+        results.memory = Some(memory(setup, &Client::new(setup.client)?).await?);
+    }
+    if plan.wants("stampede") {
+        results.stampede = Some(stampede(setup, &Client::new(setup.client)?).await?);
+    }
     Ok(results)
+}
+
+/// Stops LiteLLM (it is measured in the first sections only) and nginx's siblings keep running.
+fn drop_peer(mut env: Env<'_>) -> Env<'_> {
+    env.litellm = None;
+    env
+}
+
+/// Streams from the fast upstream, direct, through nginx and through the gateway started in turn, then LiteLLM's.
+async fn streaming(env: &Env<'_>) -> Paths<StreamResult> {
+    let plan = env.plan;
+    let text_events = plan.stream_events.saturating_sub(FRAME_EVENTS).max(1);
+    let sbody = body(
+        plan.body_bytes,
+        true,
+        Some((text_events, plan.stream_delay_ms)),
+    );
+    let paths = env.side_by_side();
+    let expected = Some(plan.stream_events);
+    let v = runner::streams(
+        plan,
+        &paths,
+        &sbody,
+        plan.stream_rate,
+        plan.stream_duration,
+        expected,
+    )
+    .await;
+    let peer = match env.peer() {
+        Some(t) => runner::streams(
+            plan,
+            std::slice::from_ref(t),
+            &sbody,
+            plan.stream_rate,
+            plan.stream_duration,
+            None,
+        )
+        .await
+        .pop(),
+        None => None,
+    };
+    let p = env.split(v, peer);
+    log_paths("streaming", &p, |r: &StreamResult| {
+        format!(
+            "{} streams, first event p90 {} p99 {} µs, gap p99 {} µs, shared reads {}, errors {}",
+            r.streams_ok,
+            r.ttfe.p90,
+            r.ttfe.p99,
+            r.gap.p99,
+            r.shared_read,
+            r.errors.describe()
+        )
+    });
+    p
+}
+
+/// 700 KB requests on direct and the gateway (and nginx), with the gateway's RSS sampled throughout.
+async fn large(env: &Env<'_>) -> anyhow::Result<Large> {
+    let plan = env.plan;
+    let big = body(plan.large_bytes, false, None);
+    let pid = env.gw.proc.pid();
+    let rss_before_mb = procs::rss_mb(pid)?;
+    let sampler = RssSampler::start(pid);
+    let p = env
+        .json(
+            Shape::Open(plan.large_rate),
+            &big,
+            plan.large_duration,
+            false,
+        )
+        .await;
+    let rss_peak_mb = sampler.stop().await;
+    let rss_after_mb = procs::rss_mb(pid)?;
+    log_paths("large bodies", &p, load_line);
+    Ok(Large {
+        paths: p,
+        rss_before_mb,
+        rss_peak_mb,
+        rss_after_mb,
+    })
 }
 
 async fn start_litellm(
     exe: &Path,
-    sim: &Sim,
+    upstream: &str,
+    upstream_pid: u32,
     small: &Bytes,
-    plan: &Plan,
 ) -> anyhow::Result<(LiteLlm, Target)> {
     say("starting LiteLLM (its imports take a while)");
-    let ll = LiteLlm::start(exe, sim, MODEL).await?;
+    let ll = LiteLlm::start(exe, upstream, MODEL).await?;
     let target = Target::new(
         &ll.base_url,
         ("authorization", "Bearer sk-bench-litellm"),
         Some(ll.proc.pid()),
-        sim.proc.pid(),
+        upstream_pid,
     )?;
     // One of each kind of request must work before it is measured.
     let client = Client::new(ClientKind::Hyper)?;
@@ -626,7 +709,7 @@ async fn start_litellm(
     if a.status != 200 {
         return Err(anyhow!("POST /v1/messages answered HTTP {}", a.status));
     }
-    let sbody = body(plan.body_bytes, true, None);
+    let sbody = body(small.len(), true, None);
     let obs = stream::one_stream(
         target.addr,
         stream::request_bytes(&target, &sbody),

@@ -332,17 +332,19 @@ pub struct StreamResult {
     pub cpu_sim: f64,
 }
 
-/// Open-loop streams: one started every `1/rate` seconds for `duration`; each must end with `message_stop` and, when
-/// `expected_events` is given, deliver exactly that many events.
+/// Open-loop streams: one started every `1/rate` seconds for `duration`, in turn on each of `targets` (stream `i` on
+/// target `i mod n`, so the targets share the same moments); each must end with `message_stop` and, when
+/// `expected_events` is given, deliver exactly that many events. One result per target; `cpu_sim` is the upstream's
+/// CPU over the whole run (shared by the targets).
 pub async fn stream_load(
-    target: &Target,
+    targets: &[Target],
     body: &[u8],
     rate: f64,
     duration: Duration,
     expected_events: Option<usize>,
     timeout: Duration,
-) -> StreamResult {
-    let request = request_bytes(target, body);
+) -> Vec<StreamResult> {
+    let requests: Vec<Bytes> = targets.iter().map(|t| request_bytes(t, body)).collect();
     let n = (rate * duration.as_secs_f64()).round().max(1.0) as u64;
     let interval = Duration::from_secs_f64(1.0 / rate);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
@@ -359,58 +361,75 @@ pub async fn stream_load(
             }
         }
     });
-    let (cpu_proxy0, cpu_sim0) = target.cpu();
-    let obs: Arc<Mutex<Vec<anyhow::Result<StreamObs>>>> = Arc::new(Mutex::new(Vec::new()));
+    let before: Vec<(f64, f64)> = targets.iter().map(Target::cpu).collect();
+    type Seen = Vec<(usize, anyhow::Result<StreamObs>)>;
+    let obs: Arc<Mutex<Seen>> = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = JoinSet::new();
+    let mut i = 0usize;
     while let Some(due) = rx.recv().await {
-        let (request, obs, addr) = (request.clone(), obs.clone(), target.addr);
+        let which = i % targets.len().max(1);
+        i += 1;
+        let (request, obs, addr) = (requests[which].clone(), obs.clone(), targets[which].addr);
         tasks.spawn(async move {
             let r = match tokio::time::timeout(timeout, one_stream(addr, request, due)).await {
                 Ok(r) => r,
                 Err(_) => Err(anyhow!("timeout")),
             };
-            obs.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+            obs.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((which, r));
         });
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
     let _ = ticker.join();
-    let (cpu_proxy1, cpu_sim1) = target.cpu();
     let all = std::mem::take(&mut *obs.lock().unwrap_or_else(|e| e.into_inner()));
-    let mut out = StreamResult {
-        cpu_proxy: cpu_proxy1 - cpu_proxy0,
-        cpu_sim: cpu_sim1 - cpu_sim0,
-        ..StreamResult::default()
-    };
-    let (mut ttfb, mut ttfe, mut gaps) = (Vec::new(), Vec::new(), Vec::new());
-    for r in all {
+    let mut out: Vec<StreamResult> = targets
+        .iter()
+        .zip(before)
+        .map(|(t, (p0, s0))| {
+            let (p1, s1) = t.cpu();
+            StreamResult {
+                cpu_proxy: p1 - p0,
+                cpu_sim: s1 - s0,
+                ..StreamResult::default()
+            }
+        })
+        .collect();
+    for (which, r) in all {
+        out[which].add(r, expected_events);
+    }
+    for o in &mut out {
+        o.summarize();
+    }
+    out
+}
+
+impl StreamResult {
+    /// One stream's outcome.
+    fn add(&mut self, r: anyhow::Result<StreamObs>, expected_events: Option<usize>) {
         match r {
-            Ok(o) if o.status != 200 => out.errors.add(format!("HTTP {}", o.status)),
+            Ok(o) if o.status != 200 => self.errors.add(format!("HTTP {}", o.status)),
             Ok(o) if expected_events.is_some_and(|n| n != o.events) || !o.saw_stop => {
-                out.errors.add(format!(
+                self.errors.add(format!(
                     "{} events{}",
                     o.events,
                     if o.saw_stop { "" } else { ", no message_stop" }
                 ))
             }
             Ok(o) => {
-                out.streams_ok += 1;
-                out.events += o.events as u64;
-                out.shared_read += o.shared_read as u64;
-                out.not_own_chunk += o.not_own_chunk as u64;
-                ttfb.push(o.ttfb_us);
-                ttfe.push(o.ttfe_us);
-                gaps.extend(o.gaps_us);
+                self.streams_ok += 1;
+                self.events += o.events as u64;
+                self.shared_read += o.shared_read as u64;
+                self.not_own_chunk += o.not_own_chunk as u64;
+                self.samples[0].push(o.ttfb_us);
+                self.samples[1].push(o.ttfe_us);
+                self.samples[2].extend(o.gaps_us);
             }
-            Err(e) => out.errors.add(crate::client::error_kind(&e)),
+            Err(e) => self.errors.add(crate::client::error_kind(&e)),
         }
     }
-    out.samples = [ttfb, ttfe, gaps];
-    out.summarize();
-    out
-}
 
-impl StreamResult {
     fn summarize(&mut self) {
         self.ttfb = Dist::of(self.samples[0].clone());
         self.ttfe = Dist::of(self.samples[1].clone());
