@@ -14,6 +14,8 @@ use rand::distr::{Alphanumeric, SampleString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::patch::Patch;
+
 pub use limits::KeyLimits;
 
 pub type KeyId = i64;
@@ -104,16 +106,16 @@ pub fn hash(key: &str) -> String {
     out
 }
 
-/// A change to a key: `None` keeps a field; `Some(None)` clears an optional one.
+/// A change to a key: `None` (or `Patch::Keep`: the field absent) keeps a field; `null` clears an optional one.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyPatch {
     pub name: Option<String>,
-    #[serde(default, with = "patch")]
-    pub note: Option<Option<String>>,
+    #[serde(default)]
+    pub note: Patch<String>,
     pub enabled: Option<bool>,
-    #[serde(default, with = "patch")]
-    pub expires_at: Option<Option<DateTime<Utc>>>,
+    #[serde(default)]
+    pub expires_at: Patch<DateTime<Utc>>,
     #[serde(default)]
     pub limits: limits::LimitsPatch,
 }
@@ -124,15 +126,11 @@ impl KeyPatch {
         if let Some(name) = self.name {
             key.name = valid_name(&name)?;
         }
-        if let Some(note) = self.note {
-            key.note = note;
-        }
+        self.note.apply(&mut key.note);
         if let Some(enabled) = self.enabled {
             key.enabled = enabled;
         }
-        if let Some(expires_at) = self.expires_at {
-            key.expires_at = expires_at;
-        }
+        self.expires_at.apply(&mut key.expires_at);
         self.limits.apply(&mut key.limits)
     }
 }
@@ -157,18 +155,6 @@ pub fn valid_name(name: &str) -> Result<String, String> {
 }
 
 /// `Option<Option<T>>` from JSON: absent = keep, `null` = clear, a value = set.
-mod patch {
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-    where
-        D: Deserializer<'de>,
-        T: Deserialize<'de>,
-    {
-        Option::<T>::deserialize(d).map(Some)
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {

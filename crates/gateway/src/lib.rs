@@ -27,6 +27,7 @@ mod login;
 mod oauth;
 mod openai;
 mod operator;
+mod patch;
 mod pool;
 mod pricing;
 mod proxy;

@@ -52,7 +52,9 @@ pub enum StoreError {
 /// A cooldown this far in the past is deleted by writers.
 pub const COOLDOWN_RETENTION: Duration = Duration::from_secs(3600);
 
-/// A change to an account; `None` leaves a field as it is.
+pub use crate::patch::Patch;
+
+/// A change to an account; `None` (or `Patch::Keep`) leaves a field as it is.
 #[derive(Debug, Clone, Default)]
 pub struct AccountUpdate {
     pub name: Option<String>,
@@ -84,35 +86,6 @@ pub enum AccountWrite {
         version: i64,
         update: AccountUpdate,
     },
-}
-
-/// One optional field of an [`AccountUpdate`]: leave it as it is, set it, or clear it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Patch<T> {
-    #[default]
-    Keep,
-    Set(T),
-    Clear,
-}
-
-impl<T> Patch<T> {
-    /// Sets the field to exactly `value` (clearing it when `None`).
-    pub fn to(value: Option<T>) -> Patch<T> {
-        value.map_or(Patch::Clear, Patch::Set)
-    }
-
-    /// Sets the field when there is a value, else leaves it.
-    pub fn set_some(value: Option<T>) -> Patch<T> {
-        value.map_or(Patch::Keep, Patch::Set)
-    }
-
-    pub fn apply(self, field: &mut Option<T>) {
-        match self {
-            Patch::Keep => {}
-            Patch::Set(v) => *field = Some(v),
-            Patch::Clear => *field = None,
-        }
-    }
 }
 
 /// Proof of holding an account's refresh lease: writes made with it fail once another holder took the lease.

@@ -8,6 +8,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use crate::clock::rfc3339;
 use crate::keys::limits::LimitsPatch;
 use crate::keys::{KeyLimits, KeyPatch};
+use crate::patch::Patch;
 use crate::store::tenants::{GroupBy, TenantStore, UsageQuery};
 use crate::store::SharedStore;
 use crate::tenants::manage::{self, KeySpec, KeyView};
@@ -96,14 +97,17 @@ impl LimitArgs {
     }
 
     fn patch(self) -> LimitsPatch {
-        let nonzero = |v: Option<u64>| v.map(|n| (n > 0).then_some(n));
+        // 0 means no limit: it clears.
+        let nonzero = |v: Option<u64>| v.map_or(Patch::Keep, |n| Patch::to((n > 0).then_some(n)));
         LimitsPatch {
             models: self.models.map(globs),
             accounts: self.accounts.map(globs),
             rpm: nonzero(self.rpm),
             concurrency: nonzero(self.concurrency),
             tokens_per_day: nonzero(self.tokens_per_day),
-            usd_per_month: self.usd_per_month.map(|u| (u > 0.0).then_some(u)),
+            usd_per_month: self
+                .usd_per_month
+                .map_or(Patch::Keep, |u| Patch::to((u > 0.0).then_some(u))),
         }
     }
 }
@@ -153,12 +157,13 @@ pub async fn run(cmd: KeysCommand, store: SharedStore) -> anyhow::Result<()> {
         } => {
             let patch = KeyPatch {
                 name,
-                note: note.map(|n| (!n.is_empty()).then_some(n)),
+                // An empty note clears it.
+                note: note.map_or(Patch::Keep, |n| Patch::to((!n.is_empty()).then_some(n))),
                 enabled: (enable || disable).then_some(enable),
                 expires_at: if no_expiry {
-                    Some(None)
+                    Patch::Clear
                 } else {
-                    expires.map(Some)
+                    Patch::set_some(expires)
                 },
                 limits: limits.patch(),
             };

@@ -7,6 +7,8 @@
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::patch::Patch;
+
 /// What a key may do. Empty lists allow everything.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -27,14 +29,10 @@ pub struct KeyLimits {
 pub struct LimitsPatch {
     pub models: Option<Vec<String>>,
     pub accounts: Option<Vec<String>>,
-    #[serde(with = "super::patch")]
-    pub rpm: Option<Option<u64>>,
-    #[serde(with = "super::patch")]
-    pub concurrency: Option<Option<u64>>,
-    #[serde(with = "super::patch")]
-    pub tokens_per_day: Option<Option<u64>>,
-    #[serde(with = "super::patch")]
-    pub usd_per_month: Option<Option<f64>>,
+    pub rpm: Patch<u64>,
+    pub concurrency: Patch<u64>,
+    pub tokens_per_day: Patch<u64>,
+    pub usd_per_month: Patch<f64>,
 }
 
 impl LimitsPatch {
@@ -47,18 +45,10 @@ impl LimitsPatch {
         if let Some(v) = self.accounts {
             l.accounts = v;
         }
-        if let Some(v) = self.rpm {
-            l.rpm = v;
-        }
-        if let Some(v) = self.concurrency {
-            l.concurrency = v;
-        }
-        if let Some(v) = self.tokens_per_day {
-            l.tokens_per_day = v;
-        }
-        if let Some(v) = self.usd_per_month {
-            l.usd_per_month = v;
-        }
+        self.rpm.apply(&mut l.rpm);
+        self.concurrency.apply(&mut l.concurrency);
+        self.tokens_per_day.apply(&mut l.tokens_per_day);
+        self.usd_per_month.apply(&mut l.usd_per_month);
         l.validate()?;
         *limits = l;
         Ok(())
