@@ -71,10 +71,7 @@ pub struct Account {
     pub banned: Option<String>,
     /// The last error worth showing an operator (upstream message, refresh failure), secrets never included.
     pub last_error: Option<String>,
-    pub email: Option<String>,
-    pub account_uuid: Option<String>,
-    pub organization_uuid: Option<String>,
-    pub organization_name: Option<String>,
+    pub identity: Identity,
     /// Lower first.
     pub priority: i32,
     /// Share of traffic within a priority tier.
@@ -99,10 +96,7 @@ pub struct NewAccount {
     pub name: String,
     pub kind: AccountKind,
     pub credential: Credential,
-    pub email: Option<String>,
-    pub account_uuid: Option<String>,
-    pub organization_uuid: Option<String>,
-    pub organization_name: Option<String>,
+    pub identity: Identity,
     pub priority: i32,
     pub weight: u32,
     pub disabled: bool,
@@ -119,10 +113,7 @@ impl NewAccount {
                 refresh_token: None,
                 expires_at: None,
             },
-            email: None,
-            account_uuid: None,
-            organization_uuid: None,
-            organization_name: None,
+            identity: Identity::default(),
             priority: 0,
             weight: 1,
             disabled: false,
@@ -157,16 +148,18 @@ impl Identity {
             organization_name: self.organization_name.or(other.organization_name),
         }
     }
-}
 
-impl Account {
-    pub fn identity(&self) -> Identity {
-        Identity {
-            email: self.email.clone(),
-            account_uuid: self.account_uuid.clone(),
-            organization_uuid: self.organization_uuid.clone(),
-            organization_name: self.organization_name.clone(),
-        }
+    /// Takes every field `known` has, keeping the others.
+    pub fn learn(&mut self, known: Identity) {
+        let take = |field: &mut Option<String>, v: Option<String>| {
+            if v.is_some() {
+                *field = v;
+            }
+        };
+        take(&mut self.email, known.email);
+        take(&mut self.account_uuid, known.account_uuid);
+        take(&mut self.organization_uuid, known.organization_uuid);
+        take(&mut self.organization_name, known.organization_name);
     }
 }
 

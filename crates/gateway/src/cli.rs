@@ -212,7 +212,7 @@ async fn login(config: &Config, store: SharedStore, name: Option<&str>) -> anyho
         crate::login::login(&client, store.as_ref(), name, |line| println!("{line}")).await?;
     println!(
         "{} OAuth account {} (id {}){}",
-        if saved == crate::import::Saved::Created {
+        if saved == crate::store::Saved::Created {
             "Added"
         } else {
             "Updated"
@@ -220,6 +220,7 @@ async fn login(config: &Config, store: SharedStore, name: Option<&str>) -> anyho
         account.name,
         account.id,
         account
+            .identity
             .email
             .as_deref()
             .map(|e| format!(", {e}"))

@@ -12,9 +12,8 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
 use crate::account::{Credential, Identity};
-use crate::import::{save, Imported, Saved};
 use crate::oauth::{OAuthClient, Pkce};
-use crate::store::Store;
+use crate::store::{upsert_one, OauthAccount, Saved, Store};
 
 pub mod pending;
 
@@ -50,8 +49,8 @@ pub async fn login(
         .exchange_code(&code, &pkce.verifier, &state)
         .await
         .context("exchanging the authorization code")?;
-    let imported = signed_in(client, tokens).await;
-    Ok(save(store, &imported, name).await?)
+    let account = signed_in(client, tokens).await;
+    Ok(upsert_one(store, &account, name).await?)
 }
 
 /// Prints the authorize URL and waits (at most 15 minutes) for whichever comes first: the browser's redirect to the
@@ -129,7 +128,7 @@ fn pasted_code(tx: mpsc::Sender<(String, String)>) -> tokio::task::JoinHandle<()
 pub(crate) async fn signed_in(
     client: &OAuthClient,
     tokens: crate::oauth::TokenResponse,
-) -> Imported {
+) -> OauthAccount {
     let mut identity = tokens.identity();
     if identity.email.is_none() {
         if let Some(profile) = client.profile(&tokens.access_token).await {
@@ -142,8 +141,7 @@ pub(crate) async fn signed_in(
     }
     // Bounded (`clock::MAX_WAIT`): an absurd `expires_in` must not overflow the date arithmetic.
     let expires_at = tokens.expires_at(crate::clock::system_now());
-    Imported {
-        source: "login".into(),
+    OauthAccount {
         name: identity
             .email
             .clone()
@@ -153,10 +151,7 @@ pub(crate) async fn signed_in(
             refresh_token: tokens.refresh_token.clone(),
             expires_at,
         },
-        email: identity.email,
-        account_uuid: identity.account_uuid,
-        organization_uuid: identity.organization_uuid,
-        organization_name: identity.organization_name,
+        identity,
         disabled: false,
         priority: 0,
     }

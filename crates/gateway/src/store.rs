@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::account::{Account, AccountId, Credential, NewAccount};
+use crate::account::{Account, AccountId, Credential, Identity, NewAccount};
 
 pub mod deadline;
 pub mod encryption;
@@ -22,6 +22,9 @@ mod sql;
 pub mod sqlite;
 pub mod tenants;
 mod tenants_sql;
+mod upsert;
+
+pub use upsert::{upsert_oauth, upsert_one, OauthAccount, Saved};
 
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 pub type SharedStore = Arc<dyn Store>;
@@ -64,10 +67,8 @@ pub struct AccountUpdate {
     /// Set when Anthropic refuses the organization for good; `Clear` lifts the ban.
     pub banned: Patch<String>,
     pub last_error: Patch<String>,
-    pub email: Patch<String>,
-    pub account_uuid: Patch<String>,
-    pub organization_uuid: Patch<String>,
-    pub organization_name: Patch<String>,
+    /// Who the account is: each field known here overwrites the stored one; an unknown one keeps it.
+    pub identity: Identity,
     pub priority: Option<i32>,
     pub weight: Option<u32>,
     pub max_concurrency: Patch<u32>,

@@ -94,8 +94,8 @@ impl AccountView {
                 .clone()
                 .or_else(|| account.needs_reauth.clone())
                 .or_else(|| account.last_error.clone()),
-            email: account.email.clone(),
-            organization: account.organization_name.clone(),
+            email: account.identity.email.clone(),
+            organization: account.identity.organization_name.clone(),
             priority: account.priority,
             weight: account.weight,
             max_concurrency: account.max_concurrency,
@@ -130,8 +130,8 @@ impl AccountView {
                 .or(cred_error)
                 .or_else(|| entry.cooldown_reason())
                 .or_else(|| account.last_error.clone()),
-            email: account.email.clone(),
-            organization: account.organization_name.clone(),
+            email: account.identity.email.clone(),
+            organization: account.identity.organization_name.clone(),
             priority: account.priority,
             weight: account.weight,
             max_concurrency: account.max_concurrency,

@@ -498,7 +498,7 @@ async fn importing_many_files_creates_each_account_once_and_updates_known_ones()
     let by_email = |n: usize| {
         accounts
             .iter()
-            .find(|a| a.email.as_deref() == Some(&format!("user{n}@example.com")))
+            .find(|a| a.identity.email.as_deref() == Some(&format!("user{n}@example.com")))
             .unwrap()
     };
     assert_eq!(by_email(7).credential.secret, "sk-ant-oat01-access-7-2");

@@ -301,23 +301,20 @@ async fn import(State(state): State<AppState>, body: axum::body::Bytes) -> Respo
         let mut names = Vec::new();
         for (n, file) in i.files.into_iter().enumerate() {
             let source = std::path::PathBuf::from(format!("files[{n}]"));
-            let outcome = match crate::import::read_value(file, &source) {
-                Ok(c) => crate::import::save(state.store.as_ref(), &c, i.name.as_deref()).await,
-                Err(e) => Err(e),
-            };
-            match outcome {
-                Ok((a, saved)) => {
-                    names.push(a.name.clone());
-                    let saved = match saved {
-                        crate::import::Saved::Created => "created",
-                        crate::import::Saved::Updated => "updated",
-                    };
-                    let view = view_of(&state, &a).await;
-                    results.push(serde_json::json!({ "saved": saved, "account": view }));
+            let c = match crate::import::read_value(file, &source) {
+                Ok(c) => c,
+                Err(e) => {
+                    results.push(serde_json::json!({ "error": e.to_string() }));
+                    continue;
                 }
-                Err(crate::import::ImportError::Store(e)) => return Err(store_err(e)),
-                Err(e) => results.push(serde_json::json!({ "error": e.to_string() })),
-            }
+            };
+            let (a, saved) =
+                crate::store::upsert_one(state.store.as_ref(), &c.account, i.name.as_deref())
+                    .await
+                    .map_err(store_err)?;
+            names.push(a.name.clone());
+            let view = view_of(&state, &a).await;
+            results.push(serde_json::json!({ "saved": saved.as_str(), "account": view }));
         }
         let status = if names.is_empty() {
             StatusCode::BAD_REQUEST

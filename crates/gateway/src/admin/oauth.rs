@@ -81,18 +81,12 @@ async fn complete(State(state): State<AppState>, body: axum::body::Bytes) -> Res
                 )),
                 other => GatewayError::UpstreamUnreachable(other.to_string()),
             })?;
-        let imported = crate::login::signed_in(client, tokens).await;
+        let signed_in = crate::login::signed_in(client, tokens).await;
         let (account, saved) =
-            crate::import::save(state.store.as_ref(), &imported, name.as_deref())
+            crate::store::upsert_one(state.store.as_ref(), &signed_in, name.as_deref())
                 .await
-                .map_err(|e| match e {
-                    crate::import::ImportError::Store(e) => GatewayError::from_store(&e),
-                    other => GatewayError::Internal(other.to_string()),
-                })?;
-        let saved = match saved {
-            crate::import::Saved::Created => "created",
-            crate::import::Saved::Updated => "updated",
-        };
+                .map_err(|e| GatewayError::from_store(&e))?;
+        let saved = saved.as_str();
         let detail = format!("logged in {:?} (id {}, {saved})", account.name, account.id);
         let view = view_of(&state, &account).await;
         let mut r = Json(serde_json::json!({ "saved": saved, "account": view })).into_response();

@@ -175,16 +175,17 @@ async fn import(
         "--name needs exactly one credential, found {}",
         all.len()
     );
-    let saved = crate::import::save_all(store.as_ref(), &all, name).await?;
+    let accounts: Vec<_> = all.iter().map(|c| c.account.clone()).collect();
+    let saved = crate::store::upsert_oauth(store.as_ref(), &accounts, name).await?;
     for (c, (a, saved)) in all.iter().zip(saved) {
-        let kind = if c.credential.refresh_token.is_some() {
+        let kind = if c.account.credential.refresh_token.is_some() {
             "OAuth"
         } else {
             "setup-token"
         };
         println!(
             "{} {kind} account {} (id {}) from {}",
-            if saved == crate::import::Saved::Created {
+            if saved == crate::store::Saved::Created {
                 "Imported"
             } else {
                 "Updated"

@@ -146,8 +146,12 @@ fn rotation_update(
         needs_reauth: Patch::Clear,
         last_error: Patch::Clear,
         refresh_block: Patch::Clear,
-        email: Patch::set_some(identity.email),
-        organization_name: Patch::set_some(identity.organization_name),
+        // The token answer's email and organization name; the uuids stay as stored.
+        identity: crate::account::Identity {
+            email: identity.email,
+            organization_name: identity.organization_name,
+            ..Default::default()
+        },
         ..Default::default()
     }
 }

@@ -172,10 +172,10 @@ macro_rules! sql_store {
                 .bind(enc.seal_opt("refresh_token", a.credential.refresh_token.as_deref())?)
                 .bind(a.credential.expires_at.map(to_millis))
                 .bind(i64::from(a.disabled))
-                .bind(&a.email)
-                .bind(&a.account_uuid)
-                .bind(&a.organization_uuid)
-                .bind(&a.organization_name)
+                .bind(&a.identity.email)
+                .bind(&a.identity.account_uuid)
+                .bind(&a.identity.organization_uuid)
+                .bind(&a.identity.organization_name)
                 .bind(i64::from(a.priority))
                 .bind(i64::from(a.weight))
                 .bind(now)
@@ -247,10 +247,10 @@ macro_rules! sql_store {
                 .bind(i64::from(account.disabled))
                 .bind(&account.needs_reauth)
                 .bind(&account.last_error)
-                .bind(&account.email)
-                .bind(&account.account_uuid)
-                .bind(&account.organization_uuid)
-                .bind(&account.organization_name)
+                .bind(&account.identity.email)
+                .bind(&account.identity.account_uuid)
+                .bind(&account.identity.organization_uuid)
+                .bind(&account.identity.organization_name)
                 .bind(i64::from(account.priority))
                 .bind(i64::from(account.weight))
                 .bind(account.max_concurrency.map(i64::from))
@@ -303,10 +303,12 @@ macro_rules! sql_store {
                 needs_reauth: r.try_get("needs_reauth").map_err(get_err)?,
                 banned: r.try_get("banned").map_err(get_err)?,
                 last_error: r.try_get("last_error").map_err(get_err)?,
-                email: r.try_get("email").map_err(get_err)?,
-                account_uuid: r.try_get("account_uuid").map_err(get_err)?,
-                organization_uuid: r.try_get("organization_uuid").map_err(get_err)?,
-                organization_name: r.try_get("organization_name").map_err(get_err)?,
+                identity: crate::account::Identity {
+                    email: r.try_get("email").map_err(get_err)?,
+                    account_uuid: r.try_get("account_uuid").map_err(get_err)?,
+                    organization_uuid: r.try_get("organization_uuid").map_err(get_err)?,
+                    organization_name: r.try_get("organization_name").map_err(get_err)?,
+                },
                 priority: i32::try_from(r.try_get::<i64, _>("priority").map_err(get_err)?).unwrap_or(0),
                 weight: u32::try_from(weight).unwrap_or(1),
                 max_concurrency: max_concurrency.and_then(|v| u32::try_from(v).ok()),

@@ -116,10 +116,7 @@ pub(crate) fn apply_update(account: &mut Account, u: AccountUpdate) {
     u.needs_reauth.apply(&mut account.needs_reauth);
     u.banned.apply(&mut account.banned);
     u.last_error.apply(&mut account.last_error);
-    u.email.apply(&mut account.email);
-    u.account_uuid.apply(&mut account.account_uuid);
-    u.organization_uuid.apply(&mut account.organization_uuid);
-    u.organization_name.apply(&mut account.organization_name);
+    account.identity.learn(u.identity);
     if let Some(v) = u.priority {
         account.priority = v;
     }
@@ -172,10 +169,7 @@ mod tests {
                 refresh_token: Some(rt.into()),
                 expires_at: None,
             },
-            email: None,
-            account_uuid: None,
-            organization_uuid: None,
-            organization_name: None,
+            identity: Default::default(),
             priority: 0,
             weight: 1,
             disabled: false,
