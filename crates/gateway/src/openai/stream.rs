@@ -261,23 +261,57 @@ pub fn translate_all(labels: Labels, sse: &[u8]) -> String {
     out
 }
 
-struct State {
+/// A translator of Anthropic SSE events into a client's event stream (the chat and the Responses adapter each have
+/// one); [`event_stream`] drives it.
+pub(crate) trait EventTranslator: Send + 'static {
+    /// Writes what `ev` turns into to `out`.
+    fn event(&mut self, ev: &SseEvent, out: &mut String);
+    /// The upstream body ended or broke (`why`) before the terminal event: writes the stream's failure.
+    fn end(&mut self, out: &mut String, why: &str);
+    /// Whether the client's stream is complete.
+    fn is_done(&self) -> bool;
+    /// Runs once when done, before the client's stream ends (the Responses adapter stores the conversation here).
+    fn finish(&mut self) -> impl std::future::Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+}
+
+impl EventTranslator for Translator {
+    fn event(&mut self, ev: &SseEvent, out: &mut String) {
+        Translator::event(self, ev, out)
+    }
+    fn end(&mut self, out: &mut String, why: &str) {
+        Translator::end(self, out, why)
+    }
+    fn is_done(&self) -> bool {
+        Translator::is_done(self)
+    }
+}
+
+struct State<T> {
     body: axum::body::BodyDataStream,
     decoder: SseDecoder,
-    translator: Translator,
+    translator: T,
 }
 
 /// Wraps a 2xx Anthropic SSE response into an OpenAI chunk stream with the same status and headers.
 pub fn translate(response: Response, labels: Labels) -> Response {
+    event_stream(response, Translator::new(labels))
+}
+
+/// Wraps a 2xx Anthropic SSE response into `translator`'s event stream with the same status and headers. Each upstream
+/// chunk is translated as it arrives and the body is pulled only when the client takes more (backpressure).
+pub(crate) fn event_stream(response: Response, translator: impl EventTranslator) -> Response {
     let (parts, body) = response.into_parts();
     let state = State {
         body: body.into_data_stream(),
         decoder: SseDecoder::default(),
-        translator: Translator::new(labels),
+        translator,
     };
-    let chunks = futures_util::stream::unfold(state, |mut st| async move {
+    let events = futures_util::stream::unfold(state, |mut st| async move {
         loop {
             if st.translator.is_done() {
+                st.translator.finish().await;
                 // The client's stream ends here; the rest of the upstream body (normally nothing after message_stop)
                 // is drained in the background so the relay sees its end and counts the stream correctly.
                 let mut rest = st.body;
@@ -302,7 +336,7 @@ pub fn translate(response: Response, labels: Labels) -> Response {
             }
         }
     });
-    let mut out = Response::new(Body::from_stream(chunks));
+    let mut out = Response::new(Body::from_stream(events));
     *out.status_mut() = parts.status;
     super::error::copy_headers(&parts.headers, out.headers_mut());
     out.headers_mut().insert(

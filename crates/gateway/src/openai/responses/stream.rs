@@ -9,20 +9,16 @@
 //! (Codex fails a turn whose stream ends without `response.completed`).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 
-use axum::body::Body;
-use axum::http::HeaderValue;
 use axum::response::Response;
-use bytes::Bytes;
-use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
 
 use super::output::{self, item_id, item_prefix, Outcome};
 use super::stored::Saver;
 use super::tools::ToolNames;
 use crate::openai::response::Usage;
-use crate::sse::{SseDecoder, SseEvent};
+use crate::openai::stream::{event_stream, EventTranslator};
+use crate::sse::SseEvent;
 
 /// A content block being streamed.
 #[derive(Debug)]
@@ -456,69 +452,43 @@ impl Translator {
 /// Translates a whole transcript at once (tests and snapshots).
 #[cfg(test)]
 pub fn translate_all(mut t: Translator, sse: &[u8]) -> String {
-    let mut d = SseDecoder::default();
+    let mut d = crate::sse::SseDecoder::default();
     let mut out = String::new();
     d.push(sse, &mut |e| t.event(&e, &mut out));
     t.end(&mut out, "upstream stream ended before message_stop");
     out
 }
 
-struct State {
-    body: axum::body::BodyDataStream,
-    decoder: SseDecoder,
+/// The Responses translator with the conversation's saver: a finished response is stored before the stream ends.
+struct Saving {
     translator: Translator,
     saver: Option<Saver>,
+}
+
+impl EventTranslator for Saving {
+    fn event(&mut self, ev: &SseEvent, out: &mut String) {
+        self.translator.event(ev, out)
+    }
+    fn end(&mut self, out: &mut String, why: &str) {
+        self.translator.end(out, why)
+    }
+    fn is_done(&self) -> bool {
+        self.translator.is_done()
+    }
+    fn finish(&mut self) -> impl std::future::Future<Output = ()> + Send {
+        let content = self.translator.finished_content().map(<[Value]>::to_vec);
+        let save = self.saver.take().zip(content);
+        let id = self.translator.id.clone();
+        async move {
+            if let Some((saver, content)) = save {
+                saver.save(&id, content).await;
+            }
+        }
+    }
 }
 
 /// Wraps a 2xx Anthropic SSE response into a Responses event stream with the same status and headers; a finished
 /// response is stored through `saver` before the client's stream ends.
 pub fn translate(response: Response, translator: Translator, saver: Option<Saver>) -> Response {
-    let (parts, body) = response.into_parts();
-    let state = State {
-        body: body.into_data_stream(),
-        decoder: SseDecoder::default(),
-        translator,
-        saver,
-    };
-    let events = futures_util::stream::unfold(state, |mut st| async move {
-        loop {
-            if st.translator.is_done() {
-                if let (Some(saver), Some(content)) =
-                    (st.saver.take(), st.translator.finished_content())
-                {
-                    let id = st.translator.id.clone();
-                    saver.save(&id, content.to_vec()).await;
-                }
-                // The rest of the upstream body (normally nothing after message_stop) is drained in the background so
-                // the relay sees its end and counts the stream correctly.
-                let mut rest = st.body;
-                #[allow(clippy::disallowed_methods)]
-                // bounded: ends with the upstream body, which has a read timeout
-                tokio::spawn(async move { while rest.next().await.is_some() {} });
-                return None;
-            }
-            let mut out = String::new();
-            match st.body.next().await {
-                Some(Ok(chunk)) => {
-                    let t = &mut st.translator;
-                    st.decoder.push(&chunk, &mut |e| t.event(&e, &mut out));
-                }
-                Some(Err(_)) => st.translator.end(&mut out, "upstream stream broke"),
-                None => st
-                    .translator
-                    .end(&mut out, "upstream stream ended before message_stop"),
-            }
-            if !out.is_empty() {
-                return Some((Ok::<Bytes, Infallible>(Bytes::from(out)), st));
-            }
-        }
-    });
-    let mut out = Response::new(Body::from_stream(events));
-    *out.status_mut() = parts.status;
-    crate::openai::error::copy_headers(&parts.headers, out.headers_mut());
-    out.headers_mut().insert(
-        "content-type",
-        HeaderValue::from_static("text/event-stream"),
-    );
-    out
+    event_stream(response, Saving { translator, saver })
 }
