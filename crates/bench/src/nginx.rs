@@ -28,12 +28,14 @@ pub fn find(explicit: Option<&Path>) -> Result<PathBuf, String> {
     })
 }
 
-/// The configuration: one worker, an `upstream` block with keep-alive, HTTP/1.1 to the upstream, no buffering (SSE
+/// The configuration: one process (`master_process off`: the worker is the process we start, so killing it leaves no
+/// orphaned worker behind holding inherited descriptors, and its CPU is that process's), an `upstream` block with keep-alive, HTTP/1.1 to the upstream, no buffering (SSE
 /// events pass as they come; a small JSON answer is one read either way), no access log.
 pub fn config(dir: &Path, port: u16, upstream: SocketAddr) -> String {
     let d = dir.display();
     format!(
         r#"daemon off;
+master_process off;
 worker_processes 1;
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
