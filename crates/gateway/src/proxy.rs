@@ -629,7 +629,7 @@ impl Proxy {
         let body = read_capped(response, MAX_ERROR_BODY).await;
         let passthrough = error_response(status, &headers, body.clone());
         let message = crate::error::AnthropicError::message_of(&body);
-        meter.error(&upstream_error_type(&body).unwrap_or_else(|| "api_error".into()));
+        meter.error(crate::error::AnthropicError::parse(&body).kind_or_api_error());
         match status.as_u16() {
             s if crate::attribution::needs_attribution(s, &message) => Attempt::Refused(Refused {
                 response: passthrough,
@@ -721,15 +721,6 @@ impl Proxy {
 fn fail(meter: &Meter, e: GatewayError) -> Response {
     meter.error(e.anthropic_type());
     e.into_response()
-}
-
-/// The `error.type` of an Anthropic error body.
-fn upstream_error_type(body: &[u8]) -> Option<String> {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()?
-        .pointer("/error/type")?
-        .as_str()
-        .map(str::to_string)
 }
 
 /// A 429 that is about money, not rate: spend limits, exhausted credits, billing.

@@ -166,15 +166,9 @@ impl Translator {
             }
             "message_stop" => self.complete(out),
             "error" => {
-                let t = data
-                    .pointer("/error/type")
-                    .and_then(Value::as_str)
-                    .unwrap_or("api_error");
-                let m = data
-                    .pointer("/error/message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("upstream stream failed");
-                let code = failure_code(t, m);
+                let e = crate::error::AnthropicError::of_value(&data);
+                let m = e.message.as_deref().unwrap_or("upstream stream failed");
+                let code = failure_code(e.kind_or_api_error(), m);
                 self.fail(out, code, m);
             }
             _ => {}
