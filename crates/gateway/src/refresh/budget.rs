@@ -8,7 +8,7 @@
 //! across processes proactive refreshes may not take the last call of the burst, which stays for requests.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -30,7 +30,7 @@ pub(super) struct Budget {
     urgent_waiting: AtomicUsize,
     ahead_waiting: AtomicUsize,
     /// Proactive flights started and not yet ended (the scan starts no more than the budget can serve).
-    ahead_flights: AtomicUsize,
+    ahead_flights: Arc<AtomicUsize>,
     turnstile: tokio::sync::Mutex<()>,
     urgent_done: Notify,
 }
@@ -107,11 +107,11 @@ impl Drop for Waiting<'_> {
 }
 
 /// Counts a proactive flight while alive (moved into the flight's task).
-pub(super) struct AheadFlight(std::sync::Arc<super::engine::Inner>);
+pub(super) struct AheadFlight(Arc<AtomicUsize>);
 
 impl Drop for AheadFlight {
     fn drop(&mut self) {
-        self.0.budget.ahead_flights.fetch_sub(1, Ordering::SeqCst);
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -285,7 +285,7 @@ impl RefreshEngine {
             .budget
             .ahead_flights
             .fetch_add(1, Ordering::SeqCst);
-        AheadFlight(self.inner.clone())
+        AheadFlight(self.inner.budget.ahead_flights.clone())
     }
 
     /// The token endpoint's budget and pause, for the admin API (the pause as the store has it, else as known here).
