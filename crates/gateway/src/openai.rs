@@ -86,12 +86,7 @@ async fn translate_answer(answer: Response, labels: Labels) -> Response {
     if !answer.status().is_success() {
         return error::from_anthropic(answer).await;
     }
-    let is_sse = answer
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
-    if is_sse {
+    if stream::is_event_stream(&answer) {
         return stream::translate(answer, labels);
     }
     let (parts, body) = answer.into_parts();

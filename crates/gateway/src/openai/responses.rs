@@ -135,12 +135,7 @@ async fn translate_answer(
     if !answer.status().is_success() {
         return crate::openai::error::from_anthropic(answer).await;
     }
-    let is_sse = answer
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
-    if is_sse {
+    if crate::openai::stream::is_event_stream(&answer) {
         let translator = stream::Translator::new(t.echo, t.names, created_at, t.model);
         return stream::translate(answer, translator, saver);
     }

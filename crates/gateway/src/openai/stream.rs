@@ -261,6 +261,15 @@ pub fn translate_all(labels: Labels, sse: &[u8]) -> String {
     out
 }
 
+/// Whether an Anthropic answer is an SSE stream (else a JSON body).
+pub(crate) fn is_event_stream(answer: &Response) -> bool {
+    answer
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
 /// A translator of Anthropic SSE events into a client's event stream (the chat and the Responses adapter each have
 /// one); [`event_stream`] drives it.
 pub(crate) trait EventTranslator: Send + 'static {
