@@ -4,6 +4,8 @@
 #
 #   bench/pool-scale.sh [N]      N defaults to 10000; needs valgrind and python3; uses target/release binaries
 #
+# The suite (bench/run.sh, section 7) measures the import, the start-up and the added latency with N accounts side by
+# side with one account in front of the fast upstream; this script adds instruction counts, which need no quiet machine.
 # Instruction counts do not depend on machine load, so the per-request figures are repeatable on a busy machine; the
 # import and start-up times are wall-clock and are not. Per-request instructions are taken as the difference between
 # a run of 1,200 requests and one of 200 (start-up, account loading and shutdown cancel out), divided by 1,000.

@@ -1,20 +1,25 @@
-//! `claude-gateway-bench`: measures what the gateway adds to latency, throughput, streaming, large bodies, memory and
-//! a refresh stampede, side by side with the direct path (client → simulator) and a peer (LiteLLM), and writes
-//! BENCHMARKS.md. `bench/run.sh` builds everything in release mode, installs the peer and runs this.
+//! `claude-gateway-bench`: measures what the gateway adds to latency, CPU per request, throughput, streaming, large
+//! bodies, memory, pool scale and a refresh stampede, side by side with the direct path (client → a fast upstream),
+//! nginx (the minimal-proxy floor) and a peer (LiteLLM), and writes BENCHMARKS.md. `bench/run.sh` builds everything in
+//! release mode, installs the peer and runs this. With `--serve-upstream ADDR` it is the fast upstream itself.
 //!
 //! It prints its summary on stdout; progress goes to stderr.
 #![allow(clippy::print_stdout)]
 
 mod client;
+mod env;
 mod features;
 mod fmt;
 mod load;
+mod memory;
 mod nginx;
+mod pool;
 mod procs;
 mod profile;
 mod report;
 mod runner;
 mod scenarios;
+mod stampede;
 mod stats;
 mod stream;
 mod targets;
@@ -147,17 +152,8 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    let gateway_bin = existing(
-        args.gateway_bin
-            .map_or_else(|| sibling("claude-gateway"), Ok)?,
-        "claude-gateway",
-    )?;
-    let simulator_bin = existing(
-        args.simulator_bin
-            .map_or_else(|| sibling("anthropic-simulator"), Ok)?,
-        "anthropic-simulator",
-    )?;
+/// The plan for this run: full or smoke, with the command line's overrides.
+fn plan(args: &Args) -> anyhow::Result<Plan> {
     let mut plan = if args.smoke {
         Plan::smoke()
     } else {
@@ -176,17 +172,65 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         plan.only = Some(only.clone());
     }
-    let setup = Setup {
-        plan: plan.clone(),
-        gateway_bin,
-        simulator_bin,
+    Ok(plan)
+}
+
+fn setup(args: &Args, plan: Plan) -> anyhow::Result<Setup> {
+    Ok(Setup {
+        plan,
+        gateway_bin: existing(
+            args.gateway_bin
+                .clone()
+                .map_or_else(|| sibling("claude-gateway"), Ok)?,
+            "claude-gateway",
+        )?,
+        simulator_bin: existing(
+            args.simulator_bin
+                .clone()
+                .map_or_else(|| sibling("anthropic-simulator"), Ok)?,
+            "anthropic-simulator",
+        )?,
         litellm: match &args.litellm {
             Some(p) => Some(existing(p.clone(), "litellm")?),
             None => None,
         },
         nginx: nginx::find(args.nginx.as_deref()),
         client: args.client,
+    })
+}
+
+/// The callgrind and massif profiles, when asked for, into `results`.
+async fn profiles(args: &Args, setup: &Setup, results: &mut scenarios::Results) {
+    let Some(dir) = &args.profile else {
+        results.profile_note = Some(
+            args.profile_note
+                .clone()
+                .unwrap_or_else(|| "not requested (pass --profile DIR)".into()),
+        );
+        return;
     };
+    eprintln!(
+        "[bench] profiling under callgrind (dumps in {})",
+        dir.display()
+    );
+    match profile::run(setup, dir).await {
+        Ok((phases, sim)) => {
+            results.profile = phases;
+            match profile::heap(setup, dir, &sim).await {
+                Ok(h) => results.heap = Some(h),
+                Err(e) => eprintln!("[bench] heap profile failed: {e:#}"),
+            }
+        }
+        Err(e) => {
+            eprintln!("[bench] profile failed: {e:#}");
+            results.profile_note = Some(format!("the callgrind profile failed: {e:#}"));
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let plan = plan(&args)?;
+    let setup = setup(&args, plan.clone())?;
     let started = std::time::Instant::now();
     let mut results = if args.profile_only {
         scenarios::Results::default()
@@ -198,43 +242,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
             results.litellm_absent = note.clone();
         }
     }
-    let command = args.command.unwrap_or_else(|| {
-        std::env::args()
-            .map(|a| shell_quote(&a))
-            .collect::<Vec<_>>()
-            .join(" ")
-    });
-    match &args.profile {
-        Some(dir) => {
-            eprintln!(
-                "[bench] profiling under callgrind (dumps in {})",
-                dir.display()
-            );
-            match profile::run(&setup, dir).await {
-                Ok((phases, sim)) => {
-                    results.profile = phases;
-                    match profile::heap(&setup, dir, &sim).await {
-                        Ok(h) => results.heap = Some(h),
-                        Err(e) => eprintln!("[bench] heap profile failed: {e:#}"),
-                    }
-                }
-                Err(e) => {
-                    eprintln!("[bench] profile failed: {e:#}");
-                    results.profile_note = Some(format!("the callgrind profile failed: {e:#}"));
-                }
-            }
-        }
-        None => {
-            results.profile_note = Some(
-                args.profile_note
-                    .clone()
-                    .unwrap_or_else(|| "not requested (pass --profile DIR)".into()),
-            );
-        }
-    }
+    profiles(&args, &setup, &mut results).await;
     let ctx = report::Context {
         date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
-        command,
+        command: args.command.clone().unwrap_or_else(|| {
+            std::env::args()
+                .map(|a| shell_quote(&a))
+                .collect::<Vec<_>>()
+                .join(" ")
+        }),
         machine: report::machine(),
         build: args.build.clone(),
     };

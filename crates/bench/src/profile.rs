@@ -43,8 +43,8 @@ fn parse_massif(text: &str) -> Option<(u64, u64)> {
 /// its heap profile.
 pub async fn heap(setup: &Setup, dir: &Path, sim: &Sim) -> anyhow::Result<Heap> {
     let accounts = setup.plan.accounts;
-    let gdir = GatewayDir::new(crate::scenarios::fast_tmp().as_deref(), "massif", sim)?;
-    crate::scenarios::seed_api_keys(&gdir.data_dir(), accounts).await?;
+    let gdir = GatewayDir::new(crate::memory::fast_tmp().as_deref(), "massif", sim)?;
+    crate::memory::seed_api_keys(&gdir.data_dir(), accounts).await?;
     let out = dir.join("massif.out");
     let _ = std::fs::remove_file(&out);
     let wrapper = vec![
@@ -286,16 +286,23 @@ fn short(function: &str) -> String {
 }
 
 /// Runs the callgrind profile; returns the phases and the simulator (still running, under callgrind).
-pub async fn run(setup: &Setup, dir: &Path) -> anyhow::Result<(Vec<Phase>, Sim)> {
+/// Removes the dumps of an earlier profile from `dir`.
+fn clean(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     for e in std::fs::read_dir(dir)?.flatten() {
         if e.file_name().to_string_lossy().contains(".out") {
             let _ = std::fs::remove_file(e.path());
         }
     }
+    Ok(())
+}
+
+/// Profiles the gateway under each workload and returns the phases and the (callgrind-wrapped) simulator, which the
+/// heap profile reuses.
+pub async fn run(setup: &Setup, dir: &Path) -> anyhow::Result<(Vec<Phase>, Sim)> {
+    clean(dir)?;
     let plan = &setup.plan;
     let text_events = plan.stream_events.saturating_sub(6).max(1);
-    let slow = Duration::from_secs(120);
     let sim = Sim::start_wrapped(
         &callgrind(dir, "simulator"),
         &setup.simulator_bin,
@@ -305,9 +312,24 @@ pub async fn run(setup: &Setup, dir: &Path) -> anyhow::Result<(Vec<Phase>, Sim)>
             "--event-delay-ms".into(),
             plan.stream_delay_ms.to_string(),
         ],
-        slow,
+        Duration::from_secs(120),
     )?;
-    let gdir = GatewayDir::new(None, "profile", &sim)?;
+    let client = Client::new(ClientKind::Hyper)?;
+    let mut phases = one_account(setup, dir, &sim, &client).await?;
+    phases.push(many_accounts(setup, dir, &sim, &client).await?);
+    Ok((phases, sim))
+}
+
+/// Small requests, streams and large requests through a gateway with one account.
+async fn one_account(
+    setup: &Setup,
+    dir: &Path,
+    sim: &Sim,
+    client: &Client,
+) -> anyhow::Result<Vec<Phase>> {
+    let plan = &setup.plan;
+    let text_events = plan.stream_events.saturating_sub(6).max(1);
+    let gdir = GatewayDir::new(None, "profile", sim)?;
     gdir.cli(
         &setup.gateway_bin,
         &[
@@ -325,7 +347,6 @@ pub async fn run(setup: &Setup, dir: &Path) -> anyhow::Result<(Vec<Phase>, Sim)>
         Some(gw.proc.pid()),
         sim.proc.pid(),
     )?;
-    let client = Client::new(ClientKind::Hyper)?;
     let (n_small, n_large, n_streams) = if plan.smoke {
         (50, 4, 4)
     } else {
@@ -338,11 +359,8 @@ pub async fn run(setup: &Setup, dir: &Path) -> anyhow::Result<(Vec<Phase>, Sim)>
         true,
         Some((text_events, plan.stream_delay_ms)),
     );
-
     // Warm up (lazy initialisation, connection pools) before anything is counted.
-    run_closed(&client, &target, &small, 50, 4).await?;
-
-    let mut phases = Vec::new();
+    run_closed(client, &target, &small, 50, 4).await?;
     let specs: [(&'static str, String, u64); 3] = [
         (
             "small",
@@ -363,26 +381,36 @@ pub async fn run(setup: &Setup, dir: &Path) -> anyhow::Result<(Vec<Phase>, Sim)>
             n_large,
         ),
     ];
+    let mut phases = Vec::new();
     for (key, name, n) in specs {
-        let phase = measure(dir, &gw, &sim, key, name, n, || async {
+        let phase = measure(dir, &gw, sim, key, name, n, || async {
             match key {
-                "small" => run_closed(&client, &target, &small, n, 8).await,
-                "large" => run_closed(&client, &target, &large, n, 2).await,
+                "small" => run_closed(client, &target, &small, n, 8).await,
+                "large" => run_closed(client, &target, &large, n, 2).await,
                 _ => run_streams(&target, &sbody, n, 5).await,
             }
         })
         .await?;
         phases.push(phase);
     }
-    drop(gw);
+    Ok(phases)
+}
 
-    // A gateway with the many accounts of the memory scenario: what choosing among them costs.
+/// A gateway with the many accounts of the memory scenario: what choosing among them costs.
+async fn many_accounts(
+    setup: &Setup,
+    dir: &Path,
+    sim: &Sim,
+    client: &Client,
+) -> anyhow::Result<Phase> {
+    let plan = &setup.plan;
+    let small = body(plan.body_bytes, false, None);
     let adir = GatewayDir::new(
-        crate::scenarios::fast_tmp().as_deref(),
+        crate::memory::fast_tmp().as_deref(),
         "profile-accounts",
-        &sim,
+        sim,
     )?;
-    crate::scenarios::seed_api_keys(&adir.data_dir(), plan.accounts).await?;
+    crate::memory::seed_api_keys(&adir.data_dir(), plan.accounts).await?;
     let agw = Gateway::start_wrapped(&callgrind(dir, "gateway"), &setup.gateway_bin, &adir)?;
     agw.wait_accounts(plan.accounts, Duration::from_secs(120))
         .await?;
@@ -392,24 +420,21 @@ pub async fn run(setup: &Setup, dir: &Path) -> anyhow::Result<(Vec<Phase>, Sim)>
         Some(agw.proc.pid()),
         sim.proc.pid(),
     )?;
-    run_closed(&client, &atarget, &small, 4, 2).await?;
+    run_closed(client, &atarget, &small, 4, 2).await?;
     let n_accounts = if plan.smoke { 10 } else { 100 };
-    let phase = measure(
+    measure(
         dir,
         &agw,
-        &sim,
+        sim,
         "accounts",
         format!(
             "non-stream, {} B requests, {} accounts, concurrency 2",
             plan.body_bytes, plan.accounts
         ),
         n_accounts,
-        || run_closed(&client, &atarget, &small, n_accounts, 2),
+        || run_closed(client, &atarget, &small, n_accounts, 2),
     )
-    .await?;
-    phases.push(phase);
-    drop(agw);
-    Ok((phases, sim))
+    .await
 }
 
 /// Zeroes both processes' counters, runs `work`, dumps them, and reads the dumps.

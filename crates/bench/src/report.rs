@@ -60,6 +60,7 @@ pub fn render(r: &Results, plan: &Plan, ctx: &Context) -> String {
     streaming(&mut o, r, plan);
     large(&mut o, r, plan);
     features(&mut o, r, plan);
+    pool(&mut o, r, plan);
     memory(&mut o, r, plan);
     stampede(&mut o, r, plan);
     tail(&mut o, r, plan);
@@ -91,7 +92,7 @@ fn header(o: &mut String, r: &Results, plan: &Plan, ctx: &Context) {
     };
     let _ = writeln!(
         o,
-        "- **Upstreams:** sections 1–6 use {FAST_UPSTREAM}, {runtime}, one process shared by all paths; sections 7–8 \
+        "- **Upstreams:** sections 1–7 use {FAST_UPSTREAM}, {runtime}, one process shared by all paths; sections 8–9 \
          use {SIMULATOR}, which models the token endpoint and Anthropic's behaviour"
     );
     match &r.nginx_version {
@@ -509,7 +510,7 @@ fn memory(o: &mut String, r: &Results, plan: &Plan) {
     let Some(m) = &r.memory else { return };
     let _ = writeln!(
         o,
-        "## 7. Memory (VmRSS from `/proc/<pid>/status`, fresh gateway each; simulator)\n"
+        "## 8. Memory (VmRSS from `/proc/<pid>/status`, fresh gateway each; simulator)\n"
     );
     let _ = writeln!(
         o,
@@ -554,33 +555,66 @@ fn memory(o: &mut String, r: &Results, plan: &Plan) {
             h.last as f64 / 1e6
         );
     }
-    if let Some((d, g)) = &m.accounts_latency {
-        let _ = writeln!(
-            o,
-            "Latency with {} accounts loaded, {:.0} requests/s, open loop:\n",
-            m.accounts, plan.accounts_rate
-        );
-        let _ = writeln!(o, "{LATENCY_HEADER}");
-        let _ = writeln!(o, "|---|---|---|---|---|---|");
-        let _ = writeln!(
-            o,
-            "| direct (simulator) | {} | {} |",
-            dist_cells(&d.latency),
-            d.errors.describe()
-        );
-        let _ = writeln!(
-            o,
-            "| gateway, {} accounts | {} | {} |",
-            m.accounts,
-            dist_cells(&g.latency),
-            g.errors.describe()
-        );
-        let _ = writeln!(
-            o,
-            "| **gateway − direct** | {} | |\n",
-            delta_cells(&g.latency, &d.latency)
-        );
-    }
+}
+
+fn pool(o: &mut String, r: &Results, plan: &Plan) {
+    let Some(p) = &r.pool else { return };
+    let _ = writeln!(
+        o,
+        "## 7. Pool scale: {} accounts (fast upstream)\n",
+        p.accounts
+    );
+    let _ = writeln!(
+        o,
+        "Two gateways whose stores got their accounts from `claude-gateway accounts import` of CLIProxyAPI files \
+         (OAuth, expiring in 2099): one with 1 account, one with {}. Start-up counts from `serve` to `/readyz` \
+         answering 200. Then {:.0} requests/s, open loop, on direct, the 1-account gateway and the {}-account \
+         gateway in {} alternating rounds ({} each in all).\n",
+        p.accounts,
+        p.rate,
+        p.accounts,
+        plan.rounds,
+        secs(plan.pool_duration)
+    );
+    let _ = writeln!(o, "| accounts | `accounts import` | start-up to ready |");
+    let _ = writeln!(o, "|---|---|---|");
+    let _ = writeln!(
+        o,
+        "| 1 | {:.2} s | {:.2} s |",
+        p.import_one_secs, p.startup_one_secs
+    );
+    let _ = writeln!(
+        o,
+        "| {} | **{:.2} s** | **{:.2} s** |\n",
+        p.accounts, p.import_secs, p.startup_secs
+    );
+    let _ = writeln!(o, "{LATENCY_HEADER} gateway CPU µs / req |");
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        o,
+        "| direct | {} | {} | — |",
+        dist_cells(&p.direct.latency),
+        p.direct.errors.describe()
+    );
+    cpu_row(o, "gateway, 1 account", &p.one);
+    cpu_row(o, &format!("gateway, {} accounts", p.accounts), &p.many);
+    let _ = writeln!(
+        o,
+        "| gateway, 1 account − direct | {} | | |",
+        delta_cells(&p.one.latency, &p.direct.latency)
+    );
+    let _ = writeln!(
+        o,
+        "| gateway, {} accounts − direct | {} | | |",
+        p.accounts,
+        delta_cells(&p.many.latency, &p.direct.latency)
+    );
+    let _ = writeln!(
+        o,
+        "| **{} accounts − 1 account** | {} | | |\n",
+        p.accounts,
+        delta_cells(&p.many.latency, &p.one.latency)
+    );
 }
 
 fn minus(d: &Dist, by: u64) -> Dist {
@@ -596,7 +630,7 @@ fn minus(d: &Dist, by: u64) -> Dist {
 
 fn stampede(o: &mut String, r: &Results, plan: &Plan) {
     let Some(s) = &r.stampede else { return };
-    let _ = writeln!(o, "## 8. Refresh stampede: {} concurrent requests on an expired OAuth account, token endpoint {} ms (simulator)\n", s.n, plan.token_latency_ms);
+    let _ = writeln!(o, "## 9. Refresh stampede: {} concurrent requests on an expired OAuth account, token endpoint {} ms (simulator)\n", s.n, plan.token_latency_ms);
     let _ = writeln!(
         o,
         "Token-endpoint calls during the stampede: **{}** (counted by the simulator; the gateway's \

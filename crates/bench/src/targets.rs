@@ -230,6 +230,38 @@ fn keys(r: &Results) -> Option<Target> {
     ))
 }
 
+/// Issue 16's pool targets: choosing among N accounts adds at most 0.1 ms at p99 to one account's; import of N files
+/// under 10 s; start-up with them under 2 s.
+fn pool(r: &Results) -> Vec<Target> {
+    let Some(p) = &r.pool else {
+        return Vec::new();
+    };
+    let added = p.many.latency.p99 as i64 - p.one.latency.p99 as i64;
+    vec![
+        Target::new(
+            format!(
+                "added p99 with {} accounts within +0.1 ms of one account's ({:.0} req/s)",
+                p.accounts, p.rate
+            ),
+            dms(p.many.latency.p99, p.one.latency.p99),
+            added <= 100 && p.many.errors.total() == 0,
+            format!("{:.3} ms over", (added - 100) as f64 / 1000.0),
+        ),
+        Target::new(
+            format!("`accounts import` of {} files < 10 s", p.accounts),
+            format!("{:.2} s", p.import_secs),
+            p.import_secs < 10.0,
+            format!("{:.2} s over", p.import_secs - 10.0),
+        ),
+        Target::new(
+            format!("start-up with {} accounts < 2 s", p.accounts),
+            format!("{:.2} s", p.startup_secs),
+            p.startup_secs < 2.0,
+            format!("{:.2} s over", p.startup_secs - 2.0),
+        ),
+    ]
+}
+
 fn memory(r: &Results) -> Vec<Target> {
     let Some(m) = &r.memory else {
         return Vec::new();
@@ -298,6 +330,7 @@ pub fn all(r: &Results, plan: &Plan) -> Vec<Target> {
     out.extend(streaming(r, plan));
     out.extend(large(r));
     out.extend(keys(r));
+    out.extend(pool(r));
     out.extend(memory(r));
     out.extend(stampede(r));
     out
