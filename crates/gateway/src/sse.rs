@@ -26,6 +26,17 @@ pub enum Unreadable {
     Skip,
 }
 
+impl Unreadable {
+    /// Why the stream fails here (a translator ends its client's stream with it), or `None` for an event to skip.
+    pub fn failure(self) -> Option<&'static str> {
+        match self {
+            Unreadable::TooLarge => Some("upstream sent an event too large to relay"),
+            Unreadable::BrokenError => Some("upstream stream failed"),
+            Unreadable::Skip => None,
+        }
+    }
+}
+
 impl SseEvent {
     /// The event's JSON data and its type (the data's `type`, else the `event:` field): the one reading of an Anthropic
     /// stream event that every translator shares.

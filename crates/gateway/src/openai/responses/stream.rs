@@ -140,17 +140,12 @@ impl Translator {
         }
         let (kind, data) = match ev.anthropic() {
             Ok(read) => read,
-            Err(crate::sse::Unreadable::TooLarge) => {
-                return self.fail(
-                    out,
-                    "server_error",
-                    "upstream sent an event too large to relay",
-                )
+            Err(unreadable) => {
+                if let Some(why) = unreadable.failure() {
+                    self.fail(out, "server_error", why);
+                }
+                return;
             }
-            Err(crate::sse::Unreadable::BrokenError) => {
-                return self.fail(out, "server_error", "upstream stream failed")
-            }
-            Err(crate::sse::Unreadable::Skip) => return,
         };
         let kind = kind.as_str();
         match kind {
