@@ -662,3 +662,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_unreadable_upstream_event_ends_the_chat_stream_with_an_error_naming_why() {
+    let broken = translate_all(labels(false), b"event: error\ndata: not json\n\n");
+    assert!(broken.contains("upstream stream failed"), "{broken}");
+    assert!(!broken.contains("[DONE]"), "{broken}");
+    let huge = format!(
+        "event: content_block_delta\ndata: {}\n\n",
+        "x".repeat(crate::sse::DEFAULT_MAX_LINE + 1)
+    );
+    let too_large = translate_all(labels(false), huge.as_bytes());
+    assert!(
+        too_large.contains("upstream sent an event too large to relay"),
+        "{too_large}"
+    );
+    assert!(!too_large.contains("[DONE]"), "{too_large}");
+    // Any other unreadable data is skipped: the stream goes on.
+    let skipped = translate_all(labels(false), b"event: ping\ndata: not json\n\n");
+    assert!(
+        !skipped.contains("upstream sent") && !skipped.contains("[DONE]"),
+        "{skipped}"
+    );
+}

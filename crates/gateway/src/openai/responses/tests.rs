@@ -304,3 +304,30 @@ fn stream_failures() {
         failed(&[start(), text_start]),
     ]);
 }
+
+#[test]
+fn an_unreadable_upstream_event_fails_the_response_naming_why() {
+    let t = translated_names();
+    let out = translate_all(
+        Translator::new(t.echo, t.names, 1_700_000_000, "m".into()),
+        b"event: error\ndata: not json\n\n",
+    );
+    assert!(
+        out.contains("response.failed") && out.contains("upstream stream failed"),
+        "{out}"
+    );
+    let t = translated_names();
+    let huge = format!(
+        "event: content_block_delta\ndata: {}\n\n",
+        "x".repeat(crate::sse::DEFAULT_MAX_LINE + 1)
+    );
+    let out = translate_all(
+        Translator::new(t.echo, t.names, 1_700_000_000, "m".into()),
+        huge.as_bytes(),
+    );
+    assert!(
+        out.contains("response.failed")
+            && out.contains("upstream sent an event too large to relay"),
+        "{out}"
+    );
+}
