@@ -10,7 +10,7 @@ use bytes::Bytes;
 use crate::client::{Client, ClientKind, Target};
 use crate::load::LoadResult;
 use crate::nginx::Nginx;
-use crate::procs::{self, FastUpstream, Gateway, GatewayDir, LiteLlm, Sim, CLIENT_KEY};
+use crate::procs::{self, FastUpstream, Gateway, GatewayDir, HyperProxy, LiteLlm, Sim, CLIENT_KEY};
 use crate::runner::{self, Scenario, Shape};
 use crate::scenarios::{
     body, one_line, per_k, say, ClientCmp, Large, Paths, Plan, Results, Setup, MODEL, UPSTREAM_KEY,
@@ -34,14 +34,18 @@ pub struct Env<'a> {
     pub direct: Target,
     pub gateway: Target,
     pub nginx_target: Option<Target>,
+    /// Kept running while its target is measured.
+    pub _hyper: HyperProxy,
+    pub hyper_target: Target,
     pub small: Bytes,
 }
 
 impl Env<'_> {
-    /// The paths measured side by side: direct, nginx (when there is one), gateway.
+    /// The paths measured side by side: direct, nginx (when there is one), the minimal hyper proxy, the gateway.
     fn side_by_side(&self) -> Vec<Target> {
         let mut v = vec![self.direct.clone()];
         v.extend(self.nginx_target.clone());
+        v.push(self.hyper_target.clone());
         v.push(self.gateway.clone());
         v
     }
@@ -49,6 +53,7 @@ impl Env<'_> {
     /// Results in the order of [`Env::side_by_side`], and the peer's, as [`Paths`].
     fn split<T: Default>(&self, mut v: Vec<T>, litellm: Option<T>) -> Paths<T> {
         let gateway = v.pop().unwrap_or_default();
+        let hyper = v.pop();
         let nginx = if self.nginx_target.is_some() {
             v.pop()
         } else {
@@ -57,6 +62,7 @@ impl Env<'_> {
         Paths {
             direct: v.pop().unwrap_or_default(),
             nginx,
+            hyper,
             gateway,
             litellm,
         }
@@ -202,6 +208,14 @@ pub async fn start_env<'a>(setup: &'a Setup, results: &mut Results) -> anyhow::R
     let small = body(plan.body_bytes, false, None);
     let (nginx, nginx_target) = start_nginx(setup, &direct, results).await?;
     let litellm = start_peer(setup, &up, &small, results).await;
+    let hyper = HyperProxy::start(&up.base_url)?;
+    let hyper_target = Target::new(
+        &hyper.base_url,
+        ("x-api-key", UPSTREAM_KEY),
+        Some(hyper.proc.pid()),
+        up_pid,
+    )?;
+    say(format!("hyper proxy on {}", hyper.base_url));
     let (client, cmp) = pick_client(setup, &direct, &small).await?;
     results.client_cmp = Some(cmp);
     Ok(Env {
@@ -217,6 +231,8 @@ pub async fn start_env<'a>(setup: &'a Setup, results: &mut Results) -> anyhow::R
         direct,
         gateway,
         nginx_target,
+        _hyper: hyper,
+        hyper_target,
         small,
     })
 }

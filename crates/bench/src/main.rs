@@ -10,6 +10,7 @@ mod client;
 mod env;
 mod features;
 mod fmt;
+mod hyperproxy;
 mod load;
 mod memory;
 mod nginx;
@@ -86,6 +87,12 @@ struct Args {
     /// Run only the fast upstream (a minimal hyper responder, see `upstream.rs`) on this address, until killed.
     #[arg(long, value_name = "ADDR")]
     serve_upstream: Option<std::net::SocketAddr>,
+    /// Run only the minimal hyper reverse proxy (see `hyperproxy.rs`) on this address, forwarding to --proxy-to.
+    #[arg(long, value_name = "ADDR", requires = "proxy_to")]
+    serve_proxy: Option<std::net::SocketAddr>,
+    /// The upstream of --serve-proxy (`http://host:port`).
+    #[arg(long, value_name = "URL")]
+    proxy_to: Option<String>,
     /// The fast upstream's worker threads (0: a current-thread runtime).
     #[arg(long, default_value_t = 0)]
     upstream_threads: usize,
@@ -119,6 +126,15 @@ fn existing(p: PathBuf, what: &str) -> anyhow::Result<PathBuf> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let (Some(listen), Some(to)) = (args.serve_proxy, args.proxy_to.clone()) {
+        return match hyperproxy::serve(listen, to) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(listen) = args.serve_upstream {
         let config = upstream::UpstreamConfig {
             threads: args.upstream_threads,

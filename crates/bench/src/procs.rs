@@ -642,3 +642,27 @@ impl FastUpstream {
         Ok(FastUpstream { proc, base_url })
     }
 }
+
+/// A running minimal hyper reverse proxy (`claude-gateway-bench --serve-proxy`, see `hyperproxy.rs`).
+pub struct HyperProxy {
+    pub proc: Proc,
+    pub base_url: String,
+}
+
+impl HyperProxy {
+    /// Starts this program as the minimal hyper proxy on a free loopback port, in front of `upstream`.
+    pub fn start(upstream: &str) -> anyhow::Result<HyperProxy> {
+        let exe = std::env::current_exe().context("locating this program")?;
+        let mut cmd = Command::new(exe);
+        cmd.args(["--serve-proxy", "127.0.0.1:0", "--proxy-to", upstream]);
+        let (proc, found) = Proc::spawn(
+            "hyper proxy",
+            cmd,
+            &["listening on "],
+            Duration::from_secs(10),
+        )?;
+        let base_url = found.first().cloned().unwrap_or_default();
+        host_port(&base_url)?;
+        Ok(HyperProxy { proc, base_url })
+    }
+}

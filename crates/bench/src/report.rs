@@ -97,10 +97,10 @@ fn header(o: &mut String, r: &Results, plan: &Plan, ctx: &Context) {
     );
     match &r.nginx_version {
         Some(v) => {
-            let _ = writeln!(o, "- **Floor:** nginx {v}, one worker, `proxy_pass` to the same fast upstream through an `upstream` block with `keepalive`, HTTP/1.1, no buffering, no access log");
+            let _ = writeln!(o, "- **Floor:** nginx {v}, one worker, `proxy_pass` to the same fast upstream through an `upstream` block with `keepalive`, HTTP/1.1, no buffering, no access log; and a second floor, the minimal hyper 1 reverse proxy (`claude-gateway-bench --serve-proxy`: a server and a pooled client on one current-thread runtime, no gateway work)");
         }
         None => {
-            let _ = writeln!(o, "- **Floor:** nginx was not measured: {}", r.nginx_absent);
+            let _ = writeln!(o, "- **Floor:** nginx was not measured: {}; the minimal hyper 1 reverse proxy (`claude-gateway-bench --serve-proxy`, one current-thread runtime, no gateway work) was", r.nginx_absent);
         }
     }
     match &r.litellm_version {
@@ -258,7 +258,7 @@ fn throughput(o: &mut String, r: &Results, plan: &Plan) {
         o,
         "\nCPU from `/proc/<pid>/stat` (utime + stime of the process tree) over the measured window, divided by the \
          requests answered. The client, the proxy and the upstream share the machine's CPUs, so a proxy's ratio to \
-         direct is bounded by what the client and the upstream leave it; \"vs nginx's\" divides the gateway's ratio to \
+         direct is bounded by what the client and the upstream leave it; \"vs nginx's\" divides each proxy's ratio to \
          direct by nginx's.\n"
     );
 }
@@ -290,7 +290,9 @@ fn cpu(o: &mut String, r: &Results, plan: &Plan) {
                 (
                     format!("{us:.1}"),
                     format!("{:.1}", us_per_request(x.sys_proxy, x)),
-                    nginx.map_or("—".into(), |n| format!("{:.2}×", us / n.max(1e-9))),
+                    nginx
+                        .filter(|n| *n > 0.0)
+                        .map_or("—".into(), |n| format!("{:.2}×", us / n)),
                 )
             };
             let _ = writeln!(
@@ -355,7 +357,7 @@ fn streaming(o: &mut String, r: &Results, plan: &Plan) {
     );
     let _ = writeln!(
         o,
-        "{:.0} new streams per second per path for {}, started in turn on direct, nginx and the gateway (paired: the \
+        "{:.0} new streams per second per path for {}, started in turn on direct, nginx, the hyper proxy and the gateway (paired: the \
          paths share the same moments), read by a raw HTTP/1.1 client that timestamps every `read()`: time to the \
          first byte and to the end of the first event (from the due time), and the gap between consecutive events. \
          An event *shares a read* when the read that completed it completed another event too, and is *not in its \

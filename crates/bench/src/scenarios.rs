@@ -106,7 +106,7 @@ impl Plan {
             token_latency_ms: 200,
             upstream_threads: 0,
             cpu_rates: vec![1000.0, 4000.0],
-            cpu_duration: Duration::from_secs(10),
+            cpu_duration: Duration::from_secs(12),
             keys_rate: 2000.0,
             keys_duration: Duration::from_secs(12),
             keys_rounds: 4,
@@ -177,11 +177,13 @@ pub struct Setup {
     pub client: ClientKind,
 }
 
-/// The paths of one measurement: direct (client → upstream), nginx, the gateway, and the peer.
+/// The paths of one measurement: direct (client → upstream), nginx, the minimal hyper proxy, the gateway, and the
+/// peer.
 #[derive(Debug, Clone, Default)]
 pub struct Paths<T> {
     pub direct: T,
     pub nginx: Option<T>,
+    pub hyper: Option<T>,
     pub gateway: T,
     pub litellm: Option<T>,
 }
@@ -191,6 +193,7 @@ impl<T> Paths<T> {
     pub fn named(&self) -> Vec<(&'static str, &T)> {
         let mut v = vec![("direct", &self.direct)];
         v.extend(self.nginx.as_ref().map(|n| ("nginx", n)));
+        v.extend(self.hyper.as_ref().map(|h| ("hyper proxy", h)));
         v.push(("gateway", &self.gateway));
         v.extend(self.litellm.as_ref().map(|l| ("LiteLLM", l)));
         v

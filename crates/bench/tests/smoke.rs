@@ -96,6 +96,7 @@ fn smoke_runs_every_scenario_and_reports() {
         "## 8. Memory",
         "## 9. Refresh stampede",
         "**gateway − direct**",
+        "| hyper proxy − direct |",
         "Token-endpoint calls during the stampede:",
     ];
     // nginx is the floor when it is installed (`.ci/setup` installs it); without it the report says how to get it.
