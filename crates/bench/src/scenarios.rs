@@ -87,7 +87,7 @@ impl Plan {
             client_cmp: Duration::from_secs(3),
             body_bytes: 1024,
             rates: vec![100.0, 500.0, 2000.0],
-            latency_duration: Duration::from_secs(10),
+            latency_duration: Duration::from_secs(8),
             concurrency: 64,
             throughput_duration: Duration::from_secs(8),
             stream_rate: 40.0,
@@ -96,7 +96,7 @@ impl Plan {
             stream_delay_ms: 5,
             large_bytes: 700 * 1024,
             large_rate: 50.0,
-            large_duration: Duration::from_secs(10),
+            large_duration: Duration::from_secs(8),
             idle_wait: Duration::from_secs(2),
             accounts: 10_000,
             accounts_rate: 500.0,
@@ -106,7 +106,7 @@ impl Plan {
             token_latency_ms: 200,
             upstream_threads: 0,
             cpu_rates: vec![1000.0, 4000.0],
-            cpu_duration: Duration::from_secs(12),
+            cpu_duration: Duration::from_secs(10),
             keys_rate: 2000.0,
             keys_duration: Duration::from_secs(12),
             keys_rounds: 4,
@@ -283,15 +283,34 @@ pub async fn run(setup: &Setup) -> anyhow::Result<Results> {
     let env = start_env(setup, &mut results).await?;
     proxy_sections(&env, &mut results).await;
     let env = drop_peer(env);
-    feature_sections(&env, &mut results).await?;
+    feature_sections(&env, &mut results).await;
     drop(env);
     if plan.wants("memory") {
-        results.memory = Some(crate::memory::run(setup).await?);
+        let m = crate::memory::run(setup).await;
+        results.memory = noted(&mut results, "memory", m);
     }
     if plan.wants("stampede") {
-        results.stampede = Some(crate::stampede::run(setup, &Client::new(setup.client)?).await?);
+        let s = match Client::new(setup.client) {
+            Ok(client) => crate::stampede::run(setup, &client).await,
+            Err(e) => Err(e),
+        };
+        results.stampede = noted(&mut results, "stampede", s);
     }
     Ok(results)
+}
+
+/// A section's result; a failed section leaves a note in the report instead of ending the run.
+fn noted<T>(results: &mut Results, section: &str, r: anyhow::Result<T>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            say(format!("the {section} section failed: {e:#}"));
+            results
+                .notes
+                .push(format!("The {section} section failed: {}", one_line(&e)));
+            None
+        }
+    }
 }
 
 /// Sections 1–4: direct, nginx, the gateway and the peer side by side.
@@ -329,10 +348,11 @@ async fn proxy_sections(env: &Env<'_>, results: &mut Results) {
 }
 
 /// Sections 5–7: large bodies, the newer features' costs, pool scale.
-async fn feature_sections(env: &Env<'_>, results: &mut Results) -> anyhow::Result<()> {
+async fn feature_sections(env: &Env<'_>, results: &mut Results) {
     let plan = env.plan;
     if plan.wants("large") {
-        results.large = Some(large(env).await?);
+        let l = large(env).await;
+        results.large = noted(results, "large bodies", l);
     }
     if plan.wants("keys") {
         let (bin, client) = (&env.setup.gateway_bin, &env.client);
@@ -345,7 +365,8 @@ async fn feature_sections(env: &Env<'_>, results: &mut Results) -> anyhow::Resul
             &env.gateway,
             &env.small,
         );
-        results.keys = Some(k.await?);
+        let k = k.await;
+        results.keys = noted(results, "keys", k);
     }
     if plan.wants("routes") {
         let r = features::routes(
@@ -355,14 +376,14 @@ async fn feature_sections(env: &Env<'_>, results: &mut Results) -> anyhow::Resul
             &env.up.base_url,
             env.up.proc.pid(),
         );
-        results.routes = Some(r.await?);
+        let r = r.await;
+        results.routes = noted(results, "routes", r);
     }
     if plan.wants("pool") {
         let token_url = env.sim.token_url();
-        let p = crate::pool::run(env.setup, &env.client, &env.up, &token_url);
-        results.pool = Some(p.await?);
+        let p = crate::pool::run(env.setup, &env.client, &env.up, &token_url).await;
+        results.pool = noted(results, "pool", p);
     }
-    Ok(())
 }
 
 pub fn one_line(e: &anyhow::Error) -> String {
