@@ -98,10 +98,12 @@ impl NewKey {
 
 /// Hex SHA-256 of a presented key: what the store and the lookup table are keyed by.
 pub fn hash(key: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(key.as_bytes());
     let mut out = String::with_capacity(64);
     for b in digest {
-        out.push_str(&format!("{b:02x}"));
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
     }
     out
 }
@@ -159,6 +161,15 @@ pub fn valid_name(name: &str) -> Result<String, String> {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hash_is_lowercase_hex_sha256_as_stored() {
+        // FIPS 180-2 test vector: stored hashes must keep matching.
+        assert_eq!(
+            hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
 
     #[test]
     fn generated_keys_are_long_random_and_stored_only_as_hash_and_prefix() {
