@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 /// How long the upstream asked us to wait, if it said. `retry-after-ms` wins (it is more precise), then
 /// `retry-after` as seconds (integer or decimal), then `retry-after` as an HTTP-date relative to `now`.
@@ -76,30 +76,55 @@ fn epoch(v: &str) -> Option<DateTime<Utc>> {
 
 const API_KEY_WINDOWS: [&str; 4] = ["requests", "tokens", "input-tokens", "output-tokens"];
 
+/// A header's text, trimmed.
+fn text(v: Option<&HeaderValue>) -> Option<&str> {
+    v.and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+/// Prefix of every rate-limit header.
+const RATELIMIT: &str = "anthropic-ratelimit-";
+
+/// The first value of each API-key limit header (`anthropic-ratelimit-{window}-{limit,remaining,reset}`), read in one
+/// pass over the answer's headers (no per-name lookups: this runs on every answer).
+fn api_key_headers(headers: &HeaderMap) -> [[Option<&HeaderValue>; 3]; 4] {
+    let mut found = [[None; 3]; 4];
+    for (name, value) in headers {
+        let Some(rest) = name.as_str().strip_prefix(RATELIMIT) else {
+            continue;
+        };
+        let Some((window, field)) = rest.rsplit_once('-') else {
+            continue;
+        };
+        let Some(w) = API_KEY_WINDOWS.iter().position(|k| *k == window) else {
+            continue;
+        };
+        let f = match field {
+            "limit" => 0,
+            "remaining" => 1,
+            "reset" => 2,
+            _ => continue,
+        };
+        found[w][f].get_or_insert(value);
+    }
+    found
+}
+
 /// Parses every rate-limit header of an answer (unified windows and API-key limits) into one view; `None` when the
 /// answer had none. API-key limits become windows named "requests", "tokens", … with utilization `1 - remaining/limit`.
 pub fn limits(headers: &HeaderMap) -> Option<UnifiedLimits> {
     let mut out = unified(headers);
-    let text = |name: String| {
-        headers
-            .get(name.as_str())
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .map(str::to_string)
-    };
-    for window in API_KEY_WINDOWS {
-        let limit =
-            text(format!("anthropic-ratelimit-{window}-limit")).and_then(|v| v.parse::<f64>().ok());
-        let remaining = text(format!("anthropic-ratelimit-{window}-remaining"))
-            .and_then(|v| v.parse::<f64>().ok());
+    for (window, [limit, remaining, reset]) in API_KEY_WINDOWS.iter().zip(api_key_headers(headers))
+    {
+        let limit = text(limit).and_then(|v| v.parse::<f64>().ok());
+        let remaining = text(remaining).and_then(|v| v.parse::<f64>().ok());
         let (Some(limit), Some(remaining)) = (limit, remaining) else {
             continue;
         };
         if limit <= 0.0 {
             continue;
         }
-        let reset = text(format!("anthropic-ratelimit-{window}-reset"))
-            .and_then(|v| DateTime::parse_from_rfc3339(&v).ok())
+        let reset = text(reset)
+            .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
             .map(|d| d.with_timezone(&Utc));
         let utilization = (1.0 - remaining / limit).clamp(0.0, 1.0);
         let status = (remaining <= 0.0)
@@ -108,7 +133,7 @@ pub fn limits(headers: &HeaderMap) -> Option<UnifiedLimits> {
         out.get_or_insert_with(UnifiedLimits::default)
             .windows
             .push(UnifiedWindow {
-                name: window.to_string(),
+                name: (*window).to_string(),
                 status,
                 utilization: Some(utilization),
                 reset,
