@@ -15,7 +15,7 @@ use futures_util::{Stream, StreamExt};
 
 use crate::pool::Slot;
 use crate::sse::{SseDecoder, SseEvent};
-use crate::usage::Meter;
+use crate::usage::{AnswerUsage, Meter, UsageFields};
 
 type Upstream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
@@ -27,13 +27,9 @@ const MAX_USAGE_TAP: usize = 4 * 1024 * 1024;
 
 /// Counts the token usage of a whole non-stream answer.
 pub fn record_usage_of(entry: &crate::pool::AccountEntry, body: &[u8], meter: Option<&Meter>) {
-    #[derive(serde::Deserialize)]
-    struct Answer {
-        usage: Option<serde_json::Value>,
-    }
     let mut watch = StreamWatch::default();
-    if let Ok(a) = serde_json::from_slice::<Answer>(body) {
-        watch.usage(a.usage.as_ref());
+    if let Ok(a) = serde_json::from_slice::<AnswerUsage>(body) {
+        watch.usage(a.0.as_ref());
     }
     if let Some(m) = meter {
         m.add_tokens(&watch.tokens);
@@ -84,8 +80,8 @@ impl Stream for UsageTap {
             Poll::Ready(None) => {
                 if let Some(copy) = this.copy.take() {
                     let mut watch = StreamWatch::default();
-                    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&copy) {
-                        watch.usage(v.get("usage"));
+                    if let Ok(a) = serde_json::from_slice::<AnswerUsage>(&copy) {
+                        watch.usage(a.0.as_ref());
                     }
                     if let Some(m) = &this.meter {
                         m.add_tokens(&watch.tokens);
@@ -135,12 +131,12 @@ impl StreamWatch {
             Some("message_start") => {
                 self.saw_start = true;
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&e.data) {
-                    self.usage(v.pointer("/message/usage"));
+                    self.usage(usage_in(v.pointer("/message/usage")).as_ref());
                 }
             }
             Some("message_delta") => {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&e.data) {
-                    self.usage(v.get("usage"));
+                    self.usage(usage_in(v.get("usage")).as_ref());
                 }
             }
             Some("message_stop") => self.saw_stop = true,
@@ -152,23 +148,27 @@ impl StreamWatch {
         }
     }
 
-    fn usage(&mut self, usage: Option<&serde_json::Value>) {
+    fn usage(&mut self, usage: Option<&UsageFields>) {
         let Some(u) = usage else { return };
         crate::usage::merge_usage(&mut self.tokens, u);
-        let n = |k: &str| u.get(k).and_then(|v| v.as_u64());
-        if let Some(v) = n("input_tokens") {
+        if let Some(v) = u.input_tokens {
             self.input_tokens = v;
         }
-        if let Some(v) = n("output_tokens") {
+        if let Some(v) = u.output_tokens {
             self.output_tokens = v; // cumulative in message_delta
         }
-        if let Some(v) = n("cache_read_input_tokens") {
+        if let Some(v) = u.cache_read_input_tokens {
             self.cache_read_tokens = v;
         }
-        if let Some(v) = n("cache_creation_input_tokens") {
+        if let Some(v) = u.cache_creation_input_tokens {
             self.cache_creation_tokens = v;
         }
     }
+}
+
+/// The token fields of a `usage` object found in a parsed event.
+fn usage_in(usage: Option<&serde_json::Value>) -> Option<UsageFields> {
+    usage.map(|u| <UsageFields as serde::Deserialize>::deserialize(u).unwrap_or_default())
 }
 
 /// The first moment of a stream, before anything reached the client.

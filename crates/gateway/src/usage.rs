@@ -21,6 +21,9 @@ use crate::store::{SharedStore, StoreError};
 use crate::tenants::ring::Admission;
 use crate::tenants::{KeyRing, Tenant};
 
+mod fields;
+pub use fields::{AnswerUsage, UsageFields};
+
 /// Most records held between flushes; beyond it records are dropped and counted (`gateway_usage_dropped_total`).
 const MAX_PENDING: usize = 200_000;
 
@@ -276,30 +279,20 @@ impl MeterInner {
 /// earlier ones; absent fields are kept). Cache writes come from `usage.cache_creation` (`ephemeral_5m_input_tokens`,
 /// `ephemeral_1h_input_tokens`); a `cache_creation_input_tokens` without that breakdown counts as 5-minute writes
 /// (the default lifetime).
-pub fn merge_usage(t: &mut Tokens, usage: &serde_json::Value) {
-    let n = |k: &str| usage.get(k).and_then(serde_json::Value::as_u64);
-    let part = |k: &str| {
-        usage
-            .get("cache_creation")
-            .and_then(|b| b.get(k))
-            .and_then(serde_json::Value::as_u64)
-    };
-    if let Some(v) = n("input_tokens") {
+pub fn merge_usage(t: &mut Tokens, usage: &UsageFields) {
+    if let Some(v) = usage.input_tokens {
         t.input = v;
     }
-    if let Some(v) = n("output_tokens") {
+    if let Some(v) = usage.output_tokens {
         t.output = v;
     }
-    if let Some(v) = n("cache_read_input_tokens") {
+    if let Some(v) = usage.cache_read_input_tokens {
         t.cache_read = v;
     }
-    match (
-        part("ephemeral_5m_input_tokens"),
-        part("ephemeral_1h_input_tokens"),
-    ) {
+    match (usage.cache_creation_5m, usage.cache_creation_1h) {
         (None, None) => {
             // `message_delta` repeats the total without the breakdown: keep the known split when it adds up.
-            if let Some(total) = n("cache_creation_input_tokens") {
+            if let Some(total) = usage.cache_creation_input_tokens {
                 if t.cache_creation_5m + t.cache_creation_1h != total {
                     t.cache_creation_1h = t.cache_creation_1h.min(total);
                     t.cache_creation_5m = total - t.cache_creation_1h;
@@ -317,8 +310,14 @@ pub fn merge_usage(t: &mut Tokens, usage: &serde_json::Value) {
 #[cfg(test)]
 fn tokens_of(usage: &serde_json::Value) -> Tokens {
     let mut t = Tokens::default();
-    merge_usage(&mut t, usage);
+    merge_usage(&mut t, &fields_of(usage));
     t
+}
+
+/// A `usage` object's fields, read from a parsed tree.
+#[cfg(test)]
+fn fields_of(usage: &serde_json::Value) -> UsageFields {
+    <UsageFields as serde::Deserialize>::deserialize(usage).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -348,7 +347,7 @@ mod tests {
         let mut t = tokens_of(&u);
         merge_usage(
             &mut t,
-            &serde_json::json!({"output_tokens": 9, "cache_creation_input_tokens": 30}),
+            &fields_of(&serde_json::json!({"output_tokens": 9, "cache_creation_input_tokens": 30})),
         );
         assert_eq!(
             (t.input, t.output, t.cache_creation_5m, t.cache_creation_1h),
