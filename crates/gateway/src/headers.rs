@@ -125,7 +125,8 @@ pub fn pass_back(name: &HeaderName) -> bool {
 }
 
 pub fn client_response(upstream: &HeaderMap) -> HeaderMap {
-    let mut out = HeaderMap::new();
+    // Sized once: most of an answer's headers pass back (the rate-limit ones), and growing re-hashes them.
+    let mut out = HeaderMap::with_capacity(upstream.len());
     for (name, value) in upstream {
         if pass_back(name) {
             out.append(name.clone(), value.clone());
