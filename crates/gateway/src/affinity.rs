@@ -101,7 +101,9 @@ pub fn conversation_key(
     user_id: Option<&str>,
     prefix: &[Option<&str>],
 ) -> Option<u64> {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    // Not SipHash: this hashes kilobytes per request, and the keys are not a hash table's (a crafted collision only
+    // makes two conversations prefer the same account).
+    let mut h = std::hash::BuildHasher::build_hasher(&foldhash::quality::FixedState::with_seed(0));
     if let Some(s) = session.filter(|s| !s.is_empty()) {
         ("session", s).hash(&mut h);
     } else if let Some(u) = user_id.filter(|u| !u.is_empty()) {
@@ -116,8 +118,13 @@ pub fn conversation_key(
                 Some(p) => {
                     let b = p.as_bytes();
                     (1u8, b.len()).hash(&mut h);
-                    b[..b.len().min(AFFINITY_SAMPLE)].hash(&mut h);
-                    b[b.len().saturating_sub(AFFINITY_SAMPLE)..].hash(&mut h);
+                    if b.len() <= AFFINITY_SAMPLE {
+                        // The sample is the whole part: hashed once.
+                        b.hash(&mut h);
+                    } else {
+                        b[..AFFINITY_SAMPLE].hash(&mut h);
+                        b[b.len() - AFFINITY_SAMPLE..].hash(&mut h);
+                    }
                 }
                 None => 0u8.hash(&mut h),
             }
