@@ -16,8 +16,19 @@ use crate::store::SharedStore;
 use crate::tenants::KeyRing;
 use crate::usage::UsageLog;
 
+/// The shared state; cloned for every request by the routes and middleware, so one `Arc` (the parts are in
+/// [`Shared`], reached through `Deref`).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub config: Arc<Config>,
     pub store: SharedStore,
     pub proxy: Proxy,
@@ -100,7 +111,7 @@ pub fn build_state(
         usage,
     );
     let bodies = BodyBudget::new(config.listener.max_body_memory_bytes);
-    Ok(AppState {
+    Ok(AppState(Arc::new(Shared {
         bodies,
         config: Arc::new(config),
         store,
@@ -108,7 +119,7 @@ pub fn build_state(
         clock,
         metrics,
         operator: Arc::new(operator),
-    })
+    })))
 }
 
 /// The memory all request bodies held at once may take together.
