@@ -186,6 +186,23 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     /// Most bytes of request bodies held in memory at once, all requests together (beyond it: 503 with retry-after).
     pub max_body_memory_bytes: u64,
+    /// Connection workers: single-threaded runtimes, each serving its share of the client connections and their
+    /// upstream calls on one thread (`crate::listener::workers`). Absent: one per CPU; 0: every connection on the
+    /// shared multi-threaded runtime.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
+}
+
+/// Most connection workers accepted.
+const MAX_WORKERS: usize = 1024;
+
+impl ListenerConfig {
+    /// How many connection workers to start (0: none, connections on the shared runtime).
+    pub fn worker_count(&self) -> usize {
+        self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
 }
 
 impl Default for ListenerConfig {
@@ -196,6 +213,7 @@ impl Default for ListenerConfig {
             body_read_timeout_secs: 120.0,
             max_connections: 1024,
             max_body_memory_bytes: 256 * 1024 * 1024,
+            workers: None,
         }
     }
 }
@@ -508,6 +526,19 @@ token_url = "http://127.0.0.1:1234/v1/oauth/token"
             .unwrap_err()
             .to_string();
         assert!(err.contains("base_ur"), "{err}");
+    }
+
+    #[test]
+    fn listener_workers_default_to_one_per_cpu_and_are_bounded() {
+        let c = Config::parse("", "f.toml").unwrap();
+        assert_eq!(c.listener.workers, None);
+        assert!(c.listener.worker_count() >= 1);
+        let c = Config::parse("[listener]\nworkers = 0\n", "f.toml").unwrap();
+        assert_eq!(c.listener.worker_count(), 0);
+        let err = Config::parse("[listener]\nworkers = 100000\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listener.workers"), "{err}");
     }
 
     #[test]

@@ -16,6 +16,12 @@
 //!
 //! Shutdown: [`serve`] stops accepting at once when `stop` resolves, lets every request in progress finish (idle
 //! connections close), and returns when the last connection has closed.
+//!
+//! Threads: with [`Workers`] each accepted connection is handed, in turn, to a connection worker (a single-threaded
+//! runtime, see [`workers`]) that serves it whole; without, connections run on the runtime that calls [`serve`].
+
+pub mod workers;
+pub use workers::Workers;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -66,11 +72,12 @@ impl From<&ListenerConfig> for ListenerSettings {
 #[error("the request body did not arrive within {0:?} (listener.body_read_timeout_secs)")]
 pub struct BodyReadTimeout(pub Duration);
 
-/// Serves `app` on `listener` until `stop` resolves and every connection has closed.
+/// Serves `app` on `listener` until `stop` resolves and every connection has closed; on `workers` when given.
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
     settings: ListenerSettings,
+    workers: Option<&Workers>,
     stop: impl Future<Output = ()>,
 ) {
     let connections = TaskTracker::new();
@@ -96,14 +103,27 @@ pub async fn serve(
             },
         };
         let _ = tcp.set_nodelay(true);
-        connections.spawn(connection(
-            tcp,
-            remote,
-            app.clone(),
-            settings,
-            drain.clone(),
-            slot,
-        ));
+        let (app, drain) = (app.clone(), drain.clone());
+        match workers {
+            Some(w) => match tcp.into_std() {
+                // Registered again with the worker's own reactor, on the worker.
+                Ok(tcp) => {
+                    connections.spawn_on(
+                        async move {
+                            match TcpStream::from_std(tcp) {
+                                Ok(tcp) => connection(tcp, remote, app, settings, drain, slot).await,
+                                Err(e) => tracing::warn!(error = %e, "could not hand a connection to a worker"),
+                            }
+                        },
+                        w.next(),
+                    );
+                }
+                Err(e) => tracing::warn!(error = %e, "could not hand a connection to a worker"),
+            },
+            None => {
+                connections.spawn(connection(tcp, remote, app, settings, drain, slot));
+            }
+        }
     }
     // New connections are refused from here on; the ones open finish what they are doing.
     drop(listener);

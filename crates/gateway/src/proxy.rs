@@ -26,12 +26,36 @@ use crate::usage::{Meter, MeterSpec, UsageLog};
 
 #[derive(Debug, Clone)]
 pub struct Proxy {
-    http: reqwest::Client,
+    upstream: Upstream,
     base_url: String,
     pool: Arc<Pool>,
     policy: FailoverPolicy,
     attribution: Attribution,
     usage: Arc<UsageLog>,
+}
+
+/// The upstream HTTP clients: one per connection worker, so that a request's upstream connection is driven by the
+/// thread that serves its client (`crate::listener::workers`), and one for every other thread.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    shared: reqwest::Client,
+    workers: Arc<[reqwest::Client]>,
+}
+
+impl Upstream {
+    pub fn new(shared: reqwest::Client, workers: Vec<reqwest::Client>) -> Upstream {
+        Upstream {
+            shared,
+            workers: workers.into(),
+        }
+    }
+
+    /// The client of the thread calling: its worker's, or the shared one.
+    fn client(&self) -> &reqwest::Client {
+        crate::listener::workers::current()
+            .and_then(|i| self.workers.get(i))
+            .unwrap_or(&self.shared)
+    }
 }
 
 /// How far a request fails over and how long the failures it meets cool an account, as durations (from `[pool]`).
@@ -225,7 +249,7 @@ struct Refused {
 
 impl Proxy {
     pub fn new(
-        http: reqwest::Client,
+        upstream: Upstream,
         base_url: String,
         pool: Arc<Pool>,
         settings: &PoolConfig,
@@ -233,13 +257,13 @@ impl Proxy {
     ) -> Self {
         let base_url = base_url.trim_end_matches('/').to_string();
         let attribution = Attribution::new(
-            http.clone(),
+            upstream.shared.clone(),
             &base_url,
             crate::clock::secs(settings.credential_check_interval_secs),
             pool.engine().tasks().clone(),
         );
         Proxy {
-            http,
+            upstream,
             base_url,
             pool,
             policy: FailoverPolicy::from(settings),
@@ -557,7 +581,11 @@ impl Proxy {
     ) -> Result<reqwest::Response, reqwest::Error> {
         let headers = crate::headers::upstream_request(&req.headers, account);
         let url = format!("{}{}", self.base_url, req.path_and_query);
-        let mut builder = self.http.request(req.method.clone(), url).headers(headers);
+        let mut builder = self
+            .upstream
+            .client()
+            .request(req.method.clone(), url)
+            .headers(headers);
         if req.method == Method::POST {
             builder = builder.body(req.body.clone());
         }

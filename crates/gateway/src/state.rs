@@ -103,8 +103,13 @@ pub fn build_state(
         ring,
         clock.clone(),
     ));
+    // One upstream client per connection worker (`crate::listener::workers`), so that no pooled upstream connection
+    // is shared between threads.
+    let workers = (0..config.listener.worker_count())
+        .map(|_| http_client(&config))
+        .collect::<Result<Vec<_>, _>>()?;
     let proxy = Proxy::new(
-        http,
+        crate::proxy::Upstream::new(http, workers),
         config.upstream.base_url.clone(),
         pool,
         &config.pool,

@@ -297,3 +297,45 @@ async fn a_huge_json_array_on_the_openai_route_is_refused_without_building_it() 
     );
     assert!(sim.requests().is_empty());
 }
+
+/// The names of the gateway process's threads.
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn connections_are_served_on_the_configured_workers_or_on_the_shared_runtime() {
+    let sim = Simulator::start().await.unwrap();
+    for (workers, expected) in [("workers = 3", 3), ("workers = 0", 0)] {
+        let gw = gateway(&sim, workers).await;
+        let named = thread_names(gw.pid())
+            .into_iter()
+            .filter(|n| n.starts_with("gateway-worker"))
+            .count();
+        assert_eq!(named, expected, "{workers}");
+        // Several connections (each goes to the next worker), each answered, streams included.
+        let mut answers = Vec::new();
+        for i in 0..6 {
+            let c = reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap();
+            let r = post_messages(&c, &gw, message_body(&format!("hi {i}"), i % 2 == 1)).await;
+            answers.push((r.status().as_u16(), r.text().await.unwrap()));
+        }
+        for (status, text) in &answers {
+            assert_eq!(*status, 200, "{workers}: {text}");
+        }
+        assert!(
+            answers
+                .iter()
+                .any(|(_, t)| t.contains("event: message_stop")),
+            "{workers}"
+        );
+    }
+}

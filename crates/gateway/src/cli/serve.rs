@@ -57,8 +57,12 @@ pub(super) async fn serve(
         None => None,
     };
     let limits = crate::listener::ListenerSettings::from(&state.config.listener);
+    let workers = match state.config.listener.worker_count() {
+        0 => None,
+        n => Some(crate::listener::Workers::start(n).context("starting the connection workers")?),
+    };
     let app = crate::server::router(state);
-    crate::listener::serve(listener, app, limits, async {
+    crate::listener::serve(listener, app, limits, workers.as_ref(), async {
         wait_for_signal().await;
         tracing::info!("shutting down");
     })
@@ -73,6 +77,8 @@ pub(super) async fn serve(
     // A refresh in flight must finish (and persist its rotation) before the process exits.
     engine.tasks().close();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(30), engine.tasks().wait()).await;
+    // Only now: the workers ran the connections and the flights their requests started.
+    drop(workers);
     Ok(())
 }
 
@@ -94,6 +100,7 @@ async fn dashboard_listener(
         listener,
         app,
         limits,
+        None,
         async move { shutdown.cancelled().await },
     )))
 }

@@ -1,7 +1,7 @@
 //! Validation of a parsed configuration, one check per section. Each check answers with the first key it refuses and
 //! why; `Config::validate` names the file. A bad value is refused at start, never found at run time.
 
-use super::{is_origin, redact_url, Config, ConfigError, MAX_LISTENER_TIMEOUT_SECS};
+use super::{is_origin, redact_url, Config, ConfigError, MAX_LISTENER_TIMEOUT_SECS, MAX_WORKERS};
 
 /// A refused key and why.
 type Refusal = (&'static str, String);
@@ -194,6 +194,9 @@ impl Config {
             if v > MAX_LISTENER_TIMEOUT_SECS {
                 return refuse(key, "must be at most 31536000 (a year)");
             }
+        }
+        if l.workers.is_some_and(|n| n > MAX_WORKERS) {
+            return refuse("listener.workers", format!("must be at most {MAX_WORKERS}"));
         }
         if l.max_connections == 0 {
             return refuse("listener.max_connections", "must be at least 1");
