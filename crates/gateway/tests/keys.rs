@@ -984,3 +984,70 @@ async fn rollups_sum_by_hour_and_day_count_unknown_costs_apart_and_expire_after_
         "the 10:00 rollup is gone, 11:00 and the next day stay: {all:?}"
     );
 }
+
+/// A flush bigger than one insert statement (the request log is written `INSERT_CHUNK` rows per statement).
+async fn write_and_count_many(t: &dyn claude_gateway::store::tenants::TenantStore) {
+    use claude_gateway::store::tenants::{GroupBy, RequestQuery, UsageBatch, UsageQuery};
+    let n = 1_234u64;
+    let rows = (0..n)
+        .map(|i| {
+            let mut r = record("2026-03-01T10:05:00Z", "k", "claude-sonnet-4-5", i, Some(1));
+            r.error_type = (i % 7 == 0).then(|| "overloaded_error".to_string());
+            r
+        })
+        .collect();
+    t.record_usage(UsageBatch {
+        requests: rows,
+        ..UsageBatch::default()
+    })
+    .await
+    .unwrap();
+    let at = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    let all = t
+        .usage(UsageQuery {
+            group_by: GroupBy::Model,
+            from: at("2026-03-01T00:00:00Z"),
+            to: at("2026-03-02T00:00:00Z"),
+            bucket: None,
+        })
+        .await
+        .unwrap();
+    let requests: u64 = all.iter().map(|r| r.requests).sum();
+    let input: u64 = all.iter().map(|r| r.tokens.input).sum();
+    assert_eq!((requests, input), (n, n * (n - 1) / 2));
+    let recent = t
+        .recent_requests(RequestQuery {
+            limit: 50,
+            ..RequestQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(recent.len(), 50);
+    for r in &recent {
+        assert_eq!(r.error_type.is_some(), r.tokens.input % 7 == 0, "{r:?}");
+        assert_eq!(
+            (r.ttfb_ms, r.latency_ms, r.cost_nanos),
+            (Some(5), 10, Some(1))
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_flush_bigger_than_one_insert_statement_keeps_every_record_on_sqlite_and_postgres() {
+    use claude_gateway::store::Store;
+    let dir = TempDir::new();
+    let sqlite = claude_gateway::store::sqlite::SqliteStore::open(&dir.0.join("data"))
+        .await
+        .unwrap();
+    write_and_count_many(sqlite.tenants().unwrap()).await;
+    let pg = common::postgres::Postgres::start();
+    let url = pg.database("keys_many_records");
+    let postgres = claude_gateway::store::postgres::PostgresStore::connect(&url)
+        .await
+        .unwrap();
+    write_and_count_many(postgres.tenants().unwrap()).await;
+}

@@ -16,9 +16,13 @@ pub const UPDATE_KEY: &str =
 pub const DELETE_KEY: &str = "DELETE FROM client_keys WHERE id = ?";
 pub const TOUCH_KEY: &str = "UPDATE client_keys SET last_used_at_ms = ? WHERE id = ? \
      AND (last_used_at_ms IS NULL OR last_used_at_ms < ?)";
-pub const INSERT_REQUEST: &str = "INSERT INTO request_log (at_ms, key_id, key_name, account_id, account_name, model, \
+/// The request-log insert, completed with `VALUES (…), (…), …` for up to [`INSERT_CHUNK`] records: one statement per
+/// chunk, not one round trip to the database per record (a flush carries every request of the last second).
+pub const INSERT_REQUESTS: &str = "INSERT INTO request_log (at_ms, key_id, key_name, account_id, account_name, model, \
      route, stream, status, error_type, input_tokens, output_tokens, cache_creation_5m, cache_creation_1h, \
-     cache_read_tokens, latency_ms, ttfb_ms, cost_nanos) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+     cache_read_tokens, latency_ms, ttfb_ms, cost_nanos) ";
+/// Records per insert statement: 18 parameters each, within SQLite's 32,766 and PostgreSQL's 65,535.
+pub const INSERT_CHUNK: usize = 500;
 pub const UPSERT_HOURLY: &str = "INSERT INTO usage_hourly (hour_ms, key_id, key_name, account_id, account_name, model, \
      requests, input_tokens, output_tokens, cache_creation_5m, cache_creation_1h, cache_read_tokens, cost_nanos, \
      cost_unknown) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
@@ -220,27 +224,32 @@ macro_rules! tenant_store {
                 rows: &[super::tenants::RequestRecord],
             ) -> Result<(), StoreError> {
                 use super::tenants_sql::to_i64;
-                let insert = $q(super::tenants_sql::INSERT_REQUEST);
-                for r in rows {
-                    sqlx::query(sqlx::AssertSqlSafe(insert.clone()))
-                        .bind(to_millis(r.at))
-                        .bind(r.key_id)
-                        .bind(&r.key)
-                        .bind(r.account_id)
-                        .bind(&r.account)
-                        .bind(&r.model)
-                        .bind(&r.route)
-                        .bind(i64::from(r.stream))
-                        .bind(i64::from(r.status))
-                        .bind(&r.error_type)
-                        .bind(to_i64(r.tokens.input))
-                        .bind(to_i64(r.tokens.output))
-                        .bind(to_i64(r.tokens.cache_creation_5m))
-                        .bind(to_i64(r.tokens.cache_creation_1h))
-                        .bind(to_i64(r.tokens.cache_read))
-                        .bind(to_i64(r.latency_ms))
-                        .bind(r.ttfb_ms.map(to_i64))
-                        .bind(r.cost_nanos)
+                for chunk in rows.chunks(super::tenants_sql::INSERT_CHUNK) {
+                    let mut insert = sqlx::QueryBuilder::<<$row as sqlx::Row>::Database>::new(
+                        super::tenants_sql::INSERT_REQUESTS,
+                    );
+                    insert.push_values(chunk, |mut b, r| {
+                        b.push_bind(to_millis(r.at))
+                            .push_bind(r.key_id)
+                            .push_bind(&r.key)
+                            .push_bind(r.account_id)
+                            .push_bind(&r.account)
+                            .push_bind(&r.model)
+                            .push_bind(&r.route)
+                            .push_bind(i64::from(r.stream))
+                            .push_bind(i64::from(r.status))
+                            .push_bind(&r.error_type)
+                            .push_bind(to_i64(r.tokens.input))
+                            .push_bind(to_i64(r.tokens.output))
+                            .push_bind(to_i64(r.tokens.cache_creation_5m))
+                            .push_bind(to_i64(r.tokens.cache_creation_1h))
+                            .push_bind(to_i64(r.tokens.cache_read))
+                            .push_bind(to_i64(r.latency_ms))
+                            .push_bind(r.ttfb_ms.map(to_i64))
+                            .push_bind(r.cost_nanos);
+                    });
+                    insert
+                        .build()
                         .execute(&mut *tx)
                         .await
                         .map_err(unavailable)?;
