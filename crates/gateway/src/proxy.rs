@@ -28,6 +28,8 @@ use crate::usage::{Meter, MeterSpec, UsageLog};
 pub struct Proxy {
     upstream: Upstream,
     base_url: String,
+    /// `base_url` parsed once; each request's URL is a copy with the client's path and query.
+    base: Option<reqwest::Url>,
     pool: Arc<Pool>,
     policy: FailoverPolicy,
     attribution: Attribution,
@@ -264,6 +266,9 @@ impl Proxy {
         );
         Proxy {
             upstream,
+            base: reqwest::Url::parse(&base_url)
+                .ok()
+                .filter(|u| u.query().is_none() && u.fragment().is_none()),
             base_url,
             pool,
             policy: FailoverPolicy::from(settings),
@@ -396,6 +401,23 @@ impl Proxy {
             }
         }
     }
+}
+
+/// `base` followed by the client's path and query: the URL parsing `base_url + path_and_query` gives, without parsing
+/// the scheme and host again on every request.
+fn upstream_url(base: &reqwest::Url, path_and_query: &str) -> reqwest::Url {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let mut url = base.clone();
+    let prefix = base.path().trim_end_matches('/');
+    let mut full = String::with_capacity(prefix.len() + path.len());
+    full.push_str(prefix);
+    full.push_str(path);
+    url.set_path(&full);
+    url.set_query(query);
+    url
 }
 
 /// The pool had no account left: when accounts were skipped for a refresh that is backing off, say when to retry.
@@ -580,12 +602,17 @@ impl Proxy {
         account: &Account,
     ) -> Result<reqwest::Response, reqwest::Error> {
         let headers = crate::headers::upstream_request(&req.headers, account);
-        let url = format!("{}{}", self.base_url, req.path_and_query);
-        let mut builder = self
-            .upstream
-            .client()
-            .request(req.method.clone(), url)
-            .headers(headers);
+        let client = self.upstream.client();
+        let builder = match &self.base {
+            Some(base) => {
+                client.request(req.method.clone(), upstream_url(base, &req.path_and_query))
+            }
+            None => client.request(
+                req.method.clone(),
+                format!("{}{}", self.base_url, req.path_and_query),
+            ),
+        };
+        let mut builder = builder.headers(headers);
         if req.method == Method::POST {
             builder = builder.body(req.body.clone());
         }
@@ -870,5 +897,48 @@ pub(crate) fn status_label(status: u16) -> std::borrow::Cow<'static, str> {
         504 => "504".into(),
         529 => "529".into(),
         other => other.to_string().into(),
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::upstream_url;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The same URL as parsing `base_url + path_and_query` whole, for every request target hyper accepts.
+        #[test]
+        fn upstream_url_is_the_url_of_base_and_path(
+            base in prop::sample::select(vec![
+                "http://127.0.0.1:8080", "https://api.anthropic.com", "http://h/api", "http://h/api/v2",
+                "https://[::1]:9/x",
+            ]),
+            pq in "/[a-zA-Z0-9._~%!$&'()*+,;=:@/\\\\\\[\\]\"{}|^`<>é-]{0,24}(\\?[a-zA-Z0-9._~%!$&'()*+,;=:@/?\\\\\"{}|^`é-]{0,24})?",
+        ) {
+            prop_assume!(http::uri::PathAndQuery::try_from(pq.as_str()).is_ok());
+            let whole = reqwest::Url::parse(&format!("{base}{pq}")).unwrap();
+            let fast = upstream_url(&reqwest::Url::parse(base).unwrap(), &pq);
+            prop_assert_eq!(fast.as_str(), whole.as_str());
+        }
+    }
+
+    #[test]
+    fn a_query_and_dot_segments_come_out_as_the_whole_parse_gives_them() {
+        for pq in [
+            "/v1/messages",
+            "/v1/models?limit=1000",
+            "/v1/./a/../messages?",
+            "/v1/%2e%2e/x?a=b?c",
+            "/",
+        ] {
+            let base = reqwest::Url::parse("http://h:1/api").unwrap();
+            assert_eq!(
+                upstream_url(&base, pq).as_str(),
+                reqwest::Url::parse(&format!("http://h:1/api{pq}"))
+                    .unwrap()
+                    .as_str(),
+                "{pq}"
+            );
+        }
     }
 }
