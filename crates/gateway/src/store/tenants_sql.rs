@@ -17,12 +17,29 @@ pub const DELETE_KEY: &str = "DELETE FROM client_keys WHERE id = ?";
 pub const TOUCH_KEY: &str = "UPDATE client_keys SET last_used_at_ms = ? WHERE id = ? \
      AND (last_used_at_ms IS NULL OR last_used_at_ms < ?)";
 /// The request-log insert, completed with `VALUES (…), (…), …` for up to [`INSERT_CHUNK`] records: one statement per
-/// chunk, not one round trip to the database per record (a flush carries every request of the last second).
+/// chunk ([`insert_chunks`]), not one round trip to the database per record (a flush carries every request of the last
+/// second).
 pub const INSERT_REQUESTS: &str = "INSERT INTO request_log (at_ms, key_id, key_name, account_id, account_name, model, \
      route, stream, status, error_type, input_tokens, output_tokens, cache_creation_5m, cache_creation_1h, \
      cache_read_tokens, latency_ms, ttfb_ms, cost_nanos) ";
-/// Records per insert statement: 18 parameters each, within SQLite's 32,766 and PostgreSQL's 65,535.
-pub const INSERT_CHUNK: usize = 500;
+/// Most records per insert statement (18 parameters each, far within SQLite's 32,766 and PostgreSQL's 65,535).
+pub const INSERT_CHUNK: usize = 64;
+
+/// The records of one flush in statement-sized chunks: as many full chunks as fit, then powers of two, so a flush uses
+/// at most seven distinct statements and each is prepared once per connection (sqlx caches them by their text).
+pub fn insert_chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let n = rest.len().min(INSERT_CHUNK);
+        let n = 1 << n.ilog2();
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        Some(chunk)
+    })
+}
 pub const UPSERT_HOURLY: &str = "INSERT INTO usage_hourly (hour_ms, key_id, key_name, account_id, account_name, model, \
      requests, input_tokens, output_tokens, cache_creation_5m, cache_creation_1h, cache_read_tokens, cost_nanos, \
      cost_unknown) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
@@ -224,7 +241,7 @@ macro_rules! tenant_store {
                 rows: &[super::tenants::RequestRecord],
             ) -> Result<(), StoreError> {
                 use super::tenants_sql::to_i64;
-                for chunk in rows.chunks(super::tenants_sql::INSERT_CHUNK) {
+                for chunk in super::tenants_sql::insert_chunks(rows) {
                     let mut insert = sqlx::QueryBuilder::<<$row as sqlx::Row>::Database>::new(
                         super::tenants_sql::INSERT_REQUESTS,
                     );
@@ -598,3 +615,25 @@ macro_rules! tenant_store {
 }
 
 pub(crate) use tenant_store;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flush_is_cut_into_full_chunks_then_powers_of_two_in_order() {
+        let sizes = |n: usize| {
+            let rows: Vec<usize> = (0..n).collect();
+            let chunks: Vec<&[usize]> = insert_chunks(&rows).collect();
+            assert_eq!(chunks.concat(), rows, "order and every row kept");
+            chunks.iter().map(|c| c.len()).collect::<Vec<_>>()
+        };
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(1), [1]);
+        assert_eq!(sizes(64), [64]);
+        assert_eq!(sizes(130), [64, 64, 2]);
+        assert_eq!(sizes(127), [64, 32, 16, 8, 4, 2, 1]);
+        let distinct: std::collections::BTreeSet<usize> = (0..1000).flat_map(sizes).collect();
+        assert!(distinct.len() <= 7, "{distinct:?}");
+    }
+}
