@@ -34,6 +34,7 @@ mod proxy;
 mod ratelimit;
 mod refresh;
 mod relay;
+mod request_metrics;
 mod server;
 mod session;
 mod sse;

@@ -34,6 +34,7 @@ pub struct Proxy {
     policy: FailoverPolicy,
     attribution: Attribution,
     usage: Arc<UsageLog>,
+    metrics: Arc<crate::request_metrics::RequestMetrics>,
 }
 
 /// The upstream HTTP clients: one per connection worker, so that a request's upstream connection is driven by the
@@ -274,7 +275,13 @@ impl Proxy {
             policy: FailoverPolicy::from(settings),
             attribution,
             usage,
+            metrics: Arc::default(),
         }
+    }
+
+    /// The per-request metric handles.
+    pub fn metrics(&self) -> &crate::request_metrics::RequestMetrics {
+        &self.metrics
     }
 
     pub fn usage(&self) -> &Arc<UsageLog> {
@@ -584,7 +591,7 @@ impl Proxy {
         if let Some(limits) = crate::ratelimit::limits(response.headers()) {
             slot.entry.set_limits(limits);
         }
-        metrics::counter!("gateway_upstream_attempts_total", "outcome" => status_label(status.as_u16())).increment(1);
+        self.metrics.attempt(status.as_u16());
         if !status.is_success() {
             return self.on_error(req, slot, response, sent_at, meter).await;
         }

@@ -101,11 +101,10 @@ async fn count_requests(State(state): State<AppState>, req: Request, next: Next)
     };
     let started = tokio::time::Instant::now();
     let response = next.run(req).await;
-    let status = crate::proxy::status_label(response.status().as_u16());
-    metrics::counter!("gateway_requests_total", "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("gateway_response_head_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    state
+        .proxy
+        .metrics()
+        .request(&route, response.status().as_u16(), started.elapsed());
     state.operator.stats.record(
         state.clock.now().timestamp(),
         response.status().as_u16(),
