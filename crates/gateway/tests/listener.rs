@@ -313,11 +313,6 @@ async fn connections_are_served_on_the_configured_workers_or_on_the_shared_runti
     let sim = Simulator::start().await.unwrap();
     for (workers, expected) in [("workers = 3", 3), ("workers = 0", 0)] {
         let gw = gateway(&sim, workers).await;
-        let named = thread_names(gw.pid())
-            .into_iter()
-            .filter(|n| n.starts_with("gateway-worker"))
-            .count();
-        assert_eq!(named, expected, "{workers}");
         // Several connections (each goes to the next worker), each answered, streams included.
         let mut answers = Vec::new();
         for i in 0..6 {
@@ -337,5 +332,10 @@ async fn connections_are_served_on_the_configured_workers_or_on_the_shared_runti
                 .any(|(_, t)| t.contains("event: message_stop")),
             "{workers}"
         );
+        let named = thread_names(gw.pid())
+            .into_iter()
+            .filter(|n| n.starts_with("gateway-worker"))
+            .count();
+        assert_eq!(named, expected, "{workers}");
     }
 }

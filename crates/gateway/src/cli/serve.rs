@@ -38,6 +38,11 @@ pub(super) async fn serve(
         .await
         .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
+    // Started before saying "listening": the first connection accepted has its worker.
+    let workers = match state.config.listener.worker_count() {
+        0 => None,
+        n => Some(crate::listener::Workers::start(n).context("starting the connection workers")?),
+    };
     let accounts = state.pool().entries().len();
     tracing::info!(config = %origin, store = %store.describe(), accounts, "listening on http://{addr}");
     if state.keys().is_open() {
@@ -57,10 +62,6 @@ pub(super) async fn serve(
         None => None,
     };
     let limits = crate::listener::ListenerSettings::from(&state.config.listener);
-    let workers = match state.config.listener.worker_count() {
-        0 => None,
-        n => Some(crate::listener::Workers::start(n).context("starting the connection workers")?),
-    };
     let app = crate::server::router(state);
     crate::listener::serve(listener, app, limits, workers.as_ref(), async {
         wait_for_signal().await;
