@@ -161,7 +161,6 @@ fn host_is_ours(config: &Config, host: &str) -> bool {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::config::is_origin;

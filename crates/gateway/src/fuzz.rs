@@ -2,7 +2,6 @@
 //! responses, the SSE decoder, and the OpenAI translation both ways (client requests in, Anthropic answers out). The
 //! promise under test: no input panics, and every number read lands in its bounded domain. 2,000 inputs per property in the
 //! suite (`PROPTEST_CASES` for more).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
 

@@ -136,7 +136,6 @@ pub fn client_response(upstream: &HeaderMap) -> HeaderMap {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::account::Credential;

@@ -193,7 +193,6 @@ fn imported(path: &Path, account: OauthAccount) -> Imported {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -158,7 +158,6 @@ pub fn valid_name(name: &str) -> Result<String, String> {
 
 /// `Option<Option<T>>` from JSON: absent = keep, `null` = clear, a value = set.
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 

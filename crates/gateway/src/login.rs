@@ -158,7 +158,6 @@ pub(crate) async fn signed_in(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -218,7 +218,6 @@ impl UnifiedLimits {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

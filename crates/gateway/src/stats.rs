@@ -141,7 +141,6 @@ fn percentile(hist: &[u64; BUCKETS], total: u64, q: f64) -> Option<f64> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -321,7 +321,6 @@ fn fields_of(usage: &serde_json::Value) -> UsageFields {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 

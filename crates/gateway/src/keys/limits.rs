@@ -179,7 +179,6 @@ pub fn secs_until(now: DateTime<Utc>, at: DateTime<Utc>) -> u64 {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 

@@ -68,7 +68,6 @@ impl PendingLogins {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -155,7 +155,6 @@ super::tenants_sql::tenant_store!(SqliteStore, sqlx::sqlite::SqliteRow, |s: &str
 super::ops_sql::ops_store!(SqliteStore, |s: &str| s.to_string());
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::store::Store;

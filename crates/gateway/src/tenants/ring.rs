@@ -464,7 +464,6 @@ impl KeyRing {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
     use crate::keys::{KeyLimits, NewKey};
