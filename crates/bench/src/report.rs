@@ -434,13 +434,14 @@ fn keys(o: &mut String, k: &crate::features::Keys, plan: &Plan) {
          managed key created with `claude-gateway keys create --name {} {}`, A2 the static key again. A, B and A2 \
          alternate in {} rounds ({} each in all). Both keys' requests leave usage rows in the store (written once a \
          second, off the request path); B's also pass every limit check. The store's rollups count **{}** requests \
-         of B.\n",
+         of B ({} answered in the measured windows, the rest in its warm-up).\n",
         k.rate,
         crate::features::KEY_NAME,
         crate::features::KEY_LIMITS.join(" "),
         plan.keys_rounds,
         secs(plan.keys_duration),
-        k.recorded.map_or("(query failed)".to_string(), |n| n.to_string())
+        k.recorded.map_or("(query failed)".to_string(), |n| n.to_string()),
+        k.b.ok
     );
     let _ = writeln!(
         o,
