@@ -888,25 +888,6 @@ fn error_response(status: reqwest::StatusCode, headers: &HeaderMap, body: Bytes)
     out
 }
 
-/// A static label for common statuses (no allocation per request), the number otherwise.
-pub(crate) fn status_label(status: u16) -> std::borrow::Cow<'static, str> {
-    match status {
-        200 => "200".into(),
-        400 => "400".into(),
-        401 => "401".into(),
-        403 => "403".into(),
-        404 => "404".into(),
-        413 => "413".into(),
-        429 => "429".into(),
-        500 => "500".into(),
-        502 => "502".into(),
-        503 => "503".into(),
-        504 => "504".into(),
-        529 => "529".into(),
-        other => other.to_string().into(),
-    }
-}
-
 #[cfg(test)]
 mod url_tests {
     use super::upstream_url;

@@ -16,7 +16,7 @@ const ROUTES: [&str; 4] = [
     "/v1/messages/count_tokens",
 ];
 
-/// The statuses with a static label (`crate::proxy::status_label`).
+/// The statuses with a static label (`status_label`).
 const STATUSES: [u16; 12] = [200, 400, 401, 403, 404, 413, 429, 500, 502, 503, 504, 529];
 
 #[derive(Debug, Default)]
@@ -29,7 +29,7 @@ pub struct RequestMetrics {
 impl RequestMetrics {
     /// `gateway_requests_total{route, status}` and `gateway_response_head_seconds{route}`.
     pub fn request(&self, route: &str, status: u16, head: Duration) {
-        let label = crate::proxy::status_label(status);
+        let label = status_label(status);
         match ROUTES.iter().position(|r| *r == route) {
             Some(r) => {
                 match STATUSES.iter().position(|s| *s == status) {
@@ -57,7 +57,7 @@ impl RequestMetrics {
 
     /// `gateway_upstream_attempts_total{outcome}` for an upstream answer with `status`.
     pub fn attempt(&self, status: u16) {
-        let label = crate::proxy::status_label(status);
+        let label = status_label(status);
         match STATUSES.iter().position(|s| *s == status) {
             Some(s) => self.attempts[s]
                 .get_or_init(
@@ -67,6 +67,25 @@ impl RequestMetrics {
             None => metrics::counter!("gateway_upstream_attempts_total", "outcome" => label)
                 .increment(1),
         }
+    }
+}
+
+/// A static label for common statuses (no allocation per request), the number otherwise.
+fn status_label(status: u16) -> std::borrow::Cow<'static, str> {
+    match status {
+        200 => "200".into(),
+        400 => "400".into(),
+        401 => "401".into(),
+        403 => "403".into(),
+        404 => "404".into(),
+        413 => "413".into(),
+        429 => "429".into(),
+        500 => "500".into(),
+        502 => "502".into(),
+        503 => "503".into(),
+        504 => "504".into(),
+        529 => "529".into(),
+        other => other.to_string().into(),
     }
 }
 
