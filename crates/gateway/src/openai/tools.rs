@@ -69,19 +69,25 @@ fn tool_list(req: &Map<String, Value>) -> Result<Vec<Value>, BadRequest> {
     }
 }
 
+/// A `tool_choice` mode (`auto`, `none`, `required`) as Anthropic's tool choice; the same words on the chat and
+/// Responses routes.
+pub(crate) fn choice_mode(mode: &str) -> Result<Value, BadRequest> {
+    match mode {
+        "auto" => Ok(json!({"type": "auto"})),
+        "none" => Ok(json!({"type": "none"})),
+        "required" => Ok(json!({"type": "any"})),
+        other => Err(BadRequest::invalid(
+            "tool_choice",
+            format!("unknown value `{other}`; use none, auto, required or a function"),
+        )),
+    }
+}
+
 /// `tool_choice`: a mode, or a function that must be among `tools`.
 fn tool_choice(req: &Map<String, Value>, tools: &[Value]) -> Result<Option<Value>, BadRequest> {
     match req.get("tool_choice") {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => match s.as_str() {
-            "auto" => Ok(Some(json!({"type": "auto"}))),
-            "none" => Ok(Some(json!({"type": "none"}))),
-            "required" => Ok(Some(json!({"type": "any"}))),
-            other => Err(BadRequest::invalid(
-                "tool_choice",
-                format!("unknown value `{other}`; use none, auto, required or a function"),
-            )),
-        },
+        Some(Value::String(s)) => choice_mode(s).map(Some),
         Some(Value::Object(o)) => named_function_choice(o, tools).map(Some),
         Some(_) => Err(BadRequest::invalid(
             "tool_choice",

@@ -220,15 +220,7 @@ fn tool_choice(choice: Option<&Value>, tools: &Tools) -> Result<Option<Value>, B
     };
     match choice {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => match s.as_str() {
-            "auto" => Ok(Some(json!({"type": "auto"}))),
-            "none" => Ok(Some(json!({"type": "none"}))),
-            "required" => Ok(Some(json!({"type": "any"}))),
-            other => Err(BadRequest::invalid(
-                "tool_choice",
-                format!("unknown value `{other}`; use none, auto, required or a function"),
-            )),
-        },
+        Some(Value::String(s)) => crate::openai::tools::choice_mode(s).map(Some),
         Some(Value::Object(o)) => {
             let kind = o.get("type").and_then(Value::as_str).unwrap_or_default();
             let name = o.get("name").and_then(Value::as_str);
