@@ -622,23 +622,19 @@ impl FastUpstream {
         stream_events: usize,
         delay_ms: u64,
     ) -> anyhow::Result<FastUpstream> {
-        let exe = std::env::current_exe().context("locating this program")?;
-        let mut cmd = Command::new(exe);
-        cmd.args(["--serve-upstream", "127.0.0.1:0"])
-            .arg("--upstream-threads")
-            .arg(threads.to_string())
-            .arg("--upstream-stream-events")
-            .arg(stream_events.to_string())
-            .arg("--upstream-event-delay-ms")
-            .arg(delay_ms.to_string());
-        let (proc, found) = Proc::spawn(
+        let (proc, base_url) = serve_self(
             "fast upstream",
-            cmd,
-            &["listening on "],
-            Duration::from_secs(10),
+            &[
+                "--serve-upstream".into(),
+                "127.0.0.1:0".into(),
+                "--upstream-threads".into(),
+                threads.to_string(),
+                "--upstream-stream-events".into(),
+                stream_events.to_string(),
+                "--upstream-event-delay-ms".into(),
+                delay_ms.to_string(),
+            ],
         )?;
-        let base_url = found.first().cloned().unwrap_or_default();
-        host_port(&base_url)?;
         Ok(FastUpstream { proc, base_url })
     }
 }
@@ -652,17 +648,27 @@ pub struct HyperProxy {
 impl HyperProxy {
     /// Starts this program as the minimal hyper proxy on a free loopback port, in front of `upstream`.
     pub fn start(upstream: &str) -> anyhow::Result<HyperProxy> {
-        let exe = std::env::current_exe().context("locating this program")?;
-        let mut cmd = Command::new(exe);
-        cmd.args(["--serve-proxy", "127.0.0.1:0", "--proxy-to", upstream]);
-        let (proc, found) = Proc::spawn(
+        let (proc, base_url) = serve_self(
             "hyper proxy",
-            cmd,
-            &["listening on "],
-            Duration::from_secs(10),
+            &[
+                "--serve-proxy".into(),
+                "127.0.0.1:0".into(),
+                "--proxy-to".into(),
+                upstream.into(),
+            ],
         )?;
-        let base_url = found.first().cloned().unwrap_or_default();
-        host_port(&base_url)?;
         Ok(HyperProxy { proc, base_url })
     }
+}
+
+/// Starts this program in one of its serving modes (`args`) and waits for its `listening on URL` line: the process
+/// and the URL.
+fn serve_self(name: &str, args: &[String]) -> anyhow::Result<(Proc, String)> {
+    let exe = std::env::current_exe().context("locating this program")?;
+    let mut cmd = Command::new(exe);
+    cmd.args(args);
+    let (proc, found) = Proc::spawn(name, cmd, &["listening on "], Duration::from_secs(10))?;
+    let base_url = found.first().cloned().unwrap_or_default();
+    host_port(&base_url)?;
+    Ok((proc, base_url))
 }
