@@ -152,12 +152,12 @@ async fn recorded(gw: &Gateway) -> anyhow::Result<u64> {
 }
 
 /// A Chat Completions body (`messages` with a string content, as OpenAI clients send it) of about `size` bytes.
-fn chat_body(size: usize) -> Bytes {
+pub fn chat_body(size: usize) -> Bytes {
     crate::scenarios::body(size, false, None)
 }
 
 /// A Responses body (`input` as a string) of about `size` bytes.
-fn responses_body(size: usize) -> Bytes {
+pub fn responses_body(size: usize) -> Bytes {
     let text: String = "the quick brown fox jumps over the lazy dog "
         .chars()
         .cycle()

@@ -359,9 +359,26 @@ async fn one_account(
         true,
         Some((text_events, plan.stream_delay_ms)),
     );
-    // Warm up (lazy initialisation, connection pools) before anything is counted.
+    // The OpenAI routes, with the bodies the features scenario sends (section 6 of BENCHMARKS.md).
+    let bearer = format!("Bearer {CLIENT_KEY}");
+    let route = |path: &str| {
+        Target::at(
+            &gw.base_url,
+            path,
+            ("authorization", &bearer),
+            Some(gw.proc.pid()),
+            sim.proc.pid(),
+        )
+    };
+    let (chat, responses) = (route("/v1/chat/completions")?, route("/v1/responses")?);
+    let chat_body = crate::features::chat_body(plan.body_bytes);
+    let responses_body = crate::features::responses_body(plan.body_bytes);
+    let n_routes = n_small / 2;
+    // Warm up (lazy initialisation, connection pools, the store's statements) before anything is counted.
     run_closed(client, &target, &small, 50, 4).await?;
-    let specs: [(&'static str, String, u64); 3] = [
+    run_closed(client, &chat, &chat_body, 20, 4).await?;
+    run_closed(client, &responses, &responses_body, 20, 4).await?;
+    let specs: [(&'static str, String, u64); 5] = [
         (
             "small",
             format!("non-stream, {} B requests, concurrency 8", plan.body_bytes),
@@ -380,6 +397,22 @@ async fn one_account(
             ),
             n_large,
         ),
+        (
+            "chat",
+            format!(
+                "`/v1/chat/completions`, non-stream, {} B requests, concurrency 8",
+                plan.body_bytes
+            ),
+            n_routes,
+        ),
+        (
+            "responses",
+            format!(
+                "`/v1/responses`, non-stream, {} B requests (stored), concurrency 8",
+                plan.body_bytes
+            ),
+            n_routes,
+        ),
     ];
     let mut phases = Vec::new();
     for (key, name, n) in specs {
@@ -387,6 +420,8 @@ async fn one_account(
             match key {
                 "small" => run_closed(client, &target, &small, n, 8).await,
                 "large" => run_closed(client, &target, &large, n, 2).await,
+                "chat" => run_closed(client, &chat, &chat_body, n, 8).await,
+                "responses" => run_closed(client, &responses, &responses_body, n, 8).await,
                 _ => run_streams(&target, &sbody, n, 5).await,
             }
         })

@@ -470,3 +470,100 @@ async fn openai_python_sdk_responses_create() {
         assert!(out.lines().any(|l| l == step), "{step} missing:\n{out}");
     }
 }
+
+// === The store behind previous_response_id ===
+
+/// What one stored-responses test row looks like: response `i`, created `created` seconds after `t0`, expiring `ttl`
+/// seconds later.
+fn stored_row(
+    t0: chrono::DateTime<chrono::Utc>,
+    i: u32,
+    created: i64,
+    ttl: i64,
+) -> claude_gateway::store::StoredResponse {
+    let at = t0 + chrono::Duration::seconds(created);
+    claude_gateway::store::StoredResponse {
+        id: format!("resp_{i}"),
+        owner: "owner-hash".into(),
+        body: format!("[{i}]"),
+        created_at: at,
+        expires_at: at + chrono::Duration::seconds(ttl),
+    }
+}
+
+async fn found(
+    store: &dyn claude_gateway::store::Store,
+    i: u32,
+    owner: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<String> {
+    store
+        .get_response(format!("resp_{i}"), owner.to_string(), now)
+        .await
+        .unwrap()
+}
+
+/// Keeping responses through `a` and `b` (two replicas of one store, or the same store twice): each finds the other's,
+/// only for their owner; a kept response drops the expired ones and all but the newest `keep`.
+async fn keeps_the_newest_and_drops_the_expired(
+    a: &dyn claude_gateway::store::Store,
+    b: &dyn claude_gateway::store::Store,
+) {
+    const DAY: i64 = 86_400;
+    let t0 = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    let at = |s: i64| t0 + chrono::Duration::seconds(s);
+    a.put_response(stored_row(t0, 0, 0, 10), 10).await.unwrap();
+    b.put_response(stored_row(t0, 1, 1, DAY), 10).await.unwrap();
+    a.put_response(stored_row(t0, 2, 2, DAY), 10).await.unwrap();
+    for i in 0..3 {
+        assert_eq!(
+            found(b, i, "owner-hash", at(5)).await,
+            Some(format!("[{i}]"))
+        );
+        assert_eq!(
+            found(a, i, "owner-hash", at(5)).await,
+            Some(format!("[{i}]"))
+        );
+    }
+    assert_eq!(found(a, 1, "another-owner", at(5)).await, None);
+    assert_eq!(found(a, 0, "owner-hash", at(11)).await, None, "expired");
+    // Keeping one at t0 + 20 s deletes response 0 (expired at t0 + 10 s): not found even when asked as of t0 + 5 s.
+    b.put_response(stored_row(t0, 3, 20, DAY), 10)
+        .await
+        .unwrap();
+    assert_eq!(found(a, 0, "owner-hash", at(5)).await, None, "pruned");
+    assert!(found(a, 1, "owner-hash", at(21)).await.is_some());
+    // Keeping at most 3: each new one pushes out the oldest, whichever replica kept it.
+    a.put_response(stored_row(t0, 4, 21, DAY), 3).await.unwrap();
+    assert_eq!(found(b, 1, "owner-hash", at(22)).await, None);
+    assert!(found(b, 2, "owner-hash", at(22)).await.is_some());
+    b.put_response(stored_row(t0, 5, 22, DAY), 3).await.unwrap();
+    for (i, kept) in [(2, false), (3, true), (4, true), (5, true)] {
+        assert_eq!(
+            found(a, i, "owner-hash", at(23)).await.is_some(),
+            kept,
+            "response {i}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn stored_responses_keep_the_newest_and_drop_the_expired_in_every_store_and_across_replicas()
+{
+    let memory = claude_gateway::store::memory::MemoryStore::default();
+    keeps_the_newest_and_drops_the_expired(&memory, &memory).await;
+    let dir = TempDir::new();
+    let sqlite = claude_gateway::store::sqlite::SqliteStore::open(&dir.0.join("data"))
+        .await
+        .unwrap();
+    keeps_the_newest_and_drops_the_expired(&sqlite, &sqlite).await;
+    let pg = common::postgres::Postgres::start();
+    let url = pg.database("responses_bound");
+    let one = claude_gateway::store::postgres::PostgresStore::connect(&url)
+        .await
+        .unwrap();
+    let two = claude_gateway::store::postgres::PostgresStore::connect(&url)
+        .await
+        .unwrap();
+    keeps_the_newest_and_drops_the_expired(&one, &two).await;
+}

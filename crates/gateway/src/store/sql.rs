@@ -117,14 +117,15 @@ pub fn ttl_ms(ttl: std::time::Duration) -> i64 {
     i64::try_from(crate::clock::bounded(ttl).as_millis()).unwrap_or(MAX_MS)
 }
 
-pub const PRUNE_RESPONSES: &str = "DELETE FROM responses WHERE expires_at_ms < ?";
-/// Keeps the newest rows only: the table is bounded whatever clients do.
-pub const BOUND_RESPONSES: &str = "DELETE FROM responses WHERE id NOT IN \
-     (SELECT id FROM responses ORDER BY created_at_ms DESC, id DESC LIMIT ?)";
+/// Keeps the newest rows only (the table is bounded whatever clients do) and drops the expired: every row inserted
+/// `keep` or more rows before the one just kept (a range of the insertion sequence `seq`) and every row expired (a
+/// range of the index on `expires_at_ms`). Two index ranges, never a scan or a sort of the table.
+pub const PRUNE_RESPONSES: &str = "DELETE FROM responses WHERE seq <= ? OR expires_at_ms < ?";
+/// Returns the row's insertion sequence (a rewritten id keeps its place).
 pub const PUT_RESPONSE: &str =
     "INSERT INTO responses (id, owner, body, created_at_ms, expires_at_ms) VALUES (?, ?, ?, ?, ?) \
      ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, body = excluded.body, \
-     created_at_ms = excluded.created_at_ms, expires_at_ms = excluded.expires_at_ms";
+     created_at_ms = excluded.created_at_ms, expires_at_ms = excluded.expires_at_ms RETURNING seq";
 pub const GET_RESPONSE: &str =
     "SELECT body FROM responses WHERE id = ? AND owner = ? AND expires_at_ms > ?";
 
@@ -685,22 +686,18 @@ macro_rules! sql_store {
             fn put_response(&self, r: super::StoredResponse, keep: u64) -> StoreFuture<'_, ()> {
                 Box::pin(async move {
                     let mut tx = self.pool.begin().await.map_err(unavailable)?;
-                    sqlx::query(sqlx::AssertSqlSafe($q(sql::PRUNE_RESPONSES)))
-                        .bind(to_millis(r.created_at))
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(unavailable)?;
-                    sqlx::query(sqlx::AssertSqlSafe($q(sql::PUT_RESPONSE)))
+                    let (seq,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe($q(sql::PUT_RESPONSE)))
                         .bind(&r.id)
                         .bind(&r.owner)
                         .bind(&r.body)
                         .bind(to_millis(r.created_at))
                         .bind(to_millis(r.expires_at))
-                        .execute(&mut *tx)
+                        .fetch_one(&mut *tx)
                         .await
                         .map_err(unavailable)?;
-                    sqlx::query(sqlx::AssertSqlSafe($q(sql::BOUND_RESPONSES)))
-                        .bind(sql::to_i64(keep))
+                    sqlx::query(sqlx::AssertSqlSafe($q(sql::PRUNE_RESPONSES)))
+                        .bind(seq.saturating_sub(sql::to_i64(keep)))
+                        .bind(to_millis(r.created_at))
                         .execute(&mut *tx)
                         .await
                         .map_err(unavailable)?;

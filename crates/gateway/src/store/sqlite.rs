@@ -283,4 +283,35 @@ mod tests {
         assert!(store.list_accounts().await.unwrap().is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// Keeping a response (on every `store: true` Responses request) and finding one never scan the responses table:
+    /// each is an index lookup or range, whatever the table holds (it used to scan and sort all of it, up to
+    /// `MAX_STORED` rows, on every request).
+    #[tokio::test]
+    async fn keeping_and_finding_a_response_use_indexes_not_table_scans() {
+        let dir = std::env::temp_dir().join(format!("cgw-store-plan-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = SqliteStore::open(&dir).await.unwrap();
+        for statement in [sql::PRUNE_RESPONSES, sql::GET_RESPONSE, sql::PUT_RESPONSE] {
+            let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "EXPLAIN QUERY PLAN {statement}"
+            )))
+            .bind(1)
+            .bind(2)
+            .bind(3)
+            .bind(4)
+            .bind(5)
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+            let steps: Vec<&str> = plan.iter().map(|p| p.3.as_str()).collect();
+            assert!(
+                steps
+                    .iter()
+                    .all(|s| !s.starts_with("SCAN") && !s.contains("TEMP B-TREE")),
+                "{statement}: {steps:?}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -10,7 +10,6 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::clock::SharedClock;
 use crate::openai::error::BadRequest;
@@ -25,13 +24,7 @@ pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 /// Who may continue a stored response: a hash of the client key (`""` when the gateway takes no client keys).
 pub fn owner(client_key: Option<&str>) -> String {
-    match client_key {
-        Some(k) => {
-            let digest = Sha256::digest(k.as_bytes());
-            digest.iter().map(|b| format!("{b:02x}")).collect()
-        }
-        None => String::new(),
-    }
+    client_key.map(crate::keys::hash).unwrap_or_default()
 }
 
 /// The stored conversation `id` continues, or a 400 saying why there is none.
