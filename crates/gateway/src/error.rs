@@ -270,19 +270,13 @@ impl GatewayError {
         response
     }
 
-    /// A failed upstream call (no answer): a read/connect timeout or an unreachable upstream, with its root cause.
-    pub fn from_upstream(e: &reqwest::Error) -> GatewayError {
-        if e.is_timeout() {
-            GatewayError::UpstreamTimeout
-        } else {
-            // The cause, not where upstream lives: reqwest names the URL, which clients have no business seeing.
-            let mut cause = error_chain(e);
-            if let Some(url) = e.url() {
-                cause = cause
-                    .replace(&format!(" for url ({url})"), "")
-                    .replace(url.as_str(), "the upstream");
-            }
-            GatewayError::UpstreamUnreachable(cause)
+    /// A failed upstream call (no answer, or a body that stopped): a connect or read timeout, or an unreachable
+    /// upstream with its root cause (`crate::upstream` never puts the URL in it).
+    pub fn from_upstream(e: &crate::upstream::UpstreamError) -> GatewayError {
+        use crate::upstream::UpstreamError;
+        match e {
+            UpstreamError::Timeout => GatewayError::UpstreamTimeout,
+            UpstreamError::Failed(cause) => GatewayError::UpstreamUnreachable(cause.clone()),
         }
     }
 

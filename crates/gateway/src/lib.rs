@@ -42,5 +42,6 @@ mod state;
 mod stats;
 pub mod store;
 mod tenants;
+mod upstream;
 mod usage;
 mod view;

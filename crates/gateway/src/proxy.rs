@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, Method};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -22,14 +22,14 @@ use crate::pool::{jittered, secret_id, AccountEntry, Criteria, Pool, Slot, Verdi
 use crate::refresh::RefreshError;
 use crate::relay::{Opened, Relay};
 use crate::tenants::Tenant;
+use crate::upstream::{Body as UpstreamBody, Response as UpstreamResponse, UpstreamError};
 use crate::usage::{Meter, MeterSpec, UsageLog};
 
 #[derive(Debug, Clone)]
 pub struct Proxy {
     upstream: Upstream,
-    base_url: String,
-    /// `base_url` parsed once; each request's URL is a copy with the client's path and query.
-    base: Option<reqwest::Url>,
+    /// `upstream.base_url`, parsed once; each request's URI is it with the client's path and query.
+    base: crate::upstream::Base,
     pool: Arc<Pool>,
     policy: FailoverPolicy,
     attribution: Attribution,
@@ -37,24 +37,31 @@ pub struct Proxy {
     metrics: Arc<crate::request_metrics::RequestMetrics>,
 }
 
-/// The upstream HTTP clients: one per connection worker, so that a request's upstream connection is driven by the
-/// thread that serves its client (`crate::listener::workers`), and one for every other thread.
+/// The upstream HTTP clients of the request path (`crate::upstream`): one per connection worker, so that a request's
+/// upstream connection is driven by the thread that serves its client (`crate::listener::workers`), and one for every
+/// other thread; and the reqwest client of the credential checks (not hot).
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    shared: reqwest::Client,
-    workers: Arc<[reqwest::Client]>,
+    checks: reqwest::Client,
+    shared: crate::upstream::Client,
+    workers: Arc<[crate::upstream::Client]>,
 }
 
 impl Upstream {
-    pub fn new(shared: reqwest::Client, workers: Vec<reqwest::Client>) -> Upstream {
+    pub fn new(
+        checks: reqwest::Client,
+        shared: crate::upstream::Client,
+        workers: Vec<crate::upstream::Client>,
+    ) -> Upstream {
         Upstream {
+            checks,
             shared,
             workers: workers.into(),
         }
     }
 
     /// The client of the thread calling: its worker's, or the shared one.
-    fn client(&self) -> &reqwest::Client {
+    fn client(&self) -> &crate::upstream::Client {
         crate::listener::workers::current()
             .and_then(|i| self.workers.get(i))
             .unwrap_or(&self.shared)
@@ -258,19 +265,16 @@ impl Proxy {
         settings: &PoolConfig,
         usage: Arc<UsageLog>,
     ) -> Self {
-        let base_url = base_url.trim_end_matches('/').to_string();
+        let base = crate::upstream::Base::new(&base_url);
         let attribution = Attribution::new(
-            upstream.shared.clone(),
-            &base_url,
+            upstream.checks.clone(),
+            base.as_str(),
             crate::clock::secs(settings.credential_check_interval_secs),
             pool.engine().tasks().clone(),
         );
         Proxy {
             upstream,
-            base: reqwest::Url::parse(&base_url)
-                .ok()
-                .filter(|u| u.query().is_none() && u.fragment().is_none()),
-            base_url,
+            base,
             pool,
             policy: FailoverPolicy::from(settings),
             attribution,
@@ -408,23 +412,6 @@ impl Proxy {
             }
         }
     }
-}
-
-/// `base` followed by the client's path and query: the URL parsing `base_url + path_and_query` gives, without parsing
-/// the scheme and host again on every request.
-fn upstream_url(base: &reqwest::Url, path_and_query: &str) -> reqwest::Url {
-    let (path, query) = match path_and_query.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (path_and_query, None),
-    };
-    let mut url = base.clone();
-    let prefix = base.path().trim_end_matches('/');
-    let mut full = String::with_capacity(prefix.len() + path.len());
-    full.push_str(prefix);
-    full.push_str(path);
-    url.set_path(&full);
-    url.set_query(query);
-    url
 }
 
 /// The pool had no account left: when accounts were skipped for a refresh that is backing off, say when to retry.
@@ -607,23 +594,18 @@ impl Proxy {
         &self,
         req: &Forward,
         account: &Account,
-    ) -> Result<reqwest::Response, reqwest::Error> {
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let uri = self.base.uri(&req.path_and_query)?;
         let headers = crate::headers::upstream_request(&req.headers, account);
-        let client = self.upstream.client();
-        let builder = match &self.base {
-            Some(base) => {
-                client.request(req.method.clone(), upstream_url(base, &req.path_and_query))
-            }
-            None => client.request(
-                req.method.clone(),
-                format!("{}{}", self.base_url, req.path_and_query),
-            ),
+        let body = if req.method == Method::POST {
+            req.body.clone()
+        } else {
+            Bytes::new()
         };
-        let mut builder = builder.headers(headers);
-        if req.method == Method::POST {
-            builder = builder.body(req.body.clone());
-        }
-        builder.send().await
+        self.upstream
+            .client()
+            .send(req.method.clone(), uri, headers, body)
+            .await
     }
 
     /// No answer at all (connect error, timeout): the account cools briefly and another one is tried.
@@ -631,7 +613,7 @@ impl Proxy {
         &self,
         entry: &Arc<AccountEntry>,
         account: &Account,
-        e: &reqwest::Error,
+        e: &UpstreamError,
         sent_at: Instant,
         meter: &Meter,
     ) -> Attempt {
@@ -652,12 +634,13 @@ impl Proxy {
         &self,
         slot: &Slot,
         account: &Account,
-        response: reqwest::Response,
+        response: UpstreamResponse,
         meter: &Meter,
     ) -> Attempt {
         let status = response.status();
         let headers = crate::headers::client_response(response.headers());
-        match Relay::open(response, Slot::clone_for(slot), account.name.clone()).await {
+        let body = response.into_body();
+        match Relay::open(body, Slot::clone_for(slot), account.name.clone()).await {
             Opened::Started(mut relay) => {
                 relay.meter(meter.clone());
                 self.pool.record_success(&slot.entry, slot.probe);
@@ -681,14 +664,15 @@ impl Proxy {
         &self,
         req: &Forward,
         slot: &Slot,
-        response: reqwest::Response,
+        response: UpstreamResponse,
         sent_at: Instant,
         meter: &Meter,
     ) -> Attempt {
         let entry = &slot.entry;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = read_capped(response, MAX_ERROR_BODY).await;
+        let (head, body) = response.into_parts();
+        let status = head.status;
+        let headers = head.headers;
+        let body = read_capped(body, MAX_ERROR_BODY).await;
         let passthrough = error_response(status, &headers, body.clone());
         let message = crate::error::AnthropicError::message_of(&body);
         meter.error(crate::error::AnthropicError::parse(&body).kind_or_api_error());
@@ -821,11 +805,12 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
 
 /// A 2xx non-stream answer. One that arrives whole anyway (known small length) is read, its usage counted, and sent
 /// with its length (one write, no chunked re-encoding); a larger or unsized one streams through a usage tap.
-async fn relay_answer(slot: &Slot, response: reqwest::Response, meter: &Meter) -> Attempt {
+async fn relay_answer(slot: &Slot, response: UpstreamResponse, meter: &Meter) -> Attempt {
     let status = response.status();
     let headers = crate::headers::client_response(response.headers());
+    let response = response.into_body();
     let known_small = response
-        .content_length()
+        .exact_len()
         .is_some_and(|n| n <= MAX_BUFFERED_ANSWER);
     let body = if known_small {
         match response.bytes().await {
@@ -854,7 +839,7 @@ const MAX_BUFFERED_ANSWER: u64 = 4 * 1024 * 1024;
 /// Largest upstream error body kept (error bodies are small; a huge one is cut, not buffered whole).
 const MAX_ERROR_BODY: usize = 256 * 1024;
 
-async fn read_capped(mut response: reqwest::Response, cap: usize) -> Bytes {
+async fn read_capped(mut response: UpstreamBody, cap: usize) -> Bytes {
     let mut out = Vec::new();
     while let Ok(Some(chunk)) = response.chunk().await {
         let room = cap.saturating_sub(out.len());
@@ -866,7 +851,7 @@ async fn read_capped(mut response: reqwest::Response, cap: usize) -> Bytes {
     Bytes::from(out)
 }
 
-fn stream_response(status: reqwest::StatusCode, mut headers: HeaderMap, relay: Relay) -> Response {
+fn stream_response(status: StatusCode, mut headers: HeaderMap, relay: Relay) -> Response {
     headers.insert(
         "cache-control",
         axum::http::HeaderValue::from_static("no-cache"),
@@ -881,52 +866,9 @@ fn stream_response(status: reqwest::StatusCode, mut headers: HeaderMap, relay: R
     out
 }
 
-fn error_response(status: reqwest::StatusCode, headers: &HeaderMap, body: Bytes) -> Response {
+fn error_response(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Response {
     let mut out = Response::new(Body::from(body));
     *out.status_mut() = status;
     *out.headers_mut() = crate::headers::client_response(headers);
     out
-}
-
-#[cfg(test)]
-mod url_tests {
-    use super::upstream_url;
-    use proptest::prelude::*;
-
-    proptest! {
-        /// The same URL as parsing `base_url + path_and_query` whole, for every request target hyper accepts.
-        #[test]
-        fn upstream_url_is_the_url_of_base_and_path(
-            base in prop::sample::select(vec![
-                "http://127.0.0.1:8080", "https://api.anthropic.com", "http://h/api", "http://h/api/v2",
-                "https://[::1]:9/x",
-            ]),
-            pq in "/[a-zA-Z0-9._~%!$&'()*+,;=:@/\\\\\\[\\]\"{}|^`<>é-]{0,24}(\\?[a-zA-Z0-9._~%!$&'()*+,;=:@/?\\\\\"{}|^`é-]{0,24})?",
-        ) {
-            prop_assume!(http::uri::PathAndQuery::try_from(pq.as_str()).is_ok());
-            let whole = reqwest::Url::parse(&format!("{base}{pq}")).unwrap();
-            let fast = upstream_url(&reqwest::Url::parse(base).unwrap(), &pq);
-            prop_assert_eq!(fast.as_str(), whole.as_str());
-        }
-    }
-
-    #[test]
-    fn a_query_and_dot_segments_come_out_as_the_whole_parse_gives_them() {
-        for pq in [
-            "/v1/messages",
-            "/v1/models?limit=1000",
-            "/v1/./a/../messages?",
-            "/v1/%2e%2e/x?a=b?c",
-            "/",
-        ] {
-            let base = reqwest::Url::parse("http://h:1/api").unwrap();
-            assert_eq!(
-                upstream_url(&base, pq).as_str(),
-                reqwest::Url::parse(&format!("http://h:1/api{pq}"))
-                    .unwrap()
-                    .as_str(),
-                "{pq}"
-            );
-        }
-    }
 }

@@ -17,7 +17,8 @@ use crate::pool::Slot;
 use crate::sse::{SseDecoder, SseEvent};
 use crate::usage::{AnswerUsage, Meter, UsageFields};
 
-type Upstream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+/// An upstream answer's body (read under the per-read timeout, see `crate::upstream::body`).
+type Upstream = crate::upstream::Body;
 
 /// Most bytes held back while waiting for `message_start`.
 const MAX_HELD: usize = 1024 * 1024;
@@ -51,9 +52,9 @@ pub struct UsageTap {
 }
 
 impl UsageTap {
-    pub fn new(response: reqwest::Response, slot: Slot, meter: Option<Meter>) -> Self {
+    pub fn new(body: Upstream, slot: Slot, meter: Option<Meter>) -> Self {
         UsageTap {
-            upstream: Box::pin(response.bytes_stream()),
+            upstream: body,
             copy: Some(Vec::new()),
             slot,
             meter,
@@ -62,7 +63,7 @@ impl UsageTap {
 }
 
 impl Stream for UsageTap {
-    type Item = reqwest::Result<Bytes>;
+    type Item = Result<Bytes, crate::upstream::UpstreamError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
@@ -199,9 +200,9 @@ impl Relay {
     }
 
     /// Reads the upstream until `message_start` (holding the bytes), an error event, or the end.
-    pub async fn open(response: reqwest::Response, slot: Slot, account: String) -> Opened {
+    pub async fn open(body: Upstream, slot: Slot, account: String) -> Opened {
         let mut relay = Relay {
-            upstream: Box::pin(response.bytes_stream()),
+            upstream: body,
             watch: StreamWatch::default(),
             held: VecDeque::new(),
             ended: false,

@@ -59,7 +59,8 @@ impl AppState {
     }
 }
 
-/// Builds the shared HTTP client for upstream calls: connect and per-read timeouts, never a total deadline.
+/// Builds the reqwest client of the calls off the request path (OAuth, credential checks, alerts, login): connect and
+/// per-read timeouts, never a total deadline. The request path has its own (`crate::upstream`).
 pub fn http_client(config: &Config) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .connect_timeout(config.upstream.connect_timeout())
@@ -70,6 +71,15 @@ pub fn http_client(config: &Config) -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
+/// Why the gateway's state could not be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("building the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("building the upstream client: {0}")]
+    Upstream(#[from] crate::upstream::UpstreamError),
+}
+
 /// Assembles the gateway around a store.
 pub fn build_state(
     config: Config,
@@ -77,7 +87,7 @@ pub fn build_state(
     clock: SharedClock,
     metrics: Option<PrometheusHandle>,
     journal: crate::refresh::Journal,
-) -> Result<AppState, reqwest::Error> {
+) -> Result<AppState, BuildError> {
     let http = http_client(&config)?;
     let oauth = OAuthClient::new(http.clone(), config.oauth.clone(), clock.clone());
     let operator = crate::operator::Operator::new(
@@ -105,11 +115,12 @@ pub fn build_state(
     ));
     // One upstream client per connection worker (`crate::listener::workers`), so that no pooled upstream connection
     // is shared between threads.
+    let timeouts = crate::upstream::Timeouts::from(&config.upstream);
     let workers = (0..config.listener.worker_count())
-        .map(|_| http_client(&config))
+        .map(|_| crate::upstream::Client::new(timeouts))
         .collect::<Result<Vec<_>, _>>()?;
     let proxy = Proxy::new(
-        crate::proxy::Upstream::new(http, workers),
+        crate::proxy::Upstream::new(http, crate::upstream::Client::new(timeouts)?, workers),
         config.upstream.base_url.clone(),
         pool,
         &config.pool,

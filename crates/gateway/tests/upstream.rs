@@ -1,7 +1,10 @@
 //! The upstream HTTP client of the request path, seen from outside: the real binary against the simulator, a TLS
 //! upstream of the test's own (a test CA trusted through `SSL_CERT_FILE`, as the platform verifier reads it) and a
 //! tiny loopback proxy (CONNECT and absolute-form forwarding) named by the usual environment variables.
+// The whole crate is test code, so the clippy.toml test allowances (unwrap, expect, panic) reach its helpers; its
+// servers run on bare spawns (they end with the test's runtime) and it measures real time against the real binary.
 #![cfg(test)]
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 
@@ -436,7 +439,7 @@ async fn http_proxy_from_the_environment_gets_absolute_form_requests_and_no_prox
     let sim = Simulator::start().await.unwrap();
     let key = sim.new_api_key();
     let proxy = test_proxy().await;
-    let env = vec![
+    let env = [
         ("HTTP_PROXY".to_string(), proxy.url()),
         ("NO_PROXY".to_string(), String::new()),
     ];
@@ -456,7 +459,7 @@ async fn http_proxy_from_the_environment_gets_absolute_form_requests_and_no_prox
 
     // The same with the upstream's host in NO_PROXY: straight to upstream.
     let proxy2 = test_proxy().await;
-    let env = vec![
+    let env = [
         ("HTTP_PROXY".to_string(), proxy2.url()),
         ("NO_PROXY".to_string(), "127.0.0.1".to_string()),
     ];
@@ -468,4 +471,55 @@ async fn http_proxy_from_the_environment_gets_absolute_form_requests_and_no_prox
     assert_eq!(r.status(), 200, "{}", gw.logs());
     assert!(proxy2.heads().is_empty(), "{:?}", proxy2.heads());
     assert_eq!(sim.requests().len(), 2);
+}
+
+// === Redirects ===
+
+/// A plain-http upstream that answers every request with a redirect to another path of its own, counting requests.
+async fn redirecting_upstream() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let paths = Arc::new(Mutex::new(Vec::new()));
+    let paths2 = paths.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let paths = paths2.clone();
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        paths.lock().unwrap().push(format!(
+                            "{} {}",
+                            req.method(),
+                            req.uri().path()
+                        ));
+                        async move {
+                            let mut res = http::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from_static(b"moved"),
+                            ));
+                            *res.status_mut() = http::StatusCode::TEMPORARY_REDIRECT;
+                            res.headers_mut()
+                                .insert("location", "/v1/elsewhere".parse().unwrap());
+                            Ok::<_, std::convert::Infallible>(res)
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, paths)
+}
+
+#[tokio::test]
+async fn an_upstream_redirect_is_answered_to_the_client_never_followed_with_the_credential() {
+    let (addr, paths) = redirecting_upstream().await;
+    let gw = gateway_env(&format!("http://{addr}"), "", &[]).await;
+    let r = post_messages(&client(), &gw, message_body("redirect me", false)).await;
+    assert_eq!(r.status(), 307);
+    assert_eq!(
+        *paths.lock().unwrap(),
+        ["POST /v1/messages"],
+        "the gateway sent the request (and the account's credential) once, to the configured upstream only"
+    );
 }

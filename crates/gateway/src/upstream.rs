@@ -1,0 +1,183 @@
+//! The request path's upstream HTTP client: hyper-util's pooled legacy client over our own connector, nothing more.
+//!
+//! Why not reqwest here: its fixed cost per request (its tower redirect and retry layers, always installed; two URL
+//! parses; header-map clones; boxed futures) was about a seventh of the gateway's whole cost per request. OAuth, the
+//! credential check, alerts and login keep reqwest (not hot).
+//!
+//! What it promises, as reqwest 0.13 did for the request path (`tests/upstream.rs` pins each):
+//! - HTTPS with rustls (the process's crypto provider, aws-lc-rs) and the platform's trust (rustls-platform-verifier),
+//!   ALPN offering `h2` and `http/1.1` (HTTP/2 when the server picks it); plain `http` is HTTP/1.1
+//!   ([`connect`]).
+//! - One keep-alive pool per client (one client per connection worker, see `crate::proxy::Upstream`), idle
+//!   connections closed after 60 s, TCP_NODELAY, TCP keep-alive probes.
+//! - `connect_timeout` bounds a whole connect (TCP, proxy tunnel, TLS handshake); `read_timeout` bounds the wait for
+//!   the response head from the moment the request is sent, and then each wait for the next body chunk
+//!   ([`body::Body`]): never a total deadline, so a stream that keeps sending is never cut.
+//! - `user-agent: claude-gateway/VERSION` and `accept: */*` only when the request has none; `host` and
+//!   `content-length` from hyper.
+//! - Proxies from the environment (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`, read once at start): a
+//!   CONNECT tunnel for https, absolute-form requests (with the proxy's credentials) for http.
+//! - No redirects are followed: a 3xx is upstream's answer and goes back to the client as any other.
+//!
+//! Must not know: accounts, the pool, what the request is (that is `crate::proxy`'s), HTTP status policy (failures
+//! are [`UpstreamError`]s; `crate::error` maps them to the client's answer).
+
+pub mod body;
+pub mod connect;
+pub mod uri;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{
+    Entry, HeaderMap, HeaderName, HeaderValue, ACCEPT, PROXY_AUTHORIZATION, USER_AGENT,
+};
+use http::{Method, Request, Uri};
+use http_body_util::Full;
+use hyper_util::client::legacy;
+
+pub use body::Body;
+pub use uri::Base;
+
+/// The user agent upstream sees when the client sent none.
+pub const USER_AGENT_VALUE: &str = concat!("claude-gateway/", env!("CARGO_PKG_VERSION"));
+
+/// An upstream answer: its head, and a body read under the per-read timeout.
+pub type Response = http::Response<Body>;
+
+/// Why an upstream call produced no (more) answer. Not an HTTP answer itself: `crate::error` maps it once.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection within the connect timeout, no response head within the read timeout, or no next body chunk
+    /// within it.
+    #[error("upstream did not answer within the timeout")]
+    Timeout,
+    /// The connection failed or broke (refused, reset, DNS, TLS, a protocol error), with its root cause. Never names
+    /// the upstream URL or a proxy's credentials.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl UpstreamError {
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, UpstreamError::Timeout)
+    }
+
+    /// Classifies an error from hyper or the connector: a timeout anywhere in its chain is a timeout.
+    fn of(e: &(dyn std::error::Error + 'static)) -> UpstreamError {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(c) = cause {
+            let io_timeout = c
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+            if io_timeout || c.is::<connect::ConnectTimedOut>() {
+                return UpstreamError::Timeout;
+            }
+            cause = c.source();
+        }
+        UpstreamError::Failed(chain(e))
+    }
+}
+
+/// An error and its sources on one line ("a: b: c"): the root cause is what says what happened.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}
+
+/// Timeouts of one client (`[upstream]` in the config).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+}
+
+impl From<&crate::config::UpstreamConfig> for Timeouts {
+    fn from(c: &crate::config::UpstreamConfig) -> Self {
+        Timeouts {
+            connect: c.connect_timeout(),
+            read: c.read_timeout(),
+        }
+    }
+}
+
+/// One pooled upstream client. Cloning shares the pool; each connection worker has its own (`crate::proxy::Upstream`)
+/// so that a pooled connection is driven by the thread that made it.
+#[derive(Clone)]
+pub struct Client {
+    hyper: legacy::Client<connect::Connector, Full<Bytes>>,
+    defaults: [(HeaderName, HeaderValue); 2],
+    proxies: connect::Proxies,
+    read_timeout: Duration,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("upstream::Client")
+            .field("read_timeout", &self.read_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client with its own pool, using the proxies the environment names.
+    pub fn new(timeouts: Timeouts) -> Result<Client, UpstreamError> {
+        let proxies = connect::Proxies::from_env();
+        let user_agent = HeaderValue::from_static(USER_AGENT_VALUE);
+        let connector =
+            connect::Connector::new(timeouts.connect, proxies.clone(), user_agent.clone())?;
+        let mut builder = legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
+        builder
+            .timer(hyper_util::rt::TokioTimer::new())
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(usize::MAX);
+        Ok(Client {
+            hyper: builder.build(connector),
+            defaults: [
+                (ACCEPT, HeaderValue::from_static("*/*")),
+                (USER_AGENT, user_agent),
+            ],
+            proxies,
+            read_timeout: timeouts.read,
+        })
+    }
+
+    /// Sends one request and waits (at most the read timeout, connecting included) for the response head.
+    pub async fn send(
+        &self,
+        method: Method,
+        uri: Uri,
+        mut headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Response, UpstreamError> {
+        for (name, value) in &self.defaults {
+            if let Entry::Vacant(e) = headers.entry(name) {
+                e.insert(value.clone());
+            }
+        }
+        if uri.scheme() == Some(&http::uri::Scheme::HTTP) {
+            // Through an http proxy the request itself carries the proxy's credentials (a tunnel's CONNECT does for
+            // https).
+            if let Some(auth) = self.proxies.forward_auth(&uri) {
+                headers.insert(PROXY_AUTHORIZATION, auth);
+            }
+        }
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
+        let head = tokio::time::timeout(self.read_timeout, self.hyper.request(req)).await;
+        match head {
+            Err(_) => Err(UpstreamError::Timeout),
+            Ok(Err(e)) => Err(UpstreamError::of(&e)),
+            Ok(Ok(res)) => Ok(res.map(|b| Body::new(b, self.read_timeout))),
+        }
+    }
+}
