@@ -402,9 +402,20 @@ async fn proxy_one(mut client: tokio::net::TcpStream, heads: Arc<Mutex<Vec<Strin
     }
 }
 
+/// Lower-case base64 of `user:password`, as it appears in a lower-cased `proxy-authorization: Basic …`.
+fn basic(credentials: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .encode(credentials)
+        .to_ascii_lowercase()
+}
+
 impl TestProxy {
     fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+    fn url_with(&self, credentials: &str) -> String {
+        format!("http://{credentials}@{}", self.addr)
     }
     fn heads(&self) -> Vec<String> {
         self.heads.lock().unwrap().clone()
@@ -417,14 +428,33 @@ async fn https_proxy_from_the_environment_tunnels_with_connect() {
     let proxy = test_proxy().await;
     let empty = TempDir::new();
     let mut env = trusting_the_test_ca(&empty.0);
-    env.push(("HTTPS_PROXY".into(), proxy.url()));
+    env.push(("HTTPS_PROXY".into(), proxy.url_with("tunnel:secret")));
     env.push(("NO_PROXY".into(), String::new()));
     let gw = gateway_env(&up.url(), "", &env).await;
     let r = post_messages(&client(), &gw, message_body("via proxy", false)).await;
     assert_eq!(r.status(), 200, "{}", gw.logs());
     let heads = proxy.heads();
     let connect = format!("CONNECT localhost:{} HTTP/1.1", up.addr.port());
-    assert!(heads.iter().any(|h| h.starts_with(&connect)), "{heads:?}");
+    let head = heads
+        .iter()
+        .find(|h| h.starts_with(&connect))
+        .unwrap_or_else(|| panic!("{heads:?}"))
+        .to_ascii_lowercase();
+    // The proxy's credentials and our user agent go on the CONNECT.
+    assert!(
+        head.contains(&format!(
+            "proxy-authorization: basic {}",
+            basic("tunnel:secret")
+        )),
+        "{head}"
+    );
+    assert!(
+        head.contains(&format!(
+            "user-agent: claude-gateway/{}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{head}"
+    );
     let seen = up.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(
@@ -440,7 +470,7 @@ async fn http_proxy_from_the_environment_gets_absolute_form_requests_and_no_prox
     let key = sim.new_api_key();
     let proxy = test_proxy().await;
     let env = [
-        ("HTTP_PROXY".to_string(), proxy.url()),
+        ("HTTP_PROXY".to_string(), proxy.url_with("fwd:pw")),
         ("NO_PROXY".to_string(), String::new()),
     ];
     let dir = TempDir::new();
@@ -450,10 +480,15 @@ async fn http_proxy_from_the_environment_gets_absolute_form_requests_and_no_prox
     let r = post_messages(&client(), &gw, message_body("forwarded", false)).await;
     assert_eq!(r.status(), 200, "{}", gw.logs());
     let want = format!("POST {}/v1/messages HTTP/1.1", sim.base_url());
+    let heads = proxy.heads();
+    let head = heads
+        .iter()
+        .find(|h| h.starts_with(&want))
+        .unwrap_or_else(|| panic!("{heads:?}"))
+        .to_ascii_lowercase();
     assert!(
-        proxy.heads().iter().any(|h| h.starts_with(&want)),
-        "{:?}",
-        proxy.heads()
+        head.contains(&format!("proxy-authorization: basic {}", basic("fwd:pw"))),
+        "the request itself carries the forwarding proxy's credentials: {head}"
     );
     assert_eq!(sim.requests().len(), 1);
 

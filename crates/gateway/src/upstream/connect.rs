@@ -38,17 +38,35 @@ pub struct ConnectTimedOut;
 /// The proxies the environment names (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`, upper or lower case,
 /// read as curl does), read once.
 #[derive(Clone)]
-pub struct Proxies(Arc<Matcher>);
+pub struct Proxies {
+    matcher: Arc<Matcher>,
+    /// Whether any variable that can name a proxy for http is set (a superset of what the matcher reads for http):
+    /// without one, no request needs the matcher.
+    http_named: bool,
+}
 
 impl Proxies {
     pub fn from_env() -> Proxies {
-        Proxies(Arc::new(Matcher::from_env()))
+        let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+        Proxies {
+            matcher: Arc::new(Matcher::from_env()),
+            http_named: ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
+                .into_iter()
+                .any(set),
+        }
+    }
+
+    fn intercept(&self, dst: &Uri) -> Option<hyper_util::client::proxy::matcher::Intercept> {
+        self.matcher.intercept(dst)
     }
 
     /// The `proxy-authorization` an http request sent through a forwarding proxy carries, if that proxy has
     /// credentials.
     pub fn forward_auth(&self, dst: &Uri) -> Option<HeaderValue> {
-        self.0.intercept(dst)?.basic_auth().cloned()
+        if !self.http_named {
+            return None;
+        }
+        self.intercept(dst)?.basic_auth().cloned()
     }
 }
 
@@ -88,7 +106,7 @@ impl Connector {
     /// (http behind a proxy).
     fn open(&self, dst: Uri) -> Pin<Box<dyn Future<Output = Result<Conn, BoxError>> + Send>> {
         let mut direct = self.direct.clone();
-        let Some(proxy) = self.proxies.0.intercept(&dst) else {
+        let Some(proxy) = self.proxies.intercept(&dst) else {
             return Box::pin(async move {
                 Ok(Conn {
                     io: Io::Direct(direct.call(dst).await?),
