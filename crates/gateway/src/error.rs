@@ -276,7 +276,9 @@ impl GatewayError {
         use crate::upstream::UpstreamError;
         match e {
             UpstreamError::Timeout => GatewayError::UpstreamTimeout,
-            UpstreamError::Failed(cause) => GatewayError::UpstreamUnreachable(cause.clone()),
+            UpstreamError::Failed(cause) | UpstreamError::NotProcessed(cause) => {
+                GatewayError::UpstreamUnreachable(cause.clone())
+            }
         }
     }
 

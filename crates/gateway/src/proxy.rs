@@ -596,7 +596,7 @@ impl Proxy {
         account: &Account,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let uri = self.base.uri(&req.path_and_query)?;
-        let headers = crate::headers::upstream_request(&req.headers, account);
+        let headers = || crate::headers::upstream_request(&req.headers, account);
         let body = if req.method == Method::POST {
             req.body.clone()
         } else {
@@ -604,7 +604,7 @@ impl Proxy {
         };
         self.upstream
             .client()
-            .send(req.method.clone(), uri, headers, body)
+            .send(&req.method, &uri, headers, &body)
             .await
     }
 

@@ -56,17 +56,28 @@ pub enum UpstreamError {
     /// the upstream URL or a proxy's credentials.
     #[error("{0}")]
     Failed(String),
+    /// HTTP/2 says upstream did not process the request (its stream was refused, or the connection was closing
+    /// gracefully): sending it again is safe, and [`Client::send`] does, at most [`MAX_RESENDS`] times.
+    #[error("{0}")]
+    NotProcessed(String),
 }
+
+/// How often a request upstream did not process is sent again (reqwest's protocol retries: two).
+pub const MAX_RESENDS: usize = 2;
 
 impl UpstreamError {
     pub fn is_timeout(&self) -> bool {
         matches!(self, UpstreamError::Timeout)
     }
 
-    /// Classifies an error from hyper or the connector: a timeout anywhere in its chain is a timeout.
+    /// Classifies an error from hyper or the connector: a timeout anywhere in its chain is a timeout; an HTTP/2
+    /// refusal of the stream or a graceful GOAWAY from upstream is a request not processed.
     fn of(e: &(dyn std::error::Error + 'static)) -> UpstreamError {
         let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
         while let Some(c) = cause {
+            if c.downcast_ref::<h2::Error>().is_some_and(not_processed) {
+                return UpstreamError::NotProcessed(chain(e));
+            }
             let io_timeout = c
                 .downcast_ref::<std::io::Error>()
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
@@ -77,6 +88,13 @@ impl UpstreamError {
         }
         UpstreamError::Failed(chain(e))
     }
+}
+
+/// What RFC 9113 says was not processed: a stream the server refused (8.7), or a graceful GOAWAY (6.8).
+fn not_processed(e: &h2::Error) -> bool {
+    e.is_remote()
+        && ((e.is_reset() && e.reason() == Some(h2::Reason::REFUSED_STREAM))
+            || (e.is_go_away() && e.reason() == Some(h2::Reason::NO_ERROR)))
 }
 
 /// An error and its sources on one line ("a: b: c"): the root cause is what says what happened.
@@ -149,8 +167,32 @@ impl Client {
         })
     }
 
-    /// Sends one request and waits (at most the read timeout, connecting included) for the response head.
+    /// Sends one request and waits (at most the read timeout, connecting included) for the response head; sends it
+    /// again when upstream did not process it ([`UpstreamError::NotProcessed`]), at most [`MAX_RESENDS`] times.
+    /// `headers` makes the request's headers for each send (hyper keeps those it sent).
     pub async fn send(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: impl Fn() -> HeaderMap,
+        body: &Bytes,
+    ) -> Result<Response, UpstreamError> {
+        let mut resent = 0;
+        loop {
+            match self
+                .send_once(method.clone(), uri.clone(), headers(), body.clone())
+                .await
+            {
+                Err(UpstreamError::NotProcessed(cause)) if resent < MAX_RESENDS => {
+                    tracing::debug!(%cause, "upstream did not process the request; sending it again");
+                    resent += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn send_once(
         &self,
         method: Method,
         uri: Uri,

@@ -558,3 +558,86 @@ async fn an_upstream_redirect_is_answered_to_the_client_never_followed_with_the_
         "the gateway sent the request (and the account's credential) once, to the configured upstream only"
     );
 }
+
+// === HTTP/2 streams upstream did not process ===
+
+/// An HTTP/2-only TLS upstream (the h2 crate's server, to refuse streams at will) that resets the first `refuse`
+/// streams with REFUSED_STREAM and answers the others; it counts the streams it saw.
+async fn refusing_h2_upstream(refuse: usize) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::sync::atomic::Ordering;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(fixture("server.pem"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(fixture("server.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let streams = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = streams.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut conn) = h2::server::handshake(tls).await else {
+                    return;
+                };
+                while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                    if seen.fetch_add(1, Ordering::SeqCst) < refuse {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    }
+                    let head = http::Response::builder()
+                        .header("content-type", "application/json")
+                        .body(())
+                        .unwrap();
+                    let mut body = respond.send_response(head, false).unwrap();
+                    body.send_data(bytes::Bytes::from(ANSWER), true).unwrap();
+                }
+            });
+        }
+    });
+    (addr, streams)
+}
+
+#[tokio::test]
+async fn a_stream_upstream_refused_is_sent_again_without_cooling_the_account() {
+    let (addr, streams) = refusing_h2_upstream(2).await;
+    let empty = TempDir::new();
+    let url = format!("https://localhost:{}", addr.port());
+    let gw = gateway_env(&url, "", &trusting_the_test_ca(&empty.0)).await;
+    let r = post_messages(&client(), &gw, message_body("refused twice", false)).await;
+    assert_eq!(r.status(), 200, "{}", gw.logs());
+    assert_eq!(r.text().await.unwrap(), ANSWER);
+    assert_eq!(streams.load(std::sync::atomic::Ordering::SeqCst), 3);
+    let accounts = gw.admin_accounts().await;
+    assert_eq!(accounts["accounts"][0]["state"], "ready", "{accounts}");
+}
+
+#[tokio::test]
+async fn a_stream_refused_three_times_is_upstream_unreachable() {
+    let (addr, streams) = refusing_h2_upstream(usize::MAX).await;
+    let empty = TempDir::new();
+    let url = format!("https://localhost:{}", addr.port());
+    let gw = gateway_env(&url, "", &trusting_the_test_ca(&empty.0)).await;
+    let r = post_messages(&client(), &gw, message_body("always refused", false)).await;
+    assert_eq!(r.status(), 502);
+    assert_eq!(
+        streams.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "sent once and again at most twice"
+    );
+}
