@@ -17,6 +17,10 @@ pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 /// Anthropic requires this beta flag on requests authenticated with an OAuth access token.
 pub const OAUTH_BETA: &str = "oauth-2025-04-20";
 
+const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
 /// Request headers never forwarded upstream.
 const DROP_REQUEST: &[&str] = &[
     "host",
@@ -68,9 +72,9 @@ pub fn upstream_request(client: &HeaderMap, account: &Account) -> HeaderMap {
         }
         out.append(name.clone(), value.clone());
     }
-    if !out.contains_key("anthropic-version") {
+    if !out.contains_key(&ANTHROPIC_VERSION) {
         out.insert(
-            "anthropic-version",
+            ANTHROPIC_VERSION,
             HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION),
         );
     }
@@ -78,7 +82,7 @@ pub fn upstream_request(client: &HeaderMap, account: &Account) -> HeaderMap {
     match account.kind {
         AccountKind::ApiKey => {
             if let Ok(v) = HeaderValue::from_str(&account.credential.secret) {
-                out.insert("x-api-key", v);
+                out.insert(X_API_KEY, v);
             }
         }
         AccountKind::Oauth => {
@@ -92,7 +96,7 @@ pub fn upstream_request(client: &HeaderMap, account: &Account) -> HeaderMap {
     }
     if !betas.is_empty() {
         if let Ok(v) = HeaderValue::from_str(&betas.join(",")) {
-            out.insert("anthropic-beta", v);
+            out.insert(ANTHROPIC_BETA, v);
         }
     }
     out
@@ -102,7 +106,7 @@ pub fn upstream_request(client: &HeaderMap, account: &Account) -> HeaderMap {
 fn client_betas(client: &HeaderMap) -> Vec<String> {
     let mut betas: Vec<String> = Vec::new();
     for v in client
-        .get_all("anthropic-beta")
+        .get_all(&ANTHROPIC_BETA)
         .iter()
         .filter_map(|v| v.to_str().ok())
     {
@@ -124,13 +128,15 @@ pub fn pass_back(name: &HeaderName) -> bool {
     ) || n.starts_with("anthropic-ratelimit-")
 }
 
+/// The headers passed back to the client: upstream's, less those [`pass_back`] refuses. Copied whole (the map keeps
+/// each name's hash, so nothing is hashed again), then the refused names are removed — usually fewer than kept. The
+/// values of one name keep their order; the order of different names may not be upstream's (HTTP gives it no meaning).
 pub fn client_response(upstream: &HeaderMap) -> HeaderMap {
-    // Sized once: most of an answer's headers pass back (the rate-limit ones), and growing re-hashes them.
-    let mut out = HeaderMap::with_capacity(upstream.len());
-    for (name, value) in upstream {
-        if pass_back(name) {
-            out.append(name.clone(), value.clone());
-        }
+    let mut out = upstream.clone();
+    let refused: Vec<&HeaderName> = upstream.keys().filter(|n| !pass_back(n)).collect();
+    // From the last: removing the last entry moves no other.
+    for name in refused.into_iter().rev() {
+        out.remove(name);
     }
     out
 }
@@ -271,5 +277,44 @@ mod tests {
         h.insert("transfer-encoding", "chunked".parse().unwrap());
         let out = client_response(&h);
         assert_eq!(out.len(), 2);
+    }
+
+    /// What passes back, name by name with every value in order, is what filtering upstream's headers one by one
+    /// gives, for an answer shaped like Anthropic's (refused names first, last, between, and repeated).
+    #[test]
+    fn response_headers_are_upstreams_passed_back_values_in_order() {
+        let mut h = HeaderMap::new();
+        for (n, v) in [
+            ("date", "Tue, 01 Dec 2026 16:32:30 GMT"),
+            ("content-type", "application/json"),
+            ("content-length", "1448"),
+            ("connection", "keep-alive"),
+            ("anthropic-ratelimit-requests-limit", "4000"),
+            ("set-cookie", "a=1"),
+            ("anthropic-ratelimit-requests-remaining", "3999"),
+            ("request-id", "req_1"),
+            ("set-cookie", "b=2"),
+            ("x-should-retry", "false"),
+            ("anthropic-ratelimit-unified-5h-status", "allowed"),
+            ("anthropic-ratelimit-unified-5h-status", "again"),
+            ("anthropic-organization-id", "org"),
+            ("retry-after", "3"),
+            ("via", "1.1 google"),
+            ("cf-ray", "abc-LHR"),
+            ("retry-after-ms", "2500"),
+            ("server", "cloudflare"),
+        ] {
+            h.append(HeaderName::from_static(n), HeaderValue::from_static(v));
+        }
+        let out = client_response(&h);
+        let mut expected = HeaderMap::new();
+        for (n, v) in &h {
+            if pass_back(n) {
+                expected.append(n.clone(), v.clone());
+            }
+        }
+        // Equal maps: the same names, each with the same values in the same order.
+        assert_eq!(out, expected);
+        assert_eq!(out.len(), 9);
     }
 }
