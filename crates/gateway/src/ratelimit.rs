@@ -61,8 +61,6 @@ pub struct UnifiedLimits {
     pub windows: Vec<UnifiedWindow>,
 }
 
-const UNIFIED: &str = "anthropic-ratelimit-unified-";
-
 /// A reset moment: Unix seconds (integer or decimal) or RFC 3339. Values outside chrono's range are no answer; `as`
 /// saturates, so no number panics. Callers clamp the wait it implies with [`crate::clock::wait_until`].
 fn epoch(v: &str) -> Option<DateTime<Utc>> {
@@ -84,113 +82,155 @@ fn text(v: Option<&HeaderValue>) -> Option<&str> {
 /// Prefix of every rate-limit header.
 const RATELIMIT: &str = "anthropic-ratelimit-";
 
-/// The first value of each API-key limit header (`anthropic-ratelimit-{window}-{limit,remaining,reset}`), read in one
-/// pass over the answer's headers (no per-name lookups: this runs on every answer).
-fn api_key_headers(headers: &HeaderMap) -> [[Option<&HeaderValue>; 3]; 4] {
-    let mut found = [[None; 3]; 4];
+/// The first value of each API-key limit header (`anthropic-ratelimit-{window}-{limit,remaining,reset}`), by window.
+type ApiKeyHeaders<'h> = [[Option<&'h HeaderValue>; 3]; 4];
+
+/// Parses every rate-limit header of an answer (unified windows and API-key limits) into one view; `None` when the
+/// answer had none. API-key limits become windows named "requests", "tokens", … with utilization `1 - remaining/limit`,
+/// after the unified windows. One pass over the headers, no per-name lookups: this runs on every answer.
+pub fn limits(headers: &HeaderMap) -> Option<UnifiedLimits> {
+    let mut unified = UnifiedLimits::default();
+    let mut any_unified = false;
+    let mut api_key: ApiKeyHeaders = [[None; 3]; 4];
     for (name, value) in headers {
         let Some(rest) = name.as_str().strip_prefix(RATELIMIT) else {
             continue;
         };
-        let Some((window, field)) = rest.rsplit_once('-') else {
-            continue;
-        };
-        let Some(w) = API_KEY_WINDOWS.iter().position(|k| *k == window) else {
-            continue;
-        };
-        let f = match field {
-            "limit" => 0,
-            "remaining" => 1,
-            "reset" => 2,
-            _ => continue,
-        };
-        found[w][f].get_or_insert(value);
-    }
-    found
-}
-
-/// Parses every rate-limit header of an answer (unified windows and API-key limits) into one view; `None` when the
-/// answer had none. API-key limits become windows named "requests", "tokens", … with utilization `1 - remaining/limit`.
-pub fn limits(headers: &HeaderMap) -> Option<UnifiedLimits> {
-    let mut out = unified(headers);
-    for (window, [limit, remaining, reset]) in API_KEY_WINDOWS.iter().zip(api_key_headers(headers))
-    {
-        let limit = text(limit).and_then(|v| v.parse::<f64>().ok());
-        let remaining = text(remaining).and_then(|v| v.parse::<f64>().ok());
-        let (Some(limit), Some(remaining)) = (limit, remaining) else {
-            continue;
-        };
-        if limit <= 0.0 {
-            continue;
+        if let Some(field) = rest.strip_prefix("unified-") {
+            let Ok(value) = value.to_str() else { continue };
+            any_unified = true;
+            unified.read(field, value);
+        } else if let Some((w, f)) = api_key_field(rest) {
+            api_key[w][f].get_or_insert(value);
         }
-        let reset = text(reset)
-            .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
-            .map(|d| d.with_timezone(&Utc));
-        let utilization = (1.0 - remaining / limit).clamp(0.0, 1.0);
-        let status = (remaining <= 0.0)
-            .then(|| "rejected".to_string())
-            .or(Some("allowed".to_string()));
-        out.get_or_insert_with(UnifiedLimits::default)
-            .windows
-            .push(UnifiedWindow {
-                name: (*window).to_string(),
-                status,
-                utilization: Some(utilization),
-                reset,
-            });
+    }
+    let mut out = any_unified.then_some(unified);
+    for (window, [limit, remaining, reset]) in API_KEY_WINDOWS.iter().zip(api_key) {
+        if let Some(w) = api_key_window(window, limit, remaining, reset) {
+            out.get_or_insert_with(UnifiedLimits::default)
+                .windows
+                .push(w);
+        }
     }
     out
 }
 
-/// Parses the unified headers; `None` when the answer had none.
-pub fn unified(headers: &HeaderMap) -> Option<UnifiedLimits> {
-    let mut limits = UnifiedLimits::default();
-    let mut any = false;
-    for (name, value) in headers {
-        let Some(rest) = name.as_str().strip_prefix(UNIFIED) else {
-            continue;
-        };
-        let Ok(value) = value.to_str() else { continue };
-        any = true;
-        match rest {
-            "status" => limits.status = Some(value.to_string()),
-            "reset" => limits.reset = epoch(value),
+/// Which API-key window and field (limit, remaining, reset) a rate-limit header names, from the rest of its name.
+fn api_key_field(rest: &str) -> Option<(usize, usize)> {
+    let (window, field) = if let Some(w) = rest.strip_suffix("-limit") {
+        (w, 0)
+    } else if let Some(w) = rest.strip_suffix("-remaining") {
+        (w, 1)
+    } else {
+        (rest.strip_suffix("-reset")?, 2)
+    };
+    Some((API_KEY_WINDOWS.iter().position(|k| *k == window)?, field))
+}
+
+/// One API-key window, when its limit (positive) and remaining count are both given.
+fn api_key_window(
+    window: &str,
+    limit: Option<&HeaderValue>,
+    remaining: Option<&HeaderValue>,
+    reset: Option<&HeaderValue>,
+) -> Option<UnifiedWindow> {
+    let limit = text(limit).and_then(count)?;
+    let remaining = text(remaining).and_then(count)?;
+    if limit <= 0.0 {
+        return None;
+    }
+    let reset = text(reset).and_then(rfc3339);
+    let status = if remaining <= 0.0 {
+        "rejected"
+    } else {
+        "allowed"
+    };
+    Some(UnifiedWindow {
+        name: window.to_string(),
+        status: Some(status.to_string()),
+        utilization: Some((1.0 - remaining / limit).clamp(0.0, 1.0)),
+        reset,
+    })
+}
+
+/// An RFC 3339 moment. The form every answer carries (`2026-12-01T16:33:30Z`) is read directly, the same moment
+/// chrono reads from it; any other text (offsets, fractions, leap seconds, impossible dates) goes to chrono.
+fn rfc3339(v: &str) -> Option<DateTime<Utc>> {
+    zulu_seconds(v).or_else(|| {
+        DateTime::parse_from_rfc3339(v)
+            .ok()
+            .map(|d| d.with_timezone(&Utc))
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` exactly, when it names a real date and time.
+fn zulu_seconds(v: &str) -> Option<DateTime<Utc>> {
+    let b = v.as_bytes();
+    if b.len() != 20 || [b[4], b[7], b[10], b[13], b[16], b[19]] != *b"--T::Z" {
+        return None;
+    }
+    let n = |at: usize, len: usize| -> Option<u32> {
+        b[at..at + len].iter().try_fold(0u32, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+        })
+    };
+    let date = chrono::NaiveDate::from_ymd_opt(i32::try_from(n(0, 4)?).ok()?, n(5, 2)?, n(8, 2)?)?;
+    Some(date.and_hms_opt(n(11, 2)?, n(14, 2)?, n(17, 2)?)?.and_utc())
+}
+
+/// A limit or a remaining count, as `f64` text: the integers every answer carries are read as integers (below 10^15
+/// they are exact in an `f64`, so the value is the same), anything else as a float.
+fn count(v: &str) -> Option<f64> {
+    if !v.is_empty() && v.len() <= 15 && v.bytes().all(|b| b.is_ascii_digit()) {
+        return v.parse::<u64>().ok().map(|n| n as f64);
+    }
+    v.parse().ok()
+}
+
+impl UnifiedLimits {
+    /// Reads one `anthropic-ratelimit-unified-{field}` header: the overall status or reset, or one field of a named
+    /// window (kept in the order the windows first appear). Overage, fallback and unknown fields name no window.
+    fn read(&mut self, field: &str, value: &str) {
+        match field {
+            "status" => self.status = Some(value.to_string()),
+            "reset" => self.reset = epoch(value),
             _ => {
-                let Some((window, field)) = rest.rsplit_once('-') else {
-                    continue;
+                let Some((window, part)) = field.rsplit_once('-') else {
+                    return;
                 };
-                if !matches!(field, "status" | "utilization" | "reset") {
-                    continue; // e.g. "representative-claim" names no window
+                if !matches!(part, "status" | "utilization" | "reset") {
+                    return; // e.g. "representative-claim" names no window
                 }
                 if window.starts_with("overage") || window == "fallback" {
-                    continue;
+                    return;
                 }
-                let idx = match limits.windows.iter().position(|w| w.name == window) {
-                    Some(i) => i,
-                    None => {
-                        limits.windows.push(UnifiedWindow {
-                            name: window.to_string(),
-                            status: None,
-                            utilization: None,
-                            reset: None,
-                        });
-                        limits.windows.len() - 1
-                    }
-                };
-                let w = &mut limits.windows[idx];
-                match field {
+                let w = self.window(window);
+                match part {
                     "status" => w.status = Some(value.to_string()),
                     "utilization" => w.utilization = value.trim().parse().ok(),
-                    "reset" => w.reset = epoch(value),
-                    _ => {}
+                    _ => w.reset = epoch(value),
                 }
             }
         }
     }
-    any.then_some(limits)
-}
 
-impl UnifiedLimits {
+    /// The window named `name`, added (empty) if new.
+    fn window(&mut self, name: &str) -> &mut UnifiedWindow {
+        let i = match self.windows.iter().position(|w| w.name == name) {
+            Some(i) => i,
+            None => {
+                self.windows.push(UnifiedWindow {
+                    name: name.to_string(),
+                    status: None,
+                    utilization: None,
+                    reset: None,
+                });
+                self.windows.len() - 1
+            }
+        };
+        &mut self.windows[i]
+    }
+
     /// When a rejected account-wide window (5h/7d) frees up: the latest reset among them.
     pub fn account_rejected_until(&self) -> Option<DateTime<Utc>> {
         self.windows
@@ -218,100 +258,4 @@ impl UnifiedLimits {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
-        h
-    }
-
-    #[test]
-    fn retry_after_forms() {
-        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        assert_eq!(
-            retry_after(&headers(&[("retry-after", "7")]), now),
-            Some(Duration::from_secs(7))
-        );
-        assert_eq!(
-            retry_after(&headers(&[("retry-after", "1.5")]), now),
-            Some(Duration::from_millis(1500))
-        );
-        assert_eq!(
-            retry_after(
-                &headers(&[("retry-after", "Thu, 01 Jan 2026 00:01:30 GMT")]),
-                now
-            ),
-            Some(Duration::from_secs(90))
-        );
-        assert_eq!(
-            retry_after(
-                &headers(&[("retry-after", "Wed, 31 Dec 2025 23:00:00 GMT")]),
-                now
-            ),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(
-            retry_after(
-                &headers(&[("retry-after", "7"), ("retry-after-ms", "2500")]),
-                now
-            ),
-            Some(Duration::from_millis(2500))
-        );
-        assert_eq!(retry_after(&headers(&[("retry-after", "soon")]), now), None);
-        assert_eq!(retry_after(&headers(&[("retry-after", "-3")]), now), None);
-        assert_eq!(retry_after(&HeaderMap::new(), now), None);
-    }
-
-    #[test]
-    fn unified_windows_latest_rejected_reset_wins() {
-        let h = headers(&[
-            ("anthropic-ratelimit-unified-status", "rejected"),
-            ("anthropic-ratelimit-unified-5h-status", "rejected"),
-            ("anthropic-ratelimit-unified-5h-utilization", "1.0"),
-            ("anthropic-ratelimit-unified-5h-reset", "1767225600"),
-            ("anthropic-ratelimit-unified-7d-status", "rejected"),
-            ("anthropic-ratelimit-unified-7d-utilization", "0.98"),
-            ("anthropic-ratelimit-unified-7d-reset", "1767312000"),
-            ("anthropic-ratelimit-unified-7d_opus-status", "allowed"),
-            ("anthropic-ratelimit-unified-overage-status", "rejected"),
-        ]);
-        let u = unified(&h).unwrap();
-        assert_eq!(u.status.as_deref(), Some("rejected"));
-        assert_eq!(u.account_rejected_until().unwrap().timestamp(), 1767312000);
-        assert_eq!(u.model_rejected_until(), None);
-        assert_eq!(u.utilization(), Some(1.0));
-        assert!(unified(&headers(&[("retry-after", "1")])).is_none());
-    }
-
-    #[test]
-    fn api_key_limits_become_windows() {
-        let h = headers(&[
-            ("anthropic-ratelimit-requests-limit", "100"),
-            ("anthropic-ratelimit-requests-remaining", "25"),
-            ("anthropic-ratelimit-requests-reset", "2026-01-01T00:00:30Z"),
-            ("anthropic-ratelimit-tokens-limit", "1000"),
-            ("anthropic-ratelimit-tokens-remaining", "900"),
-        ]);
-        let l = limits(&h).unwrap();
-        assert_eq!(l.windows.len(), 2);
-        assert!((l.utilization().unwrap() - 0.75).abs() < 1e-9);
-        assert_eq!(l.windows[0].reset.unwrap().timestamp(), 1767225630);
-        assert!(limits(&HeaderMap::new()).is_none());
-        let model = headers(&[
-            ("anthropic-ratelimit-unified-7d_opus-status", "rejected"),
-            ("anthropic-ratelimit-unified-7d_opus-reset", "1767312000"),
-        ]);
-        let u = limits(&model).unwrap();
-        assert_eq!(u.model_rejected_until().unwrap().timestamp(), 1767312000);
-        assert_eq!(u.account_rejected_until(), None);
-    }
-}
+mod tests;
