@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 
 use crate::error::GatewayError;
 use crate::keys::limits::{self, MINUTE_MS};
-use crate::keys::{hash, ClientKey, KeyId};
+use crate::keys::{hash, ClientKey, KeyHash, KeyId};
 use crate::store::tenants::{
     CounterDelta, CounterQuery, CounterTotal, InFlight, TenantStore, Window,
 };
@@ -328,16 +328,17 @@ impl KeyRing {
                 "missing client key: send it as x-api-key or Authorization: Bearer".into(),
             ));
         };
-        let h = hash(presented);
+        let h = KeyHash::of(presented);
+        let h = h.as_str();
         if self
             .statics
             .iter()
-            .fold(false, |found, s| found | secret_eq(s, &h))
+            .fold(false, |found, s| found | secret_eq(s, h))
         {
             return Ok(Tenant::Static);
         }
         let table = self.table();
-        let Some(state) = table.get(&h).filter(|s| secret_eq(&s.key().hash, &h)) else {
+        let Some(state) = table.get(h).filter(|s| secret_eq(&s.key().hash, h)) else {
             return Err(GatewayError::Unauthorized("invalid client key".into()));
         };
         let key = state.key();
