@@ -17,6 +17,8 @@
 //!   `content-length` from hyper.
 //! - Proxies from the environment (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`, read once at start): a
 //!   CONNECT tunnel for https, absolute-form requests (with the proxy's credentials) for http.
+//! - A request HTTP/2 says upstream did not process (REFUSED_STREAM, a graceful GOAWAY) is sent again, at most
+//!   twice, as reqwest's retry layer did; nothing else is retried here (failover is `crate::proxy`'s).
 //! - No redirects are followed: a 3xx is upstream's answer and goes back to the client as any other.
 //!
 //! Must not know: accounts, the pool, what the request is (that is `crate::proxy`'s), HTTP status policy (failures
