@@ -39,7 +39,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -217,6 +217,10 @@ async fn connection(
 const NONE: u64 = u64::MAX;
 
 /// What one connection is doing, shared by its socket (reads), its service (requests) and its watchdog.
+///
+/// Nothing here wakes the watchdog: it looks at the state when its timer fires, and its timer never sleeps longer than
+/// the shorter timeout ([`Activity::expired`]). A request's start and end and a head's first byte are a few atomic
+/// stores, not a wake-up of the connection's task (which would poll hyper's connection again for nothing).
 #[derive(Debug)]
 struct Activity {
     epoch: Instant,
@@ -226,7 +230,6 @@ struct Activity {
     head_since: AtomicU64,
     /// When the connection last became idle (ms since `epoch`).
     idle_since: AtomicU64,
-    changed: Notify,
 }
 
 impl Activity {
@@ -236,7 +239,6 @@ impl Activity {
             in_progress: AtomicUsize::new(0),
             head_since: AtomicU64::new(NONE),
             idle_since: AtomicU64::new(0),
-            changed: Notify::new(),
         }
     }
 
@@ -251,12 +253,14 @@ impl Activity {
     /// Bytes arrived from the client.
     fn read(&self) {
         if self.in_progress.load(Ordering::Acquire) == 0
-            && self
-                .head_since
-                .compare_exchange(NONE, self.now_ms(), Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
+            && self.head_since.load(Ordering::Acquire) == NONE
         {
-            self.changed.notify_one();
+            let _ = self.head_since.compare_exchange(
+                NONE,
+                self.now_ms(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
         }
     }
 
@@ -275,23 +279,23 @@ impl Activity {
     }
 
     /// Resolves (with the reason) once the connection has been idle, or sending a head, for too long.
+    ///
+    /// Exact without being told of changes: every deadline lies at least `min(header, idle timeout)` after the change
+    /// that set it (a head's first byte, the end of a request), and the watchdog looks again at most that long after
+    /// it last looked, so it always looks again before a deadline set since, then sleeps until that deadline.
     async fn expired(&self, s: ListenerSettings) -> &'static str {
+        let look_again = s
+            .header_read_timeout
+            .min(s.idle_timeout)
+            .max(Duration::from_millis(1));
         loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            match self.deadline(s) {
-                None => changed.await,
-                Some((at, why)) => {
-                    if at <= Instant::now() {
-                        return why;
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep_until(at) => {}
-                        () = changed => {}
-                    }
-                }
-            }
+            let now = Instant::now();
+            let wake = match self.deadline(s) {
+                Some((at, why)) if at <= now => return why,
+                Some((at, _)) => at.min(now + look_again),
+                None => now + look_again,
+            };
+            tokio::time::sleep_until(wake).await;
         }
     }
 }
@@ -304,7 +308,6 @@ impl RequestInProgress {
     fn start(activity: Arc<Activity>) -> RequestInProgress {
         activity.in_progress.fetch_add(1, Ordering::AcqRel);
         activity.head_since.store(NONE, Ordering::Release);
-        activity.changed.notify_one();
         RequestInProgress(activity)
     }
 }
@@ -314,7 +317,6 @@ impl Drop for RequestInProgress {
         let a = &self.0;
         a.idle_since.store(a.now_ms(), Ordering::Release);
         a.in_progress.fetch_sub(1, Ordering::AcqRel);
-        a.changed.notify_one();
     }
 }
 
@@ -372,10 +374,13 @@ impl AsyncWrite for Watched {
 
 // === Bodies: the request's with a deadline, the response's holding the request in progress ===
 
-/// The request body, failing with [`BodyReadTimeout`] once its deadline has passed.
+/// The request body, failing with [`BodyReadTimeout`] once its deadline has passed. The timer is set only when a read
+/// has to wait (most bodies arrive with their head and never need one).
 struct TimedBody {
     inner: Incoming,
-    deadline: Pin<Box<Sleep>>,
+    /// When the body's time runs out.
+    until: Instant,
+    deadline: Option<Pin<Box<Sleep>>>,
     timeout: Duration,
 }
 
@@ -383,7 +388,8 @@ impl TimedBody {
     fn new(inner: Incoming, timeout: Duration) -> TimedBody {
         TimedBody {
             inner,
-            deadline: Box::pin(tokio::time::sleep(timeout)),
+            until: Instant::now() + timeout,
+            deadline: None,
             timeout,
         }
     }
@@ -397,12 +403,16 @@ impl HttpBody for TimedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
-            Poll::Pending => match self.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(BodyReadTimeout(self.timeout).into()))),
-                Poll::Pending => Poll::Pending,
-            },
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let until = self.until;
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(BodyReadTimeout(self.timeout).into()))),
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -438,5 +448,85 @@ impl HttpBody for Tracked {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod watchdog_tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::{Activity, ListenerSettings, RequestInProgress};
+
+    fn settings(header: u64, idle: u64) -> ListenerSettings {
+        ListenerSettings {
+            header_read_timeout: Duration::from_secs(header),
+            idle_timeout: Duration::from_secs(idle),
+            body_read_timeout: Duration::from_secs(60),
+            max_connections: 1,
+        }
+    }
+
+    /// When `expired` resolves, and why, with `during` running alongside it (paused time).
+    async fn expiry(
+        activity: &Arc<Activity>,
+        s: ListenerSettings,
+        during: impl std::future::Future<Output = ()>,
+    ) -> (Duration, &'static str) {
+        let start = Instant::now();
+        let (why, ()) = tokio::join!(activity.expired(s), during);
+        (start.elapsed(), why)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_expires_exactly_at_the_idle_timeout() {
+        let a = Arc::new(Activity::new());
+        let (after, why) = expiry(&a, settings(30, 120), async {}).await;
+        assert_eq!((after, why), (Duration::from_secs(120), "idle"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_begun_while_the_watchdog_sleeps_expires_at_its_own_deadline() {
+        // The watchdog is asleep toward the idle deadline (120 s) when the head's first byte arrives at 50 s: nobody
+        // tells it, yet it closes at 50 + 30 s.
+        let a = Arc::new(Activity::new());
+        let reader = Arc::clone(&a);
+        let (after, why) = expiry(&a, settings(30, 120), async move {
+            tokio::time::sleep(Duration::from_secs(50)).await;
+            reader.read();
+        })
+        .await;
+        assert_eq!((after, why), (Duration::from_secs(80), "header_timeout"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_progress_has_no_deadline_and_idleness_counts_from_its_end() {
+        let a = Arc::new(Activity::new());
+        let requester = Arc::clone(&a);
+        let (after, why) = expiry(&a, settings(30, 120), async move {
+            requester.read();
+            let request = RequestInProgress::start(Arc::clone(&requester));
+            // A response written for an hour: longer than every timeout.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            drop(request);
+        })
+        .await;
+        assert_eq!((after, why), (Duration::from_secs(3600 + 120), "idle"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_timeout_shorter_than_the_header_timeout_is_exact_too() {
+        let a = Arc::new(Activity::new());
+        let requester = Arc::clone(&a);
+        let (after, why) = expiry(&a, settings(30, 2), async move {
+            requester.read();
+            let request = RequestInProgress::start(Arc::clone(&requester));
+            tokio::time::sleep(Duration::from_millis(61_500)).await;
+            drop(request);
+        })
+        .await;
+        assert_eq!((after, why), (Duration::from_millis(63_500), "idle"));
     }
 }
