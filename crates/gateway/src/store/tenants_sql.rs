@@ -40,6 +40,17 @@ pub fn insert_chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
         Some(chunk)
     })
 }
+/// Columns of one request-log row.
+const REQUEST_FIELDS: usize = 18;
+
+/// The request-log insert of `rows` records with `?` placeholders (numbered by the backend's `$q` for PostgreSQL):
+/// the text `QueryBuilder::push_values` wrote, written once per chunk size instead of placeholder by placeholder on
+/// every flush.
+pub fn insert_requests_sql(rows: usize) -> String {
+    let row = format!("({})", vec!["?"; REQUEST_FIELDS].join(", "));
+    format!("{INSERT_REQUESTS}VALUES {}", vec![row; rows].join(", "))
+}
+
 pub const UPSERT_HOURLY: &str = "INSERT INTO usage_hourly (hour_ms, key_id, key_name, account_id, account_name, model, \
      requests, input_tokens, output_tokens, cache_creation_5m, cache_creation_1h, cache_read_tokens, cost_nanos, \
      cost_unknown) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
@@ -241,35 +252,36 @@ macro_rules! tenant_store {
                 rows: &[super::tenants::RequestRecord],
             ) -> Result<(), StoreError> {
                 use super::tenants_sql::to_i64;
+                // One statement text per chunk size (a power of two up to INSERT_CHUNK), built once.
+                static SQL: [std::sync::OnceLock<String>; 7] =
+                    [const { std::sync::OnceLock::new() }; 7];
                 for chunk in super::tenants_sql::insert_chunks(rows) {
-                    let mut insert = sqlx::QueryBuilder::<<$row as sqlx::Row>::Database>::new(
-                        super::tenants_sql::INSERT_REQUESTS,
-                    );
-                    insert.push_values(chunk, |mut b, r| {
-                        b.push_bind(to_millis(r.at))
-                            .push_bind(r.key_id)
-                            .push_bind(&r.key)
-                            .push_bind(r.account_id)
-                            .push_bind(&r.account)
-                            .push_bind(&r.model)
-                            .push_bind(&r.route)
-                            .push_bind(i64::from(r.stream))
-                            .push_bind(i64::from(r.status))
-                            .push_bind(&r.error_type)
-                            .push_bind(to_i64(r.tokens.input))
-                            .push_bind(to_i64(r.tokens.output))
-                            .push_bind(to_i64(r.tokens.cache_creation_5m))
-                            .push_bind(to_i64(r.tokens.cache_creation_1h))
-                            .push_bind(to_i64(r.tokens.cache_read))
-                            .push_bind(to_i64(r.latency_ms))
-                            .push_bind(r.ttfb_ms.map(to_i64))
-                            .push_bind(r.cost_nanos);
+                    let sql = SQL[chunk.len().ilog2() as usize].get_or_init(|| {
+                        String::from($q(&super::tenants_sql::insert_requests_sql(chunk.len())))
                     });
-                    insert
-                        .build()
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(unavailable)?;
+                    let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+                    for r in chunk {
+                        insert = insert
+                            .bind(to_millis(r.at))
+                            .bind(r.key_id)
+                            .bind(&r.key)
+                            .bind(r.account_id)
+                            .bind(&r.account)
+                            .bind(&r.model)
+                            .bind(&r.route)
+                            .bind(i64::from(r.stream))
+                            .bind(i64::from(r.status))
+                            .bind(&r.error_type)
+                            .bind(to_i64(r.tokens.input))
+                            .bind(to_i64(r.tokens.output))
+                            .bind(to_i64(r.tokens.cache_creation_5m))
+                            .bind(to_i64(r.tokens.cache_creation_1h))
+                            .bind(to_i64(r.tokens.cache_read))
+                            .bind(to_i64(r.latency_ms))
+                            .bind(r.ttfb_ms.map(to_i64))
+                            .bind(r.cost_nanos);
+                    }
+                    insert.execute(&mut *tx).await.map_err(unavailable)?;
                 }
                 let upsert = $q(super::tenants_sql::UPSERT_HOURLY);
                 for ((hour, key_id, account_id, model), (key, account, n, t, cost, unknown)) in
@@ -635,5 +647,20 @@ mod tests {
         assert_eq!(sizes(127), [64, 32, 16, 8, 4, 2, 1]);
         let distinct: std::collections::BTreeSet<usize> = (0..1000).flat_map(sizes).collect();
         assert!(distinct.len() <= 7, "{distinct:?}");
+    }
+
+    /// The statement text is the one QueryBuilder wrote bind by bind (so the statements prepared before are the same).
+    #[test]
+    fn the_request_insert_is_the_text_the_query_builder_wrote() {
+        for n in [1, 2, 64] {
+            let mut b = sqlx::QueryBuilder::<sqlx::Sqlite>::new(INSERT_REQUESTS);
+            b.push_values(0..n, |mut row, _| {
+                for _ in 0..REQUEST_FIELDS {
+                    row.push_bind(0i64);
+                }
+            });
+            assert_eq!(insert_requests_sql(n), b.sql().as_str(), "{n} rows");
+        }
+        assert_eq!(INSERT_REQUESTS.matches(',').count() + 1, REQUEST_FIELDS);
     }
 }
