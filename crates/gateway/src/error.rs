@@ -357,14 +357,4 @@ impl IntoResponse for GatewayError {
     }
 }
 
-/// An error and its sources on one line ("a: b: c"), for messages that must say the root cause.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg
-}
+pub use crate::chain::error_chain;

@@ -11,6 +11,7 @@ mod auth;
 mod backoff;
 mod body;
 mod browser;
+mod chain;
 pub mod cli;
 mod clock;
 mod config;

@@ -78,7 +78,7 @@ impl UpstreamError {
         let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
         while let Some(c) = cause {
             if c.downcast_ref::<h2::Error>().is_some_and(not_processed) {
-                return UpstreamError::NotProcessed(chain(e));
+                return UpstreamError::NotProcessed(crate::chain::error_chain(e));
             }
             let io_timeout = c
                 .downcast_ref::<std::io::Error>()
@@ -88,7 +88,7 @@ impl UpstreamError {
             }
             cause = c.source();
         }
-        UpstreamError::Failed(chain(e))
+        UpstreamError::Failed(crate::chain::error_chain(e))
     }
 }
 
@@ -97,18 +97,6 @@ fn not_processed(e: &h2::Error) -> bool {
     e.is_remote()
         && ((e.is_reset() && e.reason() == Some(h2::Reason::REFUSED_STREAM))
             || (e.is_go_away() && e.reason() == Some(h2::Reason::NO_ERROR)))
-}
-
-/// An error and its sources on one line ("a: b: c"): the root cause is what says what happened.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg
 }
 
 /// Timeouts of one client (`[upstream]` in the config).
