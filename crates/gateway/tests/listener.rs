@@ -339,3 +339,44 @@ async fn connections_are_served_on_the_configured_workers_or_on_the_shared_runti
         assert_eq!(named, expected, "{workers}");
     }
 }
+
+/// Sum of `AnonHugePages` over a process's mappings, in kB.
+fn anon_huge_pages_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("AnonHugePages:"))
+        .filter_map(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .sum()
+}
+
+/// The allocator asks for no transparent huge pages: on a host where THP is `madvise` (Debian's and this machine's),
+/// mimalloc's default `madvise(MADV_HUGEPAGE)` on its arenas made the first touch of each 2 MiB region a synchronous
+/// huge-page fault — 2 MiB zeroed inside whatever allocation touched it, 13–20 ms on the benchmark VM, on a connection
+/// worker (and once under the usage lock every worker takes). That was the gateway's p99.9 stall of 10–20 ms.
+#[tokio::test]
+async fn the_gateway_takes_no_transparent_huge_pages_from_its_allocator() {
+    let thp =
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    if !thp.contains("[madvise]") {
+        // `never`: nothing to check; `always`: the kernel hands out huge pages whatever the allocator asks
+        // (README: set MIMALLOC_ALLOW_THP=0 there).
+        eprintln!(
+            "THP is not `madvise` here ({}): nothing to check",
+            thp.trim()
+        );
+        return;
+    }
+    let sim = Simulator::start().await.unwrap();
+    let gw = gateway(&sim, "").await;
+    let body = serde_json::json!({"model": "claude-sonnet-4-5", "max_tokens": 16,
+        "messages": [{"role": "user", "content": "x".repeat(64 * 1024)}]})
+    .to_string();
+    let client = reqwest::Client::new();
+    for _ in 0..64 {
+        let r = post_messages(&client, &gw, body.clone()).await;
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+    assert_eq!(anon_huge_pages_kb(gw.pid()), 0);
+}
