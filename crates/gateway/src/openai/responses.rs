@@ -50,7 +50,7 @@ pub async fn create(State(state): State<AppState>, req: Request) -> Response {
             .then(|| crate::auth::presented_key(&parts.headers))
             .flatten(),
     );
-    let translated = match translate(&state, &body, &owner).await {
+    let mut translated = match translate(&state, &body, &owner).await {
         Ok(t) => t,
         Err(r) => return r,
     };
@@ -62,7 +62,7 @@ pub async fn create(State(state): State<AppState>, req: Request) -> Response {
         store: state.store.clone(),
         clock: state.clock.clone(),
         owner,
-        messages: translated.messages.clone(),
+        messages: std::mem::take(&mut translated.messages),
     });
     let answer = state.proxy.forward(forward).await;
     translate_answer(answer, translated, saver, state.clock.now().timestamp()).await

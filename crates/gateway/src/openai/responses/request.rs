@@ -60,7 +60,8 @@ pub struct Translated {
     /// Keep the conversation for a later `previous_response_id` (OpenAI's default is `true`).
     pub store: bool,
     pub names: ToolNames,
-    /// The Anthropic messages sent (the stored conversation, if any, included).
+    /// The Anthropic messages sent (the stored conversation, if any, included), to keep with the answer; empty for
+    /// `store: false` (nothing will be kept, so they are not copied).
     pub messages: Vec<Value>,
     /// The request's parameters echoed in the response object.
     pub echo: Map<String, Value>,
@@ -113,11 +114,16 @@ pub fn translate(req: &Map<String, Value>, prior: Vec<Value>) -> Result<Translat
     if budget.is_some() {
         refuse_with_thinking(req, &chat_tools).map_err(rename_effort)?;
     }
+    let (sent, kept) = if store {
+        (conv.messages.clone(), conv.messages)
+    } else {
+        (conv.messages, Vec::new())
+    };
     let body = MessagesBody {
         model: &model,
         max_tokens,
         system: &conv.system,
-        messages: conv.messages.clone(),
+        messages: sent,
         budget,
         tools: chat_tools,
         stream,
@@ -128,7 +134,7 @@ pub fn translate(req: &Map<String, Value>, prior: Vec<Value>) -> Result<Translat
         model,
         store,
         names: tools.names,
-        messages: conv.messages,
+        messages: kept,
         echo: echo(req, budget),
         prompt_cache_key: field(req, "prompt_cache_key")
             .and_then(Value::as_str)
