@@ -80,19 +80,7 @@ impl Stream for UsageTap {
             }
             Poll::Ready(None) => {
                 if let Some(copy) = this.copy.take() {
-                    let mut watch = StreamWatch::default();
-                    if let Ok(a) = serde_json::from_slice::<AnswerUsage>(&copy) {
-                        watch.usage(a.0.as_ref());
-                    }
-                    if let Some(m) = &this.meter {
-                        m.add_tokens(&watch.tokens);
-                    }
-                    this.slot.entry.record_tokens(
-                        watch.input_tokens,
-                        watch.output_tokens,
-                        watch.cache_read_tokens,
-                        watch.cache_creation_tokens,
-                    );
+                    record_usage_of(&this.slot.entry, &copy, this.meter.as_ref());
                 }
             }
             _ => {}
