@@ -58,9 +58,8 @@ struct TlsUpstream {
 
 const ANSWER: &str = r#"{"id":"msg_tls","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"text","text":"over tls"}],"stop_reason":"end_turn","usage":{"input_tokens":3,"output_tokens":2}}"#;
 
-/// An HTTPS server with the test certificate offering `alpn`, answering every request with one Messages answer over
-/// HTTP/2 when ALPN chose it, else HTTP/1.1.
-async fn tls_upstream(alpn: &[&[u8]]) -> TlsUpstream {
+/// A TLS acceptor with the test certificate (`fixtures/server.pem`, signed by the test CA) offering `alpn`.
+fn test_acceptor(alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(fixture("server.pem"))
@@ -76,7 +75,13 @@ async fn tls_upstream(alpn: &[&[u8]]) -> TlsUpstream {
         .with_single_cert(certs, key)
         .unwrap();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// An HTTPS server with the test certificate offering `alpn`, answering every request with one Messages answer over
+/// HTTP/2 when ALPN chose it, else HTTP/1.1.
+async fn tls_upstream(alpn: &[&[u8]]) -> TlsUpstream {
+    let acceptor = test_acceptor(alpn);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -564,23 +569,8 @@ async fn an_upstream_redirect_is_answered_to_the_client_never_followed_with_the_
 /// An HTTP/2-only TLS upstream (the h2 crate's server, to refuse streams at will) that resets the first `refuse`
 /// streams with REFUSED_STREAM and answers the others; it counts the streams it saw.
 async fn refusing_h2_upstream(refuse: usize) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     use std::sync::atomic::Ordering;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(fixture("server.pem"))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let key = PrivateKeyDer::from_pem_file(fixture("server.key")).unwrap();
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = test_acceptor(&[b"h2"]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let streams = Arc::new(std::sync::atomic::AtomicUsize::new(0));
