@@ -30,6 +30,9 @@ fn unavailable(e: sqlx::Error) -> StoreError {
 }
 
 impl PostgresStore {
+    /// How a write transaction begins (row locks and compare-and-set do the rest).
+    const BEGIN: &'static str = "BEGIN";
+
     /// Reads and writes credentials with `encryption` (see [`super::encryption`]).
     pub fn with_encryption(mut self, encryption: super::encryption::Encryption) -> Self {
         self.encryption = encryption;

@@ -347,7 +347,7 @@ macro_rules! sql_store {
                     return Err(StoreError::Conflict { id, expected: expected_version });
                 }
                 apply_update(&mut account, update);
-                let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                let mut tx = self.pool.begin_with(<$store>::BEGIN).await.map_err(unavailable)?;
                 if let Some(f) = fence {
                     let locked = sqlx::query(sqlx::AssertSqlSafe($q(sql::LOCK_FENCE)))
                         .bind(id)
@@ -431,7 +431,7 @@ macro_rules! sql_store {
 
             fn insert_account(&self, a: NewAccount) -> StoreFuture<'_, Account> {
                 Box::pin(async move {
-                    let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                    let mut tx = self.pool.begin_with(<$store>::BEGIN).await.map_err(unavailable)?;
                     let id = insert_in(&mut *tx, &self.encryption, &a).await?;
                     bump_seq(&mut *tx).await?;
                     tx.commit().await.map_err(unavailable)?;
@@ -441,7 +441,7 @@ macro_rules! sql_store {
 
             fn write_accounts(&self, writes: Vec<super::AccountWrite>) -> StoreFuture<'_, Vec<Account>> {
                 Box::pin(async move {
-                    let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                    let mut tx = self.pool.begin_with(<$store>::BEGIN).await.map_err(unavailable)?;
                     let mut ids = Vec::with_capacity(writes.len());
                     for w in writes {
                         ids.push(match w {
@@ -484,7 +484,7 @@ macro_rules! sql_store {
 
             fn remove_account(&self, id: AccountId) -> StoreFuture<'_, ()> {
                 Box::pin(async move {
-                    let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                    let mut tx = self.pool.begin_with(<$store>::BEGIN).await.map_err(unavailable)?;
                     let done =
                         sqlx::query(sqlx::AssertSqlSafe($q(sql::DELETE_ACCOUNT))).bind(id).execute(&mut *tx).await.map_err(unavailable)?;
                     if done.rows_affected() == 0 {
@@ -665,7 +665,7 @@ macro_rules! sql_store {
                         return Ok(());
                     }
                     let statement = $q(sql::ADD_USAGE);
-                    let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                    let mut tx = self.pool.begin_with(<$store>::BEGIN).await.map_err(unavailable)?;
                     for (id, u) in &batch {
                         let v = sql::usage_values(u);
                         sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
@@ -685,7 +685,7 @@ macro_rules! sql_store {
 
             fn put_response(&self, r: super::StoredResponse, keep: u64) -> StoreFuture<'_, ()> {
                 Box::pin(async move {
-                    let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                    let mut tx = self.pool.begin_with(<$store>::BEGIN).await.map_err(unavailable)?;
                     let (seq,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe($q(sql::PUT_RESPONSE)))
                         .bind(&r.id)
                         .bind(&r.owner)

@@ -26,6 +26,11 @@ fn unavailable(e: sqlx::Error) -> StoreError {
 }
 
 impl SqliteStore {
+    /// How a write transaction begins: with the write lock taken, so that a transaction that reads before it writes
+    /// waits (`busy_timeout`) for another connection's commit (another of the pool's, or the CLI's while the gateway
+    /// runs) instead of failing with "database is locked" when its snapshot went stale (WAL's SQLITE_BUSY_SNAPSHOT).
+    const BEGIN: &'static str = "BEGIN IMMEDIATE";
+
     /// Reads and writes credentials with `encryption` (see [`super::encryption`]).
     pub fn with_encryption(mut self, encryption: super::encryption::Encryption) -> Self {
         self.encryption = encryption;
@@ -219,6 +224,48 @@ mod tests {
             "nothing of the batch was written"
         );
         assert_eq!(store.change_seq().await.unwrap(), seq + 1);
+    }
+
+    /// Two stores on one file (the CLI importing while the gateway serves, or two of the pool's connections) write at
+    /// once, each transaction reading before it writes (an update checks the version it replaces): one whose snapshot
+    /// the other's commit made stale waits for the lock, it never fails with "database is locked".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_on_one_file_wait_for_each_other() {
+        use crate::store::AccountWrite;
+        let dir = std::env::temp_dir().join(format!("cgw-store-writers-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let gateway = std::sync::Arc::new(SqliteStore::open(&dir).await.unwrap());
+        let cli = std::sync::Arc::new(SqliteStore::open(&dir).await.unwrap());
+        let writer = |store: std::sync::Arc<SqliteStore>, who: &'static str| async move {
+            let mut account = store.insert_account(new_oauth(who, who)).await.unwrap();
+            let mut errors = Vec::new();
+            for i in 0..100 {
+                let rename = AccountWrite::Update {
+                    id: account.id,
+                    version: account.version,
+                    update: AccountUpdate {
+                        name: Some(format!("{who}-{i}")),
+                        ..Default::default()
+                    },
+                };
+                match store.write_accounts(vec![rename]).await {
+                    Ok(mut written) => account = written.remove(0),
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            errors
+        };
+        let (a, b) = tokio::join!(
+            tokio::spawn(writer(std::sync::Arc::clone(&gateway), "gateway")),
+            tokio::spawn(writer(std::sync::Arc::clone(&cli), "cli")),
+        );
+        let errors: Vec<String> = a.unwrap().into_iter().chain(b.unwrap()).collect();
+        assert!(
+            errors.is_empty(),
+            "{} writes failed: {:?}",
+            errors.len(),
+            errors.first()
+        );
     }
 
     #[tokio::test]

@@ -374,7 +374,11 @@ macro_rules! tenant_store {
                     let now = to_millis(crate::clock::system_now());
                     let limits = serde_json::to_string(&k.limits)
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                    let mut tx = self
+                        .pool
+                        .begin_with(<$store>::BEGIN)
+                        .await
+                        .map_err(unavailable)?;
                     let row = sqlx::query(sqlx::AssertSqlSafe($q(super::tenants_sql::INSERT_KEY)))
                         .bind(&k.name)
                         .bind(&k.prefix)
@@ -409,7 +413,11 @@ macro_rules! tenant_store {
                 Box::pin(async move {
                     let limits = serde_json::to_string(&k.limits)
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                    let mut tx = self
+                        .pool
+                        .begin_with(<$store>::BEGIN)
+                        .await
+                        .map_err(unavailable)?;
                     let done = sqlx::query(sqlx::AssertSqlSafe($q(super::tenants_sql::UPDATE_KEY)))
                         .bind(&k.name)
                         .bind(&k.note)
@@ -438,7 +446,11 @@ macro_rules! tenant_store {
 
             fn remove_key(&self, id: i64) -> StoreFuture<'_, ()> {
                 Box::pin(async move {
-                    let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                    let mut tx = self
+                        .pool
+                        .begin_with(<$store>::BEGIN)
+                        .await
+                        .map_err(unavailable)?;
                     let done = sqlx::query(sqlx::AssertSqlSafe($q(super::tenants_sql::DELETE_KEY)))
                         .bind(id)
                         .execute(&mut *tx)
@@ -454,7 +466,11 @@ macro_rules! tenant_store {
 
             fn record_usage(&self, batch: super::tenants::UsageBatch) -> StoreFuture<'_, ()> {
                 Box::pin(async move {
-                    let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                    let mut tx = self
+                        .pool
+                        .begin_with(<$store>::BEGIN)
+                        .await
+                        .map_err(unavailable)?;
                     Self::write_requests(&mut *tx, &batch.requests).await?;
                     Self::write_counters(&mut *tx, &batch).await?;
                     tx.commit().await.map_err(unavailable)
@@ -600,7 +616,11 @@ macro_rules! tenant_store {
                 Box::pin(async move {
                     use super::tenants_sql::DAY_MS;
                     let now_ms = to_millis(now);
-                    let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                    let mut tx = self
+                        .pool
+                        .begin_with(<$store>::BEGIN)
+                        .await
+                        .map_err(unavailable)?;
                     sqlx::query(sqlx::AssertSqlSafe($q(super::tenants_sql::PRUNE_REQUESTS)))
                         .bind(to_millis(requests_before))
                         .execute(&mut *tx)
