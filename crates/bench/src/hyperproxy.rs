@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 
 type Client = hyper_util::client::legacy::Client<HttpConnector, Incoming>;
 type Body = BoxBody<Bytes, hyper::Error>;
@@ -74,18 +74,5 @@ async fn accept_loop(listen: SocketAddr, upstream: String) -> anyhow::Result<()>
         client,
         upstream: upstream.trim_end_matches('/').to_string(),
     });
-    loop {
-        let Ok((sock, _)) = listener.accept().await else {
-            continue;
-        };
-        let _ = sock.set_nodelay(true);
-        let proxy = proxy.clone();
-        // Connections live until the client closes them; the process is killed at the end of the run.
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| proxy.clone().forward(req));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(sock), service)
-                .await;
-        });
-    }
+    crate::upstream::serve_http1(listener, move |req| proxy.clone().forward(req)).await
 }

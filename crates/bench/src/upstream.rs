@@ -256,17 +256,32 @@ async fn accept_loop(listen: SocketAddr, config: UpstreamConfig) -> anyhow::Resu
         default_stream: Arc::from(stream_events(config.stream_events)),
         config,
     });
+    serve_http1(listener, move |req| canned.clone().answer(req)).await
+}
+
+/// Serves HTTP/1.1 on every connection `listener` accepts, each request answered by `handle`, until the process is
+/// killed (connections live until the client closes them). The fast upstream's loop and the hyper proxy's.
+pub async fn serve_http1<H, F, B, E>(
+    listener: tokio::net::TcpListener,
+    handle: H,
+) -> anyhow::Result<()>
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + 'static,
+    F: std::future::Future<Output = Result<Response<B>, E>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     loop {
         let Ok((sock, _)) = listener.accept().await else {
             continue;
         };
         let _ = sock.set_nodelay(true);
-        let canned = canned.clone();
-        // Connections live until the client closes them; the process is killed at the end of the run.
+        let handle = handle.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| canned.clone().answer(req));
             let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(sock), service)
+                .serve_connection(TokioIo::new(sock), hyper::service::service_fn(handle))
                 .await;
         });
     }

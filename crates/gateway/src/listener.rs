@@ -480,6 +480,14 @@ mod watchdog_tests {
         (start.elapsed(), why)
     }
 
+    /// One request on the connection: its head arrives at once, its response takes `lasts`.
+    async fn one_request(activity: Arc<Activity>, lasts: Duration) {
+        activity.read();
+        let request = RequestInProgress::start(Arc::clone(&activity));
+        tokio::time::sleep(lasts).await;
+        drop(request);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_idle_connection_expires_exactly_at_the_idle_timeout() {
         let a = Arc::new(Activity::new());
@@ -504,29 +512,17 @@ mod watchdog_tests {
     #[tokio::test(start_paused = true)]
     async fn a_request_in_progress_has_no_deadline_and_idleness_counts_from_its_end() {
         let a = Arc::new(Activity::new());
-        let requester = Arc::clone(&a);
-        let (after, why) = expiry(&a, settings(30, 120), async move {
-            requester.read();
-            let request = RequestInProgress::start(Arc::clone(&requester));
-            // A response written for an hour: longer than every timeout.
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            drop(request);
-        })
-        .await;
+        // A response written for an hour: longer than every timeout.
+        let request = one_request(Arc::clone(&a), Duration::from_secs(3600));
+        let (after, why) = expiry(&a, settings(30, 120), request).await;
         assert_eq!((after, why), (Duration::from_secs(3600 + 120), "idle"));
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_idle_timeout_shorter_than_the_header_timeout_is_exact_too() {
         let a = Arc::new(Activity::new());
-        let requester = Arc::clone(&a);
-        let (after, why) = expiry(&a, settings(30, 2), async move {
-            requester.read();
-            let request = RequestInProgress::start(Arc::clone(&requester));
-            tokio::time::sleep(Duration::from_millis(61_500)).await;
-            drop(request);
-        })
-        .await;
+        let request = one_request(Arc::clone(&a), Duration::from_millis(61_500));
+        let (after, why) = expiry(&a, settings(30, 2), request).await;
         assert_eq!((after, why), (Duration::from_millis(63_500), "idle"));
     }
 }

@@ -900,11 +900,6 @@ async fn rollups_sum_by_hour_and_day_count_unknown_costs_apart_and_expire_after_
     })
     .await
     .unwrap();
-    let at = |s: &str| {
-        chrono::DateTime::parse_from_rfc3339(s)
-            .unwrap()
-            .with_timezone(&chrono::Utc)
-    };
     let q = |bucket, from: &str, to: &str| UsageQuery {
         group_by: GroupBy::Model,
         from: at(from),
@@ -1002,11 +997,6 @@ async fn write_and_count_many(t: &dyn claude_gateway::store::tenants::TenantStor
     })
     .await
     .unwrap();
-    let at = |s: &str| {
-        chrono::DateTime::parse_from_rfc3339(s)
-            .unwrap()
-            .with_timezone(&chrono::Utc)
-    };
     let all = t
         .usage(UsageQuery {
             group_by: GroupBy::Model,
@@ -1050,4 +1040,11 @@ async fn a_flush_bigger_than_one_insert_statement_keeps_every_record_on_sqlite_a
         .await
         .unwrap();
     write_and_count_many(postgres.tenants().unwrap()).await;
+}
+
+/// An RFC 3339 instant in UTC.
+fn at(s: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .unwrap()
+        .with_timezone(&chrono::Utc)
 }
