@@ -50,11 +50,11 @@ async fn messages_like(state: AppState, req: Request, route: &'static str) -> Re
     }
 }
 
-async fn messages(State(state): State<AppState>, req: Request) -> Response {
+pub(crate) async fn messages(State(state): State<AppState>, req: Request) -> Response {
     messages_like(state, req, "/v1/messages").await
 }
 
-async fn count_tokens(State(state): State<AppState>, req: Request) -> Response {
+pub(crate) async fn count_tokens(State(state): State<AppState>, req: Request) -> Response {
     messages_like(state, req, "/v1/messages/count_tokens").await
 }
 

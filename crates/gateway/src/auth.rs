@@ -26,12 +26,21 @@ pub(crate) fn presented_key(headers: &HeaderMap) -> Option<&str> {
 
 /// Resolves the presented key to a [`crate::tenants::Tenant`] (static config key, managed key, or an open gateway) and
 /// attaches it to the request's extensions; refuses missing, unknown, disabled and expired keys in the route's dialect.
-pub async fn client_auth(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn client_auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    client_authenticated(&state, req, |req| next.run(req)).await
+}
+
+/// [`client_auth`] around `next`, for the routes that skip the router (`crate::dispatch`).
+pub async fn client_authenticated<F, Fut>(state: &AppState, mut req: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
     let now = state.clock.now();
     match state.keys().authenticate(presented_key(req.headers()), now) {
         Ok(tenant) => {
             req.extensions_mut().insert(tenant);
-            next.run(req).await
+            next(req).await
         }
         Err(e) => e.into_dialect_response(Dialect::of_request(req.uri().path(), req.headers())),
     }

@@ -26,6 +26,15 @@ const PREFLIGHT_MAX_AGE_SECS: &str = "600";
 
 /// The middleware around every route (see the module docs).
 pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    guarded(&state, req, |req| next.run(req)).await
+}
+
+/// [`guard`] around `next`, for the routes that skip the router (`crate::dispatch`).
+pub async fn guarded<F, Fut>(state: &AppState, req: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
     let dialect = Dialect::of_request(req.uri().path(), req.headers());
     if state.config.client_keys.is_empty() {
         if let Err(e) = check_host(&state.config, &req) {
@@ -33,11 +42,11 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
         }
     }
     let Some(origin) = req.headers().get("origin").cloned() else {
-        return next.run(req).await;
+        return next(req).await;
     };
     // The gateway's own page (the dashboard) calls it from its own origin: not a cross-origin request.
     if origin.to_str().ok().is_some_and(|o| same_origin(&req, o)) {
-        return next.run(req).await;
+        return next(req).await;
     }
     let allowed = origin.to_str().ok().is_some_and(|o| {
         state
@@ -62,7 +71,7 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     {
         return preflight(origin, req.headers());
     }
-    let mut response = next.run(req).await;
+    let mut response = next(req).await;
     allow(response.headers_mut(), origin);
     response
 }

@@ -16,6 +16,7 @@ pub mod cli;
 mod clock;
 mod config;
 mod dashboard;
+mod dispatch;
 mod error;
 #[cfg(test)]
 mod fuzz;

@@ -43,7 +43,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
 
 use crate::config::ListenerConfig;
 
@@ -72,10 +71,18 @@ impl From<&ListenerConfig> for ListenerSettings {
 #[error("the request body did not arrive within {0:?} (listener.body_read_timeout_secs)")]
 pub struct BodyReadTimeout(pub Duration);
 
+/// What answers a connection's requests (the gateway's is `crate::dispatch::App`).
+pub trait Handler: Clone + Send + Sync + 'static {
+    fn handle(
+        &self,
+        req: axum::extract::Request,
+    ) -> impl Future<Output = axum::response::Response> + Send;
+}
+
 /// Serves `app` on `listener` until `stop` resolves and every connection has closed; on `workers` when given.
-pub async fn serve(
+pub async fn serve<A: Handler>(
     listener: TcpListener,
-    app: axum::Router,
+    app: A,
     settings: ListenerSettings,
     workers: Option<&Workers>,
     stop: impl Future<Output = ()>,
@@ -150,10 +157,10 @@ async fn take_slot(slots: &Arc<Semaphore>, warned: &mut Option<Instant>) -> Owne
 }
 
 /// One client connection: HTTP/1.1 with keep-alive, closed by the watchdog when the client is too slow or idle.
-async fn connection(
+async fn connection<A: Handler>(
     tcp: TcpStream,
     remote: SocketAddr,
-    app: axum::Router,
+    app: A,
     settings: ListenerSettings,
     drain: CancellationToken,
     _slot: OwnedSemaphorePermit,
@@ -167,14 +174,12 @@ async fn connection(
     let on_request = Arc::clone(&activity);
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let in_progress = RequestInProgress::start(Arc::clone(&on_request));
-        let mut req = req.map(|body| TimedBody::new(body, settings.body_read_timeout));
+        let mut req =
+            req.map(|body| axum::body::Body::new(TimedBody::new(body, settings.body_read_timeout)));
         req.extensions_mut().insert(ConnectInfo(remote));
         let app = app.clone();
         async move {
-            let response = match app.oneshot(req).await {
-                Ok(r) => r,
-                Err(never) => match never {},
-            };
+            let response = app.handle(req).await;
             Ok::<_, Infallible>(response.map(|body| Tracked {
                 inner: body,
                 _in_progress: in_progress,

@@ -99,12 +99,26 @@ async fn count_requests(State(state): State<AppState>, req: Request, next: Next)
         Some(other) => other.to_string().into(),
         None => "unmatched".into(),
     };
+    counted(&state, &route, req, |req| next.run(req)).await
+}
+
+/// [`count_requests`] around `next` for `route`, for the routes that skip the router (`crate::dispatch`).
+pub(crate) async fn counted<F, Fut>(
+    state: &AppState,
+    route: &str,
+    req: Request,
+    next: F,
+) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
     let started = tokio::time::Instant::now();
-    let response = next.run(req).await;
+    let response = next(req).await;
     state
         .proxy
         .metrics()
-        .request(&route, response.status().as_u16(), started.elapsed());
+        .request(route, response.status().as_u16(), started.elapsed());
     state.operator.stats.record(
         state.clock.now().timestamp(),
         response.status().as_u16(),

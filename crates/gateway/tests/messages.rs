@@ -158,6 +158,90 @@ async fn client_key_is_required() {
     assert_eq!(r.status(), 401, "a client key is not an admin key");
 }
 
+/// The API routes skip the router (`crate::dispatch`) but keep its layers, in its order: the browser guard, the request
+/// count, the client's key; any other method or path on them is still the router's.
+#[tokio::test]
+async fn api_routes_keep_every_layer_and_other_methods_stay_the_routers() {
+    let sim = Simulator::start().await.unwrap();
+    let (gw, _) =
+        one_key_gateway(&sim, r#"cors_allowed_origins = ["http://allowed.example"]"#).await;
+    let c = client();
+    let routes = [
+        ("/v1/messages", "anthropic"),
+        ("/v1/messages/count_tokens", "anthropic"),
+        ("/v1/chat/completions", "openai"),
+        ("/v1/responses", "openai"),
+    ];
+    for (path, dialect) in routes {
+        let post = || c.post(gw.url(path)).body(message_body("hi", false));
+        // No key: refused in the route's dialect, and counted under the route.
+        let r = post().send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        match dialect {
+            "anthropic" => assert_eq!(error_type(&v), "authentication_error", "{path}"),
+            _ => assert!(
+                v["error"]["message"].is_string() && v.get("type").is_none(),
+                "{path}: {v}"
+            ),
+        }
+        // A foreign page's request is refused before its key is looked at, and before it is counted.
+        let r = post()
+            .bearer_auth(CLIENT_KEY)
+            .header("origin", "http://evil.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+        // An allowed origin's request goes through the key check and gets the CORS headers on its answer.
+        let r = post()
+            .header("origin", "http://allowed.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+        assert_eq!(
+            r.headers()["access-control-allow-origin"],
+            "http://allowed.example"
+        );
+        // The router's: another method, a preflight, another path.
+        let r = c
+            .get(gw.url(path))
+            .bearer_auth(CLIENT_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "GET {path}");
+        let r = c
+            .request(reqwest::Method::OPTIONS, gw.url(path))
+            .header("origin", "http://allowed.example")
+            .header("access-control-request-method", "POST")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "preflight {path}");
+        let r = c
+            .post(gw.url(&format!("{path}/")))
+            .bearer_auth(CLIENT_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "POST {path}/");
+    }
+    assert!(sim.requests().is_empty());
+    let m = gw.metrics().await;
+    for (path, _) in routes {
+        assert!(
+            m.contains(&format!(
+                r#"gateway_requests_total{{route="{path}",status="401"}} 2"#
+            )) && !m.contains(&format!(
+                r#"gateway_requests_total{{route="{path}",status="403"}}"#
+            )),
+            "{path}: {m}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn invalid_requests_get_anthropic_errors_and_reach_nobody() {
     let sim = Simulator::start().await.unwrap();

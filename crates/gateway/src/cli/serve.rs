@@ -62,7 +62,7 @@ pub(super) async fn serve(
         None => None,
     };
     let limits = crate::listener::ListenerSettings::from(&state.config.listener);
-    let app = crate::server::router(state);
+    let app = crate::dispatch::App::new(crate::server::router(state.clone()), Some(state));
     crate::listener::serve(listener, app, limits, workers.as_ref(), async {
         wait_for_signal().await;
         tracing::info!("shutting down");
@@ -95,7 +95,7 @@ async fn dashboard_listener(
     let addr = listener.local_addr()?;
     tracing::info!("dashboard on http://{addr}/dashboard");
     let limits = crate::listener::ListenerSettings::from(&state.config.listener);
-    let app = crate::server::dashboard_router(state);
+    let app = crate::dispatch::App::new(crate::server::dashboard_router(state), None);
     #[allow(clippy::disallowed_methods)] // awaited at shutdown
     Ok(tokio::spawn(crate::listener::serve(
         listener,
