@@ -128,17 +128,73 @@ pub fn pass_back(name: &HeaderName) -> bool {
     ) || n.starts_with("anthropic-ratelimit-")
 }
 
-/// The headers passed back to the client: upstream's, less those [`pass_back`] refuses. Copied whole (the map keeps
-/// each name's hash, so nothing is hashed again), then the refused names are removed — usually fewer than kept. The
-/// values of one name keep their order; the order of different names may not be upstream's (HTTP gives it no meaning).
-pub fn client_response(upstream: &HeaderMap) -> HeaderMap {
-    let mut out = upstream.clone();
-    let refused: Vec<&HeaderName> = upstream.keys().filter(|n| !pass_back(n)).collect();
-    // From the last: removing the last entry moves no other.
-    for name in refused.into_iter().rev() {
-        out.remove(name);
+/// The headers passed back to the client: upstream's, less those [`pass_back`] refuses, removed in place. Nothing
+/// kept is copied or hashed again (a copy of the map would copy every name hyper read, each a fresh allocation when it
+/// is not a standard one); usually fewer are refused than kept. The values of one name keep their order; the order of
+/// different names may not be upstream's (HTTP gives it no meaning).
+pub fn client_response(mut headers: HeaderMap) -> HeaderMap {
+    let mut refused = Refused::default();
+    let mut all_listed = true;
+    for name in headers.keys().filter(|n| !pass_back(n)) {
+        all_listed &= refused.push(name.as_str());
     }
-    out
+    // From the last: removing the last entry moves no other.
+    for name in refused.names().rev() {
+        headers.remove(name);
+    }
+    if !all_listed {
+        // More refused names than the list holds: the rest one at a time.
+        while let Some(name) = headers.keys().find(|n| !pass_back(n)).cloned() {
+            headers.remove(&name);
+        }
+    }
+    headers
+}
+
+/// Names of refused headers, copied onto the stack (a map cannot lose entries while its names are borrowed, and a
+/// clone of a non-standard name allocates).
+struct Refused {
+    bytes: [u8; 512],
+    ends: [usize; 24],
+    len: usize,
+}
+
+impl Default for Refused {
+    fn default() -> Self {
+        Refused {
+            bytes: [0; 512],
+            ends: [0; 24],
+            len: 0,
+        }
+    }
+}
+
+impl Refused {
+    /// Adds `name`; false when there is no room for it.
+    fn push(&mut self, name: &str) -> bool {
+        let start = self.end(self.len);
+        let end = start + name.len();
+        if self.len == self.ends.len() || end > self.bytes.len() {
+            return false;
+        }
+        self.bytes[start..end].copy_from_slice(name.as_bytes());
+        self.ends[self.len] = end;
+        self.len += 1;
+        true
+    }
+
+    fn end(&self, i: usize) -> usize {
+        if i == 0 {
+            0
+        } else {
+            self.ends[i - 1]
+        }
+    }
+
+    fn names(&self) -> impl DoubleEndedIterator<Item = &str> {
+        (0..self.len)
+            .filter_map(|i| std::str::from_utf8(&self.bytes[self.end(i)..self.end(i + 1)]).ok())
+    }
 }
 
 #[cfg(test)]
@@ -275,7 +331,7 @@ mod tests {
         h.insert("set-cookie", "x".parse().unwrap());
         h.insert("anthropic-organization-id", "org".parse().unwrap());
         h.insert("transfer-encoding", "chunked".parse().unwrap());
-        let out = client_response(&h);
+        let out = client_response(h.clone());
         assert_eq!(out.len(), 2);
     }
 
@@ -306,7 +362,7 @@ mod tests {
         ] {
             h.append(HeaderName::from_static(n), HeaderValue::from_static(v));
         }
-        let out = client_response(&h);
+        let out = client_response(h.clone());
         let mut expected = HeaderMap::new();
         for (n, v) in &h {
             if pass_back(n) {
@@ -316,5 +372,54 @@ mod tests {
         // Equal maps: the same names, each with the same values in the same order.
         assert_eq!(out, expected);
         assert_eq!(out.len(), 9);
+    }
+
+    /// Upstream's headers filtered one by one, the reference `client_response` must equal.
+    fn filtered(h: &HeaderMap) -> HeaderMap {
+        let mut expected = HeaderMap::new();
+        for (n, v) in h {
+            if pass_back(n) {
+                expected.append(n.clone(), v.clone());
+            }
+        }
+        expected
+    }
+
+    /// More refused names than the stack list holds (by count, then by length) are all removed too.
+    #[test]
+    fn many_refused_names_are_all_removed() {
+        for (count, len) in [(60, 8), (5, 200)] {
+            let mut h = HeaderMap::new();
+            h.append("request-id", HeaderValue::from_static("req_1"));
+            for i in 0..count {
+                let name = format!("x-refused-{i}-{}", "n".repeat(len));
+                h.append(HeaderName::try_from(name).unwrap(), HeaderValue::from(i));
+                h.append("anthropic-ratelimit-requests-limit", HeaderValue::from(i));
+            }
+            let out = client_response(h.clone());
+            assert_eq!(out, filtered(&h), "{count} names of {len}");
+            assert_eq!(out.len(), count + 1);
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever upstream sends (names kept and refused, standard and not, repeated, in any order), what passes
+        /// back is upstream's headers filtered one by one.
+        #[test]
+        fn what_passes_back_is_upstreams_filtered(
+            entries in proptest::collection::vec((0usize..14, 0u16..4), 0..60),
+        ) {
+            const NAMES: [&str; 14] = [
+                "date", "content-type", "content-length", "server", "set-cookie", "request-id", "retry-after",
+                "anthropic-ratelimit-tokens-remaining", "anthropic-ratelimit-unified-5h-status",
+                "anthropic-organization-id", "cf-ray", "x-envoy-upstream-service-time", "x-should-retry",
+                "retry-after-ms",
+            ];
+            let mut h = HeaderMap::new();
+            for (name, value) in entries {
+                h.append(HeaderName::from_static(NAMES[name]), HeaderValue::from(value));
+            }
+            proptest::prop_assert_eq!(client_response(h.clone()), filtered(&h));
+        }
     }
 }

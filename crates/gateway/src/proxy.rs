@@ -638,8 +638,8 @@ impl Proxy {
         meter: &Meter,
     ) -> Attempt {
         let status = response.status();
-        let headers = crate::headers::client_response(response.headers());
-        let body = response.into_body();
+        let (head, body) = response.into_parts();
+        let headers = crate::headers::client_response(head.headers);
         match Relay::open(body, Slot::clone_for(slot), account.name.clone()).await {
             Opened::Started(mut relay) => {
                 relay.meter(meter.clone());
@@ -807,8 +807,8 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
 /// with its length (one write, no chunked re-encoding); a larger or unsized one streams through a usage tap.
 async fn relay_answer(slot: &Slot, response: UpstreamResponse, meter: &Meter) -> Attempt {
     let status = response.status();
-    let headers = crate::headers::client_response(response.headers());
-    let response = response.into_body();
+    let (head, response) = response.into_parts();
+    let headers = crate::headers::client_response(head.headers);
     let known_small = response
         .exact_len()
         .is_some_and(|n| n <= MAX_BUFFERED_ANSWER);
@@ -869,6 +869,6 @@ fn stream_response(status: StatusCode, mut headers: HeaderMap, relay: Relay) -> 
 fn error_response(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Response {
     let mut out = Response::new(Body::from(body));
     *out.status_mut() = status;
-    *out.headers_mut() = crate::headers::client_response(headers);
+    *out.headers_mut() = crate::headers::client_response(headers.clone());
     out
 }
