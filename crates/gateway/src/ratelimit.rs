@@ -2,6 +2,7 @@
 //! `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-*` headers and the subscription
 //! `anthropic-ratelimit-unified-*` windows. Used for both the messages API and the OAuth token endpoint.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -32,12 +33,13 @@ pub fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> 
     Some(crate::clock::wait_until(now, at))
 }
 
-/// One `anthropic-ratelimit-unified-{name}-*` window.
+/// One `anthropic-ratelimit-unified-{name}-*` window (or one API-key limit). Names and statuses every answer carries
+/// are static text ([`known`]): reading an answer allocates for none of them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UnifiedWindow {
-    /// "5h", "7d", or a model-specific weekly window such as "7d_opus".
-    pub name: String,
-    pub status: Option<String>,
+    /// "5h", "7d", or a model-specific weekly window such as "7d_opus"; or an API-key window ("requests", …).
+    pub name: Cow<'static, str>,
+    pub status: Option<Cow<'static, str>>,
     pub utilization: Option<f64>,
     pub reset: Option<DateTime<Utc>>,
 }
@@ -56,15 +58,36 @@ impl UnifiedWindow {
 /// The subscription rate-limit state an answer carried.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct UnifiedLimits {
-    pub status: Option<String>,
+    pub status: Option<Cow<'static, str>>,
     pub reset: Option<DateTime<Utc>>,
     pub windows: Vec<UnifiedWindow>,
+}
+
+/// Window names and statuses answers carry, kept as static text.
+const KNOWN: [&str; 9] = [
+    "5h",
+    "7d",
+    "7d_opus",
+    "7d_sonnet",
+    "7d_oauth_apps",
+    "allowed",
+    "allowed_warning",
+    "rejected",
+    "queueing_soft",
+];
+
+/// `text` as static text when it is one of [`KNOWN`] (or an API-key window name), else a copy.
+fn known(text: &str) -> Cow<'static, str> {
+    match KNOWN.iter().chain(&API_KEY_WINDOWS).find(|k| **k == text) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(text.to_string()),
+    }
 }
 
 /// A reset moment: Unix seconds (integer or decimal) or RFC 3339. Values outside chrono's range are no answer; `as`
 /// saturates, so no number panics. Callers clamp the wait it implies with [`crate::clock::wait_until`].
 fn epoch(v: &str) -> Option<DateTime<Utc>> {
-    let v = v.trim();
+    let v = v.trim_ascii();
     match v.parse::<f64>() {
         Ok(secs) if secs.is_finite() => DateTime::from_timestamp(secs as i64, 0),
         Ok(_) => None,
@@ -74,9 +97,10 @@ fn epoch(v: &str) -> Option<DateTime<Utc>> {
 
 const API_KEY_WINDOWS: [&str; 4] = ["requests", "tokens", "input-tokens", "output-tokens"];
 
-/// A header's text, trimmed.
+/// A header's text, trimmed. (Header text is visible ASCII, space and tab: ASCII trimming trims what `str::trim`
+/// would.)
 fn text(v: Option<&HeaderValue>) -> Option<&str> {
-    v.and_then(|v| v.to_str().ok()).map(str::trim)
+    v.and_then(|v| v.to_str().ok()).map(str::trim_ascii)
 }
 
 /// Prefix of every rate-limit header.
@@ -107,29 +131,35 @@ pub fn limits(headers: &HeaderMap) -> Option<UnifiedLimits> {
     let mut out = any_unified.then_some(unified);
     for (window, [limit, remaining, reset]) in API_KEY_WINDOWS.iter().zip(api_key) {
         if let Some(w) = api_key_window(window, limit, remaining, reset) {
-            out.get_or_insert_with(UnifiedLimits::default)
-                .windows
-                .push(w);
+            out.get_or_insert_with(UnifiedLimits::default).push(w);
         }
     }
     out
 }
 
-/// Which API-key window and field (limit, remaining, reset) a rate-limit header names, from the rest of its name.
+/// Which API-key window (in [`API_KEY_WINDOWS`]) and field (limit, remaining, reset) a rate-limit header names, from
+/// the rest of its name.
 fn api_key_field(rest: &str) -> Option<(usize, usize)> {
-    let (window, field) = if let Some(w) = rest.strip_suffix("-limit") {
-        (w, 0)
-    } else if let Some(w) = rest.strip_suffix("-remaining") {
-        (w, 1)
-    } else {
-        (rest.strip_suffix("-reset")?, 2)
-    };
-    Some((API_KEY_WINDOWS.iter().position(|k| *k == window)?, field))
+    Some(match rest {
+        "requests-limit" => (0, 0),
+        "requests-remaining" => (0, 1),
+        "requests-reset" => (0, 2),
+        "tokens-limit" => (1, 0),
+        "tokens-remaining" => (1, 1),
+        "tokens-reset" => (1, 2),
+        "input-tokens-limit" => (2, 0),
+        "input-tokens-remaining" => (2, 1),
+        "input-tokens-reset" => (2, 2),
+        "output-tokens-limit" => (3, 0),
+        "output-tokens-remaining" => (3, 1),
+        "output-tokens-reset" => (3, 2),
+        _ => return None,
+    })
 }
 
 /// One API-key window, when its limit (positive) and remaining count are both given.
 fn api_key_window(
-    window: &str,
+    window: &'static str,
     limit: Option<&HeaderValue>,
     remaining: Option<&HeaderValue>,
     reset: Option<&HeaderValue>,
@@ -146,8 +176,8 @@ fn api_key_window(
         "allowed"
     };
     Some(UnifiedWindow {
-        name: window.to_string(),
-        status: Some(status.to_string()),
+        name: Cow::Borrowed(window),
+        status: Some(Cow::Borrowed(status)),
         utilization: Some((1.0 - remaining / limit).clamp(0.0, 1.0)),
         reset,
     })
@@ -192,7 +222,7 @@ impl UnifiedLimits {
     /// window (kept in the order the windows first appear). Overage, fallback and unknown fields name no window.
     fn read(&mut self, field: &str, value: &str) {
         match field {
-            "status" => self.status = Some(value.to_string()),
+            "status" => self.status = Some(known(value)),
             "reset" => self.reset = epoch(value),
             _ => {
                 let Some((window, part)) = field.rsplit_once('-') else {
@@ -206,8 +236,8 @@ impl UnifiedLimits {
                 }
                 let w = self.window(window);
                 match part {
-                    "status" => w.status = Some(value.to_string()),
-                    "utilization" => w.utilization = value.trim().parse().ok(),
+                    "status" => w.status = Some(known(value)),
+                    "utilization" => w.utilization = value.trim_ascii().parse().ok(),
                     _ => w.reset = epoch(value),
                 }
             }
@@ -219,8 +249,8 @@ impl UnifiedLimits {
         let i = match self.windows.iter().position(|w| w.name == name) {
             Some(i) => i,
             None => {
-                self.windows.push(UnifiedWindow {
-                    name: name.to_string(),
+                self.push(UnifiedWindow {
+                    name: known(name),
                     status: None,
                     utilization: None,
                     reset: None,
@@ -229,6 +259,14 @@ impl UnifiedLimits {
             }
         };
         &mut self.windows[i]
+    }
+
+    /// Adds a window; the first one makes room for as many as an answer usually has (four), in one allocation.
+    fn push(&mut self, w: UnifiedWindow) {
+        if self.windows.capacity() == 0 {
+            self.windows.reserve_exact(4);
+        }
+        self.windows.push(w);
     }
 
     /// When a rejected account-wide window (5h/7d) frees up: the latest reset among them.

@@ -145,8 +145,8 @@ impl AccountView {
                     l.windows
                         .into_iter()
                         .map(|w| WindowView {
-                            name: w.name,
-                            status: w.status,
+                            name: w.name.into_owned(),
+                            status: w.status.map(std::borrow::Cow::into_owned),
                             utilization: w.utilization,
                             reset: w.reset.map(rfc3339),
                         })

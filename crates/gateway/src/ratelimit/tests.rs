@@ -153,8 +153,8 @@ mod before {
             out.get_or_insert_with(UnifiedLimits::default)
                 .windows
                 .push(UnifiedWindow {
-                    name: (*window).to_string(),
-                    status,
+                    name: (*window).to_string().into(),
+                    status: status.map(Into::into),
                     utilization: Some(utilization),
                     reset,
                 });
@@ -173,7 +173,7 @@ mod before {
             let Ok(value) = value.to_str() else { continue };
             any = true;
             match rest {
-                "status" => limits.status = Some(value.to_string()),
+                "status" => limits.status = Some(value.to_string().into()),
                 "reset" => limits.reset = epoch(value),
                 _ => {
                     let Some((window, field)) = rest.rsplit_once('-') else {
@@ -189,7 +189,7 @@ mod before {
                         Some(i) => i,
                         None => {
                             limits.windows.push(UnifiedWindow {
-                                name: window.to_string(),
+                                name: window.to_string().into(),
                                 status: None,
                                 utilization: None,
                                 reset: None,
@@ -199,7 +199,7 @@ mod before {
                     };
                     let w = &mut limits.windows[idx];
                     match field {
-                        "status" => w.status = Some(value.to_string()),
+                        "status" => w.status = Some(value.to_string().into()),
                         "utilization" => w.utilization = value.trim().parse().ok(),
                         "reset" => w.reset = epoch(value),
                         _ => {}
@@ -319,4 +319,62 @@ proptest! {
         let chrono = DateTime::parse_from_rfc3339(&v).ok().map(|d| d.with_timezone(&Utc));
         prop_assert_eq!(rfc3339(&v), chrono, "{}", v);
     }
+}
+
+/// The answers every request gets (API-key limits; a subscription's unified windows) are read without a copy of any
+/// name or status, into one allocation of room for their windows.
+#[test]
+fn common_answers_copy_no_name_or_status() {
+    let api_key = headers(&[
+        ("anthropic-ratelimit-requests-limit", "4000"),
+        ("anthropic-ratelimit-requests-remaining", "3999"),
+        ("anthropic-ratelimit-requests-reset", "2026-12-01T16:33:30Z"),
+        ("anthropic-ratelimit-tokens-limit", "2000000"),
+        ("anthropic-ratelimit-tokens-remaining", "0"),
+        ("anthropic-ratelimit-input-tokens-limit", "1600000"),
+        ("anthropic-ratelimit-input-tokens-remaining", "1599920"),
+        ("anthropic-ratelimit-output-tokens-limit", "400000"),
+        ("anthropic-ratelimit-output-tokens-remaining", "399980"),
+    ]);
+    let oauth = headers(&[
+        ("anthropic-ratelimit-unified-status", "allowed"),
+        ("anthropic-ratelimit-unified-5h-status", "allowed_warning"),
+        ("anthropic-ratelimit-unified-5h-utilization", "0.02"),
+        ("anthropic-ratelimit-unified-7d-status", "rejected"),
+        ("anthropic-ratelimit-unified-7d_opus-status", "allowed"),
+        (
+            "anthropic-ratelimit-unified-representative-claim",
+            "five_hour",
+        ),
+    ]);
+    for (h, names) in [
+        (
+            api_key,
+            &["requests", "tokens", "input-tokens", "output-tokens"][..],
+        ),
+        (oauth, &["5h", "7d", "7d_opus"][..]),
+    ] {
+        let l = limits(&h).unwrap();
+        let got: Vec<&str> = l.windows.iter().map(|w| &*w.name).collect();
+        assert_eq!(got, names);
+        assert_eq!(l.windows.capacity(), 4);
+        let borrowed = |c: &Option<Cow<'static, str>>| matches!(c, None | Some(Cow::Borrowed(_)));
+        assert!(borrowed(&l.status));
+        for w in &l.windows {
+            assert!(
+                matches!(w.name, Cow::Borrowed(_)) && borrowed(&w.status),
+                "{w:?}"
+            );
+        }
+    }
+    // Names and statuses no answer is known to carry are read as they are.
+    let odd = limits(&headers(&[(
+        "anthropic-ratelimit-unified-1m_x-status",
+        "paused",
+    )]))
+    .unwrap();
+    assert_eq!(
+        (&*odd.windows[0].name, odd.windows[0].status.as_deref()),
+        ("1m_x", Some("paused"))
+    );
 }
