@@ -164,12 +164,12 @@ fn api_key_window(
     remaining: Option<&HeaderValue>,
     reset: Option<&HeaderValue>,
 ) -> Option<UnifiedWindow> {
-    let limit = text(limit).and_then(count)?;
-    let remaining = text(remaining).and_then(count)?;
+    let limit = limit.and_then(count)?;
+    let remaining = remaining.and_then(count)?;
     if limit <= 0.0 {
         return None;
     }
-    let reset = text(reset).and_then(rfc3339);
+    let reset = reset.and_then(rfc3339);
     let status = if remaining <= 0.0 {
         "rejected"
     } else {
@@ -183,19 +183,19 @@ fn api_key_window(
     })
 }
 
-/// An RFC 3339 moment. The form every answer carries (`2026-12-01T16:33:30Z`) is read directly, the same moment
-/// chrono reads from it; any other text (offsets, fractions, leap seconds, impossible dates) goes to chrono.
-fn rfc3339(v: &str) -> Option<DateTime<Utc>> {
-    zulu_seconds(v).or_else(|| {
-        DateTime::parse_from_rfc3339(v)
+/// An RFC 3339 moment, from a header's trimmed text. The form every answer carries (`2026-12-01T16:33:30Z`) is read
+/// directly from the bytes (they are all visible ASCII, so the text is them), the same moment chrono reads from it; any
+/// other text (offsets, fractions, leap seconds, impossible dates) goes to chrono.
+fn rfc3339(v: &HeaderValue) -> Option<DateTime<Utc>> {
+    zulu_seconds(v.as_bytes().trim_ascii()).or_else(|| {
+        DateTime::parse_from_rfc3339(text(Some(v))?)
             .ok()
             .map(|d| d.with_timezone(&Utc))
     })
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` exactly, when it names a real date and time.
-fn zulu_seconds(v: &str) -> Option<DateTime<Utc>> {
-    let b = v.as_bytes();
+fn zulu_seconds(b: &[u8]) -> Option<DateTime<Utc>> {
     if b.len() != 20 || [b[4], b[7], b[10], b[13], b[16], b[19]] != *b"--T::Z" {
         return None;
     }
@@ -208,13 +208,20 @@ fn zulu_seconds(v: &str) -> Option<DateTime<Utc>> {
     Some(date.and_hms_opt(n(11, 2)?, n(14, 2)?, n(17, 2)?)?.and_utc())
 }
 
-/// A limit or a remaining count, as `f64` text: the integers every answer carries are read as integers (below 10^15
-/// they are exact in an `f64`, so the value is the same), anything else as a float.
-fn count(v: &str) -> Option<f64> {
-    if !v.is_empty() && v.len() <= 15 && v.bytes().all(|b| b.is_ascii_digit()) {
-        return v.parse::<u64>().ok().map(|n| n as f64);
+/// A limit or a remaining count, as `f64` text (trimmed): the integers every answer carries are read as integers from
+/// the bytes (digits are visible ASCII, so the text is them; below 10^15 they are exact in an `f64`, so the value is
+/// the same), anything else as a float.
+fn count(v: &HeaderValue) -> Option<f64> {
+    let b = v.as_bytes().trim_ascii();
+    if !b.is_empty() && b.len() <= 15 {
+        let digits = b.iter().try_fold(0u64, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+        });
+        if let Some(n) = digits {
+            return Some(n as f64);
+        }
     }
-    v.parse().ok()
+    text(Some(v))?.parse().ok()
 }
 
 impl UnifiedLimits {
