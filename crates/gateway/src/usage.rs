@@ -97,16 +97,19 @@ impl UsageLog {
             self.rows().clear();
             return Ok(0);
         };
-        let mut taken = self.take_rows();
+        let requests = self.take_rows();
         let keys = self.ring.take_batch();
-        let n = taken.len();
         let batch = UsageBatch {
-            requests: taken.clone(),
+            requests,
             counters: keys.counters,
             in_flight: keys.in_flight,
             last_used: keys.last_used,
         };
-        if let Err(e) = tenants.record_usage(batch).await {
+        let n = batch.requests.len();
+        // The store borrows the batch: on failure its records go back, uncopied, for the next flush.
+        let written = tenants.record_usage(&batch).await;
+        let mut taken = batch.requests;
+        if let Err(e) = written {
             self.ring.restore();
             let mut rows = self.rows();
             let room = MAX_PENDING.saturating_sub(rows.len());
@@ -398,6 +401,78 @@ mod tests {
         log.flush(&store).await.unwrap();
         log.flush(&store).await.unwrap();
         assert!(log.rows().capacity() < 10_000);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A flush the store refuses keeps its records, unchanged and in order, ahead of the ones recorded since, and the
+    /// next flush writes them all (the store borrows the batch; nothing is copied to keep it).
+    #[tokio::test]
+    async fn a_failed_flush_keeps_its_records_for_the_next() {
+        use crate::store::tenants::RequestQuery;
+        let dir = std::env::temp_dir().join(format!("cgw-usage-retry-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store: SharedStore =
+            Arc::new(crate::store::sqlite::SqliteStore::open(&dir).await.unwrap());
+        let log = Arc::new(UsageLog::new(
+            PriceTable::new(&Default::default()),
+            Arc::new(KeyRing::new(&[])),
+            Arc::new(crate::clock::SystemClock),
+        ));
+        let record = |model: &str| {
+            drop(Meter::new(
+                log.clone(),
+                MeterSpec {
+                    tenant: Tenant::Static,
+                    route: "/v1/messages",
+                    model: Some(model.into()),
+                    stream: false,
+                    admission: None,
+                },
+            ));
+        };
+        let models: Vec<String> = (0..40).map(|i| format!("model-{i}")).collect();
+        for m in &models[..30] {
+            record(m);
+        }
+        let pending = log.rows().clone();
+        // Another connection takes the table away: the flush's insert fails.
+        let other =
+            sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.join("gateway.db").display()))
+                .await
+                .unwrap();
+        let rename = |from: &str, to: &str| format!("ALTER TABLE {from} RENAME TO {to}");
+        sqlx::query(sqlx::AssertSqlSafe(rename(
+            "request_log",
+            "request_log_away",
+        )))
+        .execute(&other)
+        .await
+        .unwrap();
+        assert!(log.flush(&store).await.is_err());
+        assert_eq!(*log.rows(), pending);
+        for m in &models[30..] {
+            record(m);
+        }
+        sqlx::query(sqlx::AssertSqlSafe(rename(
+            "request_log_away",
+            "request_log",
+        )))
+        .execute(&other)
+        .await
+        .unwrap();
+        assert_eq!(log.flush(&store).await.unwrap(), 40);
+        let tenants = store.tenants().unwrap();
+        let mut written = tenants
+            .recent_requests(RequestQuery {
+                limit: 100,
+                ..RequestQuery::default()
+            })
+            .await
+            .unwrap();
+        written.reverse();
+        let written: Vec<&str> = written.iter().map(|r| r.model.as_str()).collect();
+        assert_eq!(written, models);
+        assert_eq!(log.flush(&store).await.unwrap(), 0);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

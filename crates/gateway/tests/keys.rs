@@ -894,7 +894,7 @@ async fn rollups_sum_by_hour_and_day_count_unknown_costs_apart_and_expire_after_
             Some(400),
         ),
     ];
-    t.record_usage(UsageBatch {
+    t.record_usage(&UsageBatch {
         requests: rows,
         ..UsageBatch::default()
     })
@@ -991,7 +991,7 @@ async fn write_and_count_many(t: &dyn claude_gateway::store::tenants::TenantStor
             r
         })
         .collect();
-    t.record_usage(UsageBatch {
+    t.record_usage(&UsageBatch {
         requests: rows,
         ..UsageBatch::default()
     })
@@ -1040,6 +1040,132 @@ async fn a_flush_bigger_than_one_insert_statement_keeps_every_record_on_sqlite_a
         .await
         .unwrap();
     write_and_count_many(postgres.tenants().unwrap()).await;
+}
+
+/// Records that differ in every column, with more distinct texts per column than a flush's insert shares at once (keys,
+/// accounts, models, routes and error types interleaved; quotes, backslashes and non-ASCII among them), counts past
+/// 32 bits, and each optional column both set and empty.
+fn varied_records(from: u64, n: u64) -> Vec<claude_gateway::store::tenants::RequestRecord> {
+    const KEYS: [&str; 6] = ["k", "k-\"quoted\"", "k\\back", "ключ", "k🙂", "k6"];
+    const MODELS: [&str; 7] = [
+        "claude-sonnet-4-5",
+        "claude-opus-4-1",
+        "m'odel",
+        "unpriced",
+        "x",
+        "y",
+        "z",
+    ];
+    const ROUTES: [&str; 3] = ["/v1/messages", "/v1/chat/completions", "/v1/responses"];
+    (from..from + n)
+        .map(|i| {
+            let k = usize::try_from(i % 6).unwrap();
+            let signed = i64::try_from(i).unwrap();
+            claude_gateway::store::tenants::RequestRecord {
+                at: at("2026-03-01T10:00:00Z") + chrono::Duration::milliseconds(signed * 99_997),
+                key_id: i64::try_from(k).unwrap() + 1,
+                key: KEYS[k].into(),
+                account_id: signed % 5,
+                account: format!("acct-{}@example.com", i % 5),
+                model: MODELS[usize::try_from(i % 7).unwrap()].into(),
+                route: ROUTES[usize::try_from(i % 3).unwrap()].into(),
+                stream: i % 2 == 0,
+                status: [200, 429, 529, 400][usize::try_from(i % 4).unwrap()],
+                error_type: (i % 3 == 0).then(|| format!("error_{}", i % 5)),
+                tokens: claude_gateway::store::tenants::Tokens {
+                    input: i,
+                    output: (1 << 40) + i,
+                    cache_creation_5m: i % 11,
+                    cache_creation_1h: i % 13,
+                    cache_read: 3 * i,
+                },
+                latency_ms: 7 * i,
+                ttfb_ms: (i % 4 != 0).then_some(i),
+                cost_nanos: (i % 5 != 0).then_some(1_000 * signed),
+            }
+        })
+        .collect()
+}
+
+/// Flushes of sizes around the insert's chunk boundaries write every record as it was, in order, and roll them up per
+/// key and hour with the same sums.
+async fn every_row_as_recorded(t: &dyn claude_gateway::store::tenants::TenantStore) {
+    use claude_gateway::store::tenants::{
+        Bucket, GroupBy, RequestQuery, Tokens, UsageBatch, UsageQuery,
+    };
+    let mut written = Vec::new();
+    for n in [1, 15, 16, 17, 31, 33, 100] {
+        let rows = varied_records(written.len() as u64, n);
+        t.record_usage(&UsageBatch {
+            requests: rows.clone(),
+            ..UsageBatch::default()
+        })
+        .await
+        .unwrap();
+        written.extend(rows);
+    }
+    let mut back = t
+        .recent_requests(RequestQuery {
+            limit: 1_000,
+            ..RequestQuery::default()
+        })
+        .await
+        .unwrap();
+    back.reverse();
+    assert_eq!(back.len(), written.len());
+    for (got, want) in back.iter().zip(&written) {
+        assert_eq!(got, want);
+    }
+    let mut sums: std::collections::BTreeMap<(String, String), (u64, Tokens, i64, u64)> =
+        Default::default();
+    for r in &written {
+        let hour = r.at.timestamp_millis().div_euclid(3_600_000) * 3_600_000;
+        let hour = chrono::DateTime::from_timestamp_millis(hour)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let s = sums.entry((r.key.clone(), hour)).or_default();
+        s.0 += 1;
+        s.1.add(&r.tokens);
+        match r.cost_nanos {
+            Some(c) => s.2 += c,
+            None => s.3 += 1,
+        }
+    }
+    let rollups = t
+        .usage(UsageQuery {
+            group_by: GroupBy::Key,
+            from: at("2026-03-01T00:00:00Z"),
+            to: at("2026-03-02T00:00:00Z"),
+            bucket: Some(Bucket::Hour),
+        })
+        .await
+        .unwrap();
+    let got: std::collections::BTreeMap<(String, String), (u64, Tokens, i64, u64)> = rollups
+        .into_iter()
+        .map(|r| {
+            (
+                (r.name, r.bucket.unwrap()),
+                (r.requests, r.tokens, r.cost_nanos, r.cost_unknown_requests),
+            )
+        })
+        .collect();
+    assert_eq!(got, sums);
+}
+
+#[tokio::test]
+async fn every_request_row_and_rollup_is_written_as_recorded_on_sqlite_and_postgres() {
+    use claude_gateway::store::Store;
+    let dir = TempDir::new();
+    let sqlite = claude_gateway::store::sqlite::SqliteStore::open(&dir.0.join("data"))
+        .await
+        .unwrap();
+    every_row_as_recorded(sqlite.tenants().unwrap()).await;
+    let pg = common::postgres::Postgres::start();
+    let url = pg.database("keys_rows_as_recorded");
+    let postgres = claude_gateway::store::postgres::PostgresStore::connect(&url)
+        .await
+        .unwrap();
+    every_row_as_recorded(postgres.tenants().unwrap()).await;
 }
 
 /// An RFC 3339 instant in UTC.

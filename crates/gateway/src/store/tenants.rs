@@ -221,7 +221,7 @@ pub trait TenantStore: Send + Sync {
     fn update_key(&self, key: ClientKey) -> StoreFuture<'_, ClientKey>;
     fn remove_key(&self, id: KeyId) -> StoreFuture<'_, ()>;
     /// Writes one flush in one transaction.
-    fn record_usage(&self, batch: UsageBatch) -> StoreFuture<'_, ()>;
+    fn record_usage<'a>(&'a self, batch: &'a UsageBatch) -> StoreFuture<'a, ()>;
     /// Counter totals of the windows in `q` over every replica, and other replicas' recent in-flight figures.
     fn counters(&self, q: CounterQuery) -> StoreFuture<'_, (Vec<CounterTotal>, Vec<InFlight>)>;
     fn usage(&self, q: UsageQuery) -> StoreFuture<'_, Vec<UsageRow>>;
