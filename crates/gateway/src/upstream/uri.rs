@@ -3,7 +3,8 @@
 //! Promise: the same URI as parsing `base_url + path_and_query` whole with the WHATWG URL parser (dot segments
 //! resolved, characters it escapes escaped), which is what the request path sent before; but without parsing on
 //! every request: a path and query made only of characters that parser keeps as they are is appended to the base
-//! parsed once, and only others (dot segments, `%`, quotes, non-ASCII…) take the whole parse.
+//! parsed once, and only others (dot segments, `%`, quotes, non-ASCII…) take the whole parse. The paths nearly
+//! every request asks for ([`COMMON`]) have their URI made once, with the base.
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::Uri;
@@ -11,9 +12,21 @@ use reqwest::Url;
 
 use super::UpstreamError;
 
+/// Paths (and queries) nearly every request asks for.
+const COMMON: [&str; 5] = [
+    "/v1/messages",
+    "/v1/messages?beta=true",
+    "/v1/messages/count_tokens",
+    "/v1/messages/count_tokens?beta=true",
+    "/v1/models",
+];
+
 /// `upstream.base_url`, parsed once.
 #[derive(Debug, Clone)]
 pub struct Base {
+    /// The URI of each of the [`COMMON`] paths under this base (those it has one for), made once: a request for one
+    /// of them costs a clone (reference counts) instead of building and checking the URI again.
+    common: Vec<(&'static str, Uri)>,
     /// `None` when the base cannot be used as a prefix (no host, a query or fragment, credentials): every request
     /// then takes the whole parse of `raw + path_and_query`.
     fast: Option<Fast>,
@@ -36,7 +49,17 @@ impl Base {
             .ok()
             .filter(|u| u.query().is_none() && u.fragment().is_none());
         let fast = parsed.as_ref().and_then(Fast::of);
-        Base { fast, parsed, raw }
+        let mut base = Base {
+            common: Vec::new(),
+            fast,
+            parsed,
+            raw,
+        };
+        base.common = COMMON
+            .iter()
+            .filter_map(|pq| Some((*pq, base.build(pq).ok()?)))
+            .collect();
+        base
     }
 
     /// The base URL as configured, without a trailing `/`.
@@ -46,6 +69,14 @@ impl Base {
 
     /// The URI of `path_and_query` (which starts with `/`) under this base.
     pub fn uri(&self, path_and_query: &str) -> Result<Uri, UpstreamError> {
+        match self.common.iter().find(|(pq, _)| *pq == path_and_query) {
+            Some((_, uri)) => Ok(uri.clone()),
+            None => self.build(path_and_query),
+        }
+    }
+
+    /// The URI of `path_and_query` under this base, made now.
+    fn build(&self, path_and_query: &str) -> Result<Uri, UpstreamError> {
         if let Some(fast) = self.fast.as_ref().filter(|_| kept_as_is(path_and_query)) {
             let mut full = String::with_capacity(fast.prefix.len() + path_and_query.len());
             full.push_str(&fast.prefix);
@@ -187,6 +218,32 @@ mod tests {
                 "{pq}"
             );
         }
+    }
+
+    /// The URIs made once are those the whole parse gives, on every kind of base; a base that cannot take a path has
+    /// no URI made for it.
+    #[test]
+    fn the_common_paths_have_their_uri_made_once() {
+        for base in [
+            "http://127.0.0.1:8080",
+            "https://api.anthropic.com",
+            "https://api.anthropic.com/",
+            "http://h/api/v2",
+            "http://user:pw@h:1/api",
+            "HTTP://H:80/A",
+        ] {
+            let b = Base::new(base);
+            assert_eq!(b.common.len(), COMMON.len(), "{base}");
+            for pq in COMMON {
+                assert_eq!(
+                    b.uri(pq).unwrap().to_string(),
+                    whole(base, pq),
+                    "{base}{pq}"
+                );
+                assert_eq!(b.uri(pq).unwrap(), b.build(pq).unwrap());
+            }
+        }
+        assert!(Base::new("not a url").common.is_empty());
     }
 
     #[test]
