@@ -18,10 +18,12 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use metrics::Counter;
 use tokio::time::Instant;
 
 use super::{AccountEntry, Criteria, PoolSettings};
@@ -142,9 +144,70 @@ pub(super) enum Outcome {
     None,
 }
 
+/// Hashes an account id with one multiplication. Ids are the store's, never a client's choice, so there is no flood
+/// of colliding keys to fear that would need SipHash (several times the cost, on each lookup of every choice).
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(GOLDEN);
+        }
+    }
+    fn write_i64(&mut self, n: i64) {
+        self.0 = (self.0 ^ n as u64).wrapping_mul(GOLDEN);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// 2^64 / φ, odd: multiplying by it spreads consecutive ids over the high bits the table's tags read.
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+type ById<V> = HashMap<AccountId, V, BuildHasherDefault<IdHasher>>;
+
+/// `gateway_affinity_total{result}` handles, made on first use as `metrics::counter!` makes them (see
+/// `crate::request_metrics`): a choice with a conversation key counts one, and looking the series up costs more than
+/// the increment.
+#[derive(Debug, Default)]
+struct AffinityCounters([OnceLock<Counter>; 4]);
+
+/// What became of a request's conversation affinity.
+#[derive(Debug, Clone, Copy)]
+enum Affinity {
+    /// No account known for the conversation.
+    Miss,
+    /// Its account may not take this request.
+    Moved,
+    /// Its account carries far more than its peers.
+    Yield,
+    Hit,
+}
+
+impl Affinity {
+    fn label(self) -> &'static str {
+        match self {
+            Affinity::Miss => "miss",
+            Affinity::Moved => "moved",
+            Affinity::Yield => "yield",
+            Affinity::Hit => "hit",
+        }
+    }
+}
+
+impl AffinityCounters {
+    fn count(&self, result: Affinity) {
+        self.0[result as usize]
+            .get_or_init(|| metrics::counter!("gateway_affinity_total", "result" => result.label()))
+            .increment(1);
+    }
+}
+
 #[derive(Debug, Default)]
 pub(super) struct Index {
-    seats: HashMap<AccountId, Seat>,
+    seats: ById<Seat>,
     tiers: BTreeMap<i32, Tier>,
     cooling: BTreeSet<(Instant, AccountId)>,
     timers: BTreeSet<(Instant, AccountId)>,
@@ -155,8 +218,9 @@ pub(super) struct Index {
     busy: BTreeSet<AccountId>,
     // Scratch space reused by every choice.
     pending: Vec<AccountId>,
-    vetoes: HashMap<AccountId, Veto>,
+    vetoes: ById<Veto>,
     loads: Vec<Busy>,
+    affinity_counters: AffinityCounters,
 }
 
 // === impl Index: keeping it current ===
@@ -507,12 +571,12 @@ impl Index {
     ) -> Option<Arc<AccountEntry>> {
         let key = want.affinity?;
         let Some(id) = affinity.get(key) else {
-            metrics::counter!("gateway_affinity_total", "result" => "miss").increment(1);
+            self.affinity_counters.count(Affinity::Miss);
             return None;
         };
         let candidate = self.ready_tier(id) == Some(tier) && !self.vetoes.contains_key(&id);
         let Some(seat) = self.seats.get(&id).filter(|_| candidate) else {
-            metrics::counter!("gateway_affinity_total", "result" => "moved").increment(1);
+            self.affinity_counters.count(Affinity::Moved);
             return None;
         };
         let overloaded = count >= 2 && {
@@ -526,10 +590,10 @@ impl Index {
             seat.entry.in_flight() as f64 > settings.affinity_load_factor * average + 2.0
         };
         if overloaded {
-            metrics::counter!("gateway_affinity_total", "result" => "yield").increment(1);
+            self.affinity_counters.count(Affinity::Yield);
             return None;
         }
-        metrics::counter!("gateway_affinity_total", "result" => "hit").increment(1);
+        self.affinity_counters.count(Affinity::Hit);
         Some(Arc::clone(&seat.entry))
     }
 
@@ -727,5 +791,48 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The cached handles write the series the macro would: same name, same labels, same counts.
+    #[test]
+    fn affinity_counters_write_the_series_the_macro_would() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            let c = AffinityCounters::default();
+            for r in [
+                Affinity::Miss,
+                Affinity::Miss,
+                Affinity::Moved,
+                Affinity::Yield,
+                Affinity::Hit,
+            ] {
+                c.count(r);
+            }
+        });
+        let text = handle.render();
+        for line in ["miss\"} 2", "moved\"} 1", "yield\"} 1", "hit\"} 1"] {
+            let line = format!("gateway_affinity_total{{result=\"{line}");
+            assert!(text.contains(&line), "{line} missing from:\n{text}");
+        }
+    }
+
+    /// Consecutive ids land in distinct buckets and tags: the id hasher spreads them.
+    #[test]
+    fn the_id_hasher_spreads_consecutive_ids() {
+        use std::hash::BuildHasher;
+        let b = BuildHasherDefault::<IdHasher>::default();
+        let hashes: std::collections::HashSet<u64> =
+            (1..=1000i64).map(|id| b.hash_one(id)).collect();
+        assert_eq!(hashes.len(), 1000);
+        let tags: std::collections::HashSet<u64> =
+            (1..=1000i64).map(|id| b.hash_one(id) >> 57).collect();
+        assert!(tags.len() > 100, "{}", tags.len());
     }
 }
