@@ -264,7 +264,8 @@ impl Drop for MeterInner {
             key: self.tenant.name(),
             account_id,
             account,
-            model: self.model.clone(),
+            // The meter is going: its model moves into the record (the price was read above).
+            model: std::mem::take(&mut self.model),
             route: self.route.to_string(),
             stream: self.stream,
             status: seen.status,
