@@ -4,6 +4,8 @@
 //! more than a gigabyte of tree. [`parse_bounded`] first counts the values without building anything (no allocation
 //! beyond serde_json's scratch buffer) and stops at the limit; only a text within it is parsed into a tree.
 
+pub mod scan;
+
 use std::cell::Cell;
 use std::fmt;
 

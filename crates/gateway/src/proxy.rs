@@ -10,8 +10,6 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use crate::account::{Account, AccountId, AccountKind};
@@ -24,6 +22,8 @@ use crate::relay::{Opened, Relay};
 use crate::tenants::Tenant;
 use crate::upstream::{Body as UpstreamBody, Response as UpstreamResponse, UpstreamError};
 use crate::usage::{Meter, MeterSpec, UsageLog};
+
+mod routing;
 
 #[derive(Debug, Clone)]
 pub struct Proxy {
@@ -93,61 +93,6 @@ impl From<&PoolConfig> for FailoverPolicy {
     }
 }
 
-/// The few body fields routing needs; everything else is forwarded as bytes, never re-serialized.
-#[derive(Debug, Deserialize)]
-struct Routing<'a> {
-    model: Option<String>,
-    #[serde(default)]
-    stream: Option<bool>,
-    #[serde(borrow)]
-    messages: Option<messages_probe::Probe<'a>>,
-    #[serde(borrow, default)]
-    system: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    tools: Option<&'a RawValue>,
-    #[serde(default)]
-    metadata: Option<Metadata>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Metadata {
-    #[serde(default)]
-    user_id: Option<String>,
-}
-
-/// Reads a `messages` array without materializing it: its length and the raw first element.
-mod messages_probe {
-    use serde::de::{Deserialize, Deserializer, IgnoredAny, SeqAccess, Visitor};
-    use serde_json::value::RawValue;
-
-    #[derive(Debug)]
-    pub struct Probe<'a> {
-        pub len: usize,
-        pub first: Option<&'a RawValue>,
-    }
-
-    impl<'de: 'a, 'a> Deserialize<'de> for Probe<'a> {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V<'a>(std::marker::PhantomData<&'a ()>);
-            impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-                type Value = Probe<'a>;
-                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                    f.write_str("an array of messages")
-                }
-                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Probe<'a>, A::Error> {
-                    let first: Option<&'a RawValue> = seq.next_element()?;
-                    let mut len = usize::from(first.is_some());
-                    while seq.next_element::<IgnoredAny>()?.is_some() {
-                        len += 1;
-                    }
-                    Ok(Probe { len, first })
-                }
-            }
-            d.deserialize_seq(V(std::marker::PhantomData))
-        }
-    }
-}
-
 /// What the client asked for, after validation.
 #[derive(Debug)]
 pub struct Forward {
@@ -183,13 +128,14 @@ impl Forward {
         body: Bytes,
         session_headers: &[String],
     ) -> Result<Forward, GatewayError> {
-        let routing: Routing<'_> = serde_json::from_slice(&body).map_err(|e| {
+        let routing = routing::Routing::read(&body).map_err(|e| {
             GatewayError::InvalidRequest(format!("request body is not valid JSON: {e}"))
         })?;
         let model = routing
             .model
             .filter(|m| !m.is_empty())
-            .ok_or_else(|| GatewayError::InvalidRequest("model: field required".into()))?;
+            .ok_or_else(|| GatewayError::InvalidRequest("model: field required".into()))?
+            .into_owned();
         let first = match &routing.messages {
             Some(m) if m.len > 0 => m.first,
             Some(_) => {
@@ -206,12 +152,8 @@ impl Forward {
         let session = session_headers
             .iter()
             .find_map(|h| headers.get(h.as_str()).and_then(|v| v.to_str().ok()));
-        let user_id = routing.metadata.as_ref().and_then(|m| m.user_id.as_deref());
-        let prefix = [
-            routing.system.map(RawValue::get),
-            routing.tools.map(RawValue::get),
-            first.map(RawValue::get),
-        ];
+        let prefix = [routing.system, routing.tools, first];
+        let user_id = routing.user_id.as_deref();
         let affinity = crate::affinity::conversation_key(session, user_id, &prefix);
         Ok(Forward {
             method: Method::POST,

@@ -15,7 +15,7 @@ use futures_util::{Stream, StreamExt};
 
 use crate::pool::Slot;
 use crate::sse::{SseDecoder, SseEvent};
-use crate::usage::{AnswerUsage, Meter, UsageFields};
+use crate::usage::{Meter, UsageFields};
 
 /// An upstream answer's body (read under the per-read timeout, see `crate::upstream::body`).
 type Upstream = crate::upstream::Body;
@@ -29,9 +29,7 @@ const MAX_USAGE_TAP: usize = 4 * 1024 * 1024;
 /// Counts the token usage of a whole non-stream answer.
 pub fn record_usage_of(entry: &crate::pool::AccountEntry, body: &[u8], meter: Option<&Meter>) {
     let mut watch = StreamWatch::default();
-    if let Ok(a) = serde_json::from_slice::<AnswerUsage>(body) {
-        watch.usage(a.0.as_ref());
-    }
+    watch.usage(crate::usage::answer_usage(body).as_ref());
     if let Some(m) = meter {
         m.add_tokens(&watch.tokens);
     }
@@ -119,14 +117,10 @@ impl StreamWatch {
         match e.event.as_deref() {
             Some("message_start") => {
                 self.saw_start = true;
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&e.data) {
-                    self.usage(usage_in(v.pointer("/message/usage")).as_ref());
-                }
+                self.usage(crate::usage::event_usage(&e.data, &["message", "usage"]).as_ref());
             }
             Some("message_delta") => {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&e.data) {
-                    self.usage(usage_in(v.get("usage")).as_ref());
-                }
+                self.usage(crate::usage::event_usage(&e.data, &["usage"]).as_ref());
             }
             Some("message_stop") => self.saw_stop = true,
             Some("error") => {
@@ -153,11 +147,6 @@ impl StreamWatch {
             self.cache_creation_tokens = v;
         }
     }
-}
-
-/// The token fields of a `usage` object found in a parsed event.
-fn usage_in(usage: Option<&serde_json::Value>) -> Option<UsageFields> {
-    usage.map(|u| <UsageFields as serde::Deserialize>::deserialize(u).unwrap_or_default())
 }
 
 /// The first moment of a stream, before anything reached the client.

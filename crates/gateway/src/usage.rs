@@ -22,7 +22,7 @@ use crate::tenants::ring::Admission;
 use crate::tenants::{KeyRing, Tenant};
 
 mod fields;
-pub use fields::{AnswerUsage, UsageFields};
+pub use fields::{answer_usage, event_usage, UsageFields};
 
 /// Most records held between flushes; beyond it records are dropped and counted (`gateway_usage_dropped_total`).
 const MAX_PENDING: usize = 200_000;

@@ -1,12 +1,19 @@
 //! The token fields of an Anthropic `usage` object, read straight from the JSON (no tree built: a non-stream answer's
-//! usage is read on every request).
+//! usage is read on every request, a stream's in `message_start` and `message_delta`).
 //!
 //! As lenient as looking the fields up in a parsed tree: a field that is not an unsigned integer counts as absent, a
 //! `usage` (or `cache_creation`) that is not an object has no fields, and a repeated key keeps its last value.
+//!
+//! [`answer_usage`] and [`event_usage`] read with [`crate::json::scan`] and fall back, when the scan finds the text
+//! unusual, to the readings that define their results: the serde visitors below for an answer (what serde_json reads
+//! as `AnswerUsage`), a parsed tree for an event (what the stream relay always did). A text that is not JSON has no
+//! usage. The property tests in `fields/tests.rs` pin the scan to those readings.
 
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use crate::json::scan::{Scan, Scanner, Unusual};
 
 /// What an Anthropic `usage` object says about tokens.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -21,9 +28,106 @@ pub struct UsageFields {
     pub cache_creation_1h: Option<u64>,
 }
 
+/// The usage of a non-stream answer: its top-level `usage` (the last one, if repeated). `None` when the answer has none,
+/// when its usage has none of the fields, or when the answer is not JSON.
+pub fn answer_usage(body: &[u8]) -> Option<UsageFields> {
+    scan_usage_at(body, &["usage"])
+        .unwrap_or_else(|Unusual| {
+            serde_json::from_slice::<AnswerUsage>(body)
+                .ok()
+                .and_then(|a| a.0)
+        })
+        .filter(|u| *u != UsageFields::default())
+}
+
+/// The usage at `path` in a stream event's data (`["message", "usage"]` in `message_start`, `["usage"]` in
+/// `message_delta`), `None` as for [`answer_usage`].
+pub fn event_usage(data: &str, path: &[&str]) -> Option<UsageFields> {
+    scan_usage_at(data.as_bytes(), path)
+        .unwrap_or_else(|Unusual| {
+            let event: serde_json::Value = serde_json::from_str(data).ok()?;
+            let usage = path.iter().try_fold(&event, |v, k| v.get(k))?;
+            Some(UsageFields::deserialize(usage).unwrap_or_default())
+        })
+        .filter(|u| *u != UsageFields::default())
+}
+
+/// The usage at `path` of a whole text (`None` when a step is missing, not an object, or the usage is `null`).
+fn scan_usage_at(text: &[u8], path: &[&str]) -> Scan<Option<UsageFields>> {
+    let mut s = Scanner::new(text);
+    let found = usage_at(&mut s, path)?;
+    s.end()?;
+    Ok(found)
+}
+
+fn usage_at(s: &mut Scanner<'_>, path: &[&str]) -> Scan<Option<UsageFields>> {
+    let Some((name, rest)) = path.split_first() else {
+        return usage_object(s);
+    };
+    let mut found = None;
+    if s.peek() != Some(b'{') {
+        s.skip()?;
+        return Ok(found);
+    }
+    s.fields(|s, key| {
+        if key == name.as_bytes() {
+            found = usage_at(s, rest)?;
+        } else {
+            s.skip()?;
+        }
+        Ok(())
+    })?;
+    Ok(found)
+}
+
+fn usage_object(s: &mut Scanner<'_>) -> Scan<Option<UsageFields>> {
+    if s.null()? {
+        return Ok(None);
+    }
+    let mut u = UsageFields::default();
+    if s.peek() != Some(b'{') {
+        s.skip()?;
+        return Ok(Some(u));
+    }
+    s.fields(|s, key| {
+        match key {
+            b"input_tokens" => u.input_tokens = s.count()?,
+            b"output_tokens" => u.output_tokens = s.count()?,
+            b"cache_read_input_tokens" => u.cache_read_input_tokens = s.count()?,
+            b"cache_creation_input_tokens" => u.cache_creation_input_tokens = s.count()?,
+            b"cache_creation" => (u.cache_creation_5m, u.cache_creation_1h) = breakdown(s)?,
+            _ => {
+                s.skip()?;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(Some(u))
+}
+
+/// `cache_creation`: the 5-minute and 1-hour writes.
+fn breakdown(s: &mut Scanner<'_>) -> Scan<(Option<u64>, Option<u64>)> {
+    let mut b = (None, None);
+    if s.peek() != Some(b'{') {
+        s.skip()?;
+        return Ok(b);
+    }
+    s.fields(|s, key| {
+        match key {
+            b"ephemeral_5m_input_tokens" => b.0 = s.count()?,
+            b"ephemeral_1h_input_tokens" => b.1 = s.count()?,
+            _ => {
+                s.skip()?;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(b)
+}
+
 /// A non-stream answer, for its `usage` only (every other field is skipped unparsed).
 #[derive(Debug, Default)]
-pub struct AnswerUsage(pub Option<UsageFields>);
+struct AnswerUsage(pub Option<UsageFields>);
 
 /// An object read key by key; anything else reads as the default.
 trait FromObject<'de>: Default {
@@ -223,69 +327,4 @@ impl<'de> Deserialize<'de> for Count {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use super::*;
-    use serde_json::Value;
-
-    /// The reading these fields replace: lookups in a parsed tree.
-    fn by_lookup(answer: &Value) -> Option<UsageFields> {
-        let u = answer.get("usage").filter(|u| !u.is_null())?;
-        let n = |k: &str| u.get(k).and_then(Value::as_u64);
-        let part = |k: &str| {
-            u.get("cache_creation")
-                .and_then(|b| b.get(k))
-                .and_then(Value::as_u64)
-        };
-        Some(UsageFields {
-            input_tokens: n("input_tokens"),
-            output_tokens: n("output_tokens"),
-            cache_read_input_tokens: n("cache_read_input_tokens"),
-            cache_creation_input_tokens: n("cache_creation_input_tokens"),
-            cache_creation_5m: part("ephemeral_5m_input_tokens"),
-            cache_creation_1h: part("ephemeral_1h_input_tokens"),
-        })
-    }
-
-    #[test]
-    fn reads_what_a_tree_lookup_reads_for_odd_answers_too() {
-        let answers = [
-            r#"{"id":"m","content":[{"type":"text","text":"a \"quoted\" {usage}"}],"usage":{"input_tokens":12,"output_tokens":18,"cache_read_input_tokens":3,"cache_creation_input_tokens":30,"cache_creation":{"ephemeral_5m_input_tokens":10,"ephemeral_1h_input_tokens":20}}}"#,
-            r#"{"usage":{"input_tokens":-1,"output_tokens":1.5,"cache_read_input_tokens":"7","cache_creation_input_tokens":null}}"#,
-            r#"{"usage":{"input_tokens":{"a":1},"output_tokens":[1,2],"cache_creation":7,"service_tier":"standard"}}"#,
-            r#"{"usage":{"cache_creation":{"ephemeral_5m_input_tokens":4},"cache_creation":{"ephemeral_1h_input_tokens":5}}}"#,
-            r#"{"usage":{"input_tokens":1,"input_tokens":2,"output_tokens":18446744073709551615}}"#,
-            r#"{"usage":{"input_tokens":99999999999999999999}}"#,
-            r#"{"usage":{"\u0069nput_tokens":6}}"#,
-            r#"{"usage":null}"#,
-            r#"{"usage":[1,2]}"#,
-            r#"{"usage":"none"}"#,
-            r#"{"content":[],"model":"m"}"#,
-        ];
-        for a in answers {
-            let tree: Value = serde_json::from_str(a).unwrap();
-            let direct: AnswerUsage = serde_json::from_str(a).unwrap();
-            // A `usage` that is not an object has no fields: read as absent or empty, it merges nothing either way.
-            let expected = by_lookup(&tree).filter(|f| *f != UsageFields::default());
-            let got = direct.0.filter(|f| *f != UsageFields::default());
-            assert_eq!(got, expected, "{a}");
-            let from_tree = tree
-                .get("usage")
-                .map(|u| UsageFields::deserialize(u).unwrap());
-            assert_eq!(
-                from_tree.filter(|f| *f != UsageFields::default()),
-                expected,
-                "{a} (from the tree)"
-            );
-        }
-    }
-
-    #[test]
-    fn an_answer_that_is_not_json_has_no_usage() {
-        assert!(serde_json::from_str::<AnswerUsage>(r#"{"usage":{"input_tokens":1}"#).is_err());
-        assert!(serde_json::from_str::<AnswerUsage>("[1]")
-            .unwrap()
-            .0
-            .is_none());
-    }
-}
+mod tests;
