@@ -282,10 +282,14 @@ impl<'a> Scanner<'a> {
                 .get(self.pos + at..self.pos + at + 8)
                 .map_or(0, specials)
         };
-        match (word(0), word(8)) {
-            (0, 0) => self.long_run(),
-            (0, m) => 8 + m.trailing_zeros() as usize / 8,
-            (m, _) => m.trailing_zeros() as usize / 8,
+        // The second word only when the first has no special byte.
+        let first = word(0);
+        if first != 0 {
+            return first.trailing_zeros() as usize / 8;
+        }
+        match word(8) {
+            0 => self.long_run(),
+            m => 8 + m.trailing_zeros() as usize / 8,
         }
     }
 
