@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 
 use crate::client::{Client, ClientKind, Target};
-use crate::procs::{Gateway, GatewayDir, Sim, CLIENT_KEY};
+use crate::procs::{FastUpstream, Gateway, GatewayDir, Sim, CLIENT_KEY};
 use crate::scenarios::{body, Setup};
 use crate::stream;
 
@@ -104,7 +104,8 @@ pub struct Phase {
     pub name: String,
     pub requests: u64,
     pub gateway_ir: u64,
-    pub sim_ir: u64,
+    /// The simulator's instructions, when it was the upstream (the fast upstream runs outside callgrind).
+    pub sim_ir: Option<u64>,
     /// Largest self costs of the gateway: (Ir, function).
     pub top: Vec<(u64, String)>,
     /// Self cost of the gateway by crate (first path segment of the function; the library for C symbols).
@@ -115,8 +116,8 @@ impl Phase {
     pub fn gateway_per_request(&self) -> u64 {
         self.gateway_ir / self.requests.max(1)
     }
-    pub fn sim_per_request(&self) -> u64 {
-        self.sim_ir / self.requests.max(1)
+    pub fn sim_per_request(&self) -> Option<u64> {
+        self.sim_ir.map(|s| s / self.requests.max(1))
     }
 }
 
@@ -316,6 +317,7 @@ pub async fn run(setup: &Setup, dir: &Path) -> anyhow::Result<(Vec<Phase>, Sim)>
     )?;
     let client = Client::new(ClientKind::Hyper)?;
     let mut phases = one_account(setup, dir, &sim, &client).await?;
+    phases.push(fast_upstream(setup, dir, &sim, &client).await?);
     phases.push(many_accounts(setup, dir, &sim, &client).await?);
     Ok((phases, sim))
 }
@@ -416,7 +418,7 @@ async fn one_account(
     ];
     let mut phases = Vec::new();
     for (key, name, n) in specs {
-        let phase = measure(dir, &gw, sim, key, name, n, || async {
+        let phase = measure(dir, &gw, Some(sim), key, name, n, || async {
             match key {
                 "small" => run_closed(client, &target, &small, n, 8).await,
                 "large" => run_closed(client, &target, &large, n, 2).await,
@@ -429,6 +431,56 @@ async fn one_account(
         phases.push(phase);
     }
     Ok(phases)
+}
+
+/// Small requests through a gateway in front of the fast upstream, as in the CPU and throughput scenarios: a short
+/// answer with two headers (no rate-limit headers to read), so this is the profile of those scenarios' figures.
+async fn fast_upstream(
+    setup: &Setup,
+    dir: &Path,
+    sim: &Sim,
+    client: &Client,
+) -> anyhow::Result<Phase> {
+    let plan = &setup.plan;
+    let up = FastUpstream::start(
+        plan.upstream_threads,
+        plan.stream_events,
+        plan.stream_delay_ms,
+    )?;
+    let gdir = GatewayDir::with_upstream(None, "profile-fast", &up.base_url, &sim.token_url())?;
+    gdir.cli(
+        &setup.gateway_bin,
+        &[
+            "accounts",
+            "add-key",
+            "--name",
+            "bench",
+            "sk-ant-api03-bench-profile",
+        ],
+    )?;
+    let gw = Gateway::start_wrapped(&callgrind(dir, "gateway"), &setup.gateway_bin, &gdir)?;
+    let target = Target::new(
+        &gw.base_url,
+        ("x-api-key", CLIENT_KEY),
+        Some(gw.proc.pid()),
+        up.proc.pid(),
+    )?;
+    let small = body(plan.body_bytes, false, None);
+    let n = if plan.smoke { 50 } else { 2000 };
+    run_closed(client, &target, &small, 50, 4).await?;
+    measure(
+        dir,
+        &gw,
+        None,
+        "fast",
+        format!(
+            "non-stream, {} B requests, concurrency 8, fast upstream",
+            plan.body_bytes
+        ),
+        n,
+        || run_closed(client, &target, &small, n, 8),
+    )
+    .await
 }
 
 /// A gateway with the many accounts of the memory scenario: what choosing among them costs.
@@ -460,7 +512,7 @@ async fn many_accounts(
     measure(
         dir,
         &agw,
-        sim,
+        Some(sim),
         "accounts",
         format!(
             "non-stream, {} B requests, {} accounts, concurrency 2",
@@ -476,7 +528,7 @@ async fn many_accounts(
 async fn measure<F, Fut>(
     dir: &Path,
     gw: &Gateway,
-    sim: &Sim,
+    sim: Option<&Sim>,
     key: &'static str,
     name: String,
     n: u64,
@@ -486,16 +538,24 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    control(&["--zero"], gw.proc.pid())?;
-    control(&["--zero"], sim.proc.pid())?;
+    let pids: Vec<u32> = std::iter::once(gw.proc.pid())
+        .chain(sim.map(|s| s.proc.pid()))
+        .collect();
+    for pid in &pids {
+        control(&["--zero"], *pid)?;
+    }
     let t0 = Instant::now();
     work().await?;
     let dump = format!("--dump={key}");
-    control(&[&dump], gw.proc.pid())?;
-    control(&[&dump], sim.proc.pid())?;
+    for pid in &pids {
+        control(&[&dump], *pid)?;
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (gateway_ir, rows) = annotate(&newest_dump(dir, "gateway", gw.proc.pid())?)?;
-    let (sim_ir, _) = annotate(&newest_dump(dir, "simulator", sim.proc.pid())?)?;
+    let sim_ir = match sim {
+        Some(sim) => Some(annotate(&newest_dump(dir, "simulator", sim.proc.pid())?)?.0),
+        None => None,
+    };
     let mut crates: BTreeMap<String, u64> = BTreeMap::new();
     for (ir, f, o) in &rows {
         *crates.entry(crate_of(f, o)).or_insert(0) += ir;
@@ -509,7 +569,7 @@ where
         "[bench] profile {key}: {n} requests in {:.0} s, gateway {} Ir/request, simulator {} Ir/request",
         t0.elapsed().as_secs_f64(),
         gateway_ir / n.max(1),
-        sim_ir / n.max(1)
+        sim_ir.map_or("-".to_string(), |s| (s / n.max(1)).to_string())
     );
     Ok(Phase {
         key,
@@ -599,14 +659,19 @@ pub fn render(phases: &[Phase]) -> String {
     let _ = writeln!(o, "| workload | requests | gateway Ir / request | simulator Ir / request | gateway ÷ simulator |");
     let _ = writeln!(o, "|---|---|---|---|---|");
     for p in phases {
+        let (sim, ratio) = match p.sim_ir {
+            Some(s) => (
+                ir(p.sim_per_request().unwrap_or(0)),
+                format!("{:.2}×", p.gateway_ir as f64 / s.max(1) as f64),
+            ),
+            None => ("— (fast upstream)".to_string(), "—".to_string()),
+        };
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {} | {:.2}× |",
+            "| {} | {} | {} | {sim} | {ratio} |",
             p.name,
             p.requests,
             ir(p.gateway_per_request()),
-            ir(p.sim_per_request()),
-            p.gateway_ir as f64 / p.sim_ir.max(1) as f64
         );
     }
     let _ = writeln!(o);
@@ -663,13 +728,19 @@ pub fn summary(p: &Phase) -> String {
             )
         })
         .collect();
+    let scale = match p.sim_ir {
+        Some(s) => format!(
+            ", {:.2}× the simulator's {}",
+            p.gateway_ir as f64 / s.max(1) as f64,
+            ir(p.sim_per_request().unwrap_or(0))
+        ),
+        None => String::new(),
+    };
     format!(
-        "under callgrind ({}) the gateway executes {} instructions per request, {:.2}× the simulator's {}; its self \
-         cost goes to {}; largest functions: {}",
+        "under callgrind ({}) the gateway executes {} instructions per request{scale}; its self cost goes to {}; \
+         largest functions: {}",
         p.name,
         ir(p.gateway_per_request()),
-        p.gateway_ir as f64 / p.sim_ir.max(1) as f64,
-        ir(p.sim_per_request()),
         crates.join(", "),
         top.join(", ")
     )

@@ -90,7 +90,7 @@ fn cpu_vs_nginx(r: &Results) -> Vec<Target> {
                 ratio <= 1.6 && p.gateway.errors.total() == 0,
                 format!("{:.2}× over", ratio - 1.6),
             )
-            .phase("small")
+            .phase("fast")
             .note(format!(
                 " Per request: gateway {g:.0} µs ({:.0} µs in the kernel), nginx {x:.0} µs ({:.0} µs), fast upstream \
                  {:.0} µs.",
@@ -123,7 +123,7 @@ fn throughput_vs_nginx(r: &Results, plan: &Plan) -> Option<Target> {
             ratio >= 0.8 && p.gateway.errors.total() == 0,
             format!("{:.2} short", 0.8 - ratio),
         )
-        .phase("small")
+        .phase("fast")
         .note(format!(
             " Requests/s: direct {:.0}, nginx {:.0}, gateway {:.0}.",
             p.direct.rps(),
