@@ -55,7 +55,7 @@ fn dropped(name: &str) -> bool {
     DROP_REQUEST.contains(&name) || DROP_REQUEST_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
-/// Builds the upstream request headers for `account` from the client's.
+/// Builds the upstream request headers for `account` from the client's, in one pass over them.
 pub fn upstream_request(client: &HeaderMap, account: &Account) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(client.len() + 2);
     // Names listed in `Connection` are hop-by-hop too.
@@ -65,20 +65,32 @@ pub fn upstream_request(client: &HeaderMap, account: &Account) -> HeaderMap {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
         .collect();
+    // The client's `anthropic-beta` values, from every such header, in order, without duplicates.
+    let mut betas: Vec<&str> = Vec::new();
+    let mut has_version = false;
     for (name, value) in client {
         let n = name.as_str();
-        if dropped(n) || connection_listed.iter().any(|c| c == n) || n == "anthropic-beta" {
+        if n == "anthropic-beta" {
+            if let Ok(v) = value.to_str() {
+                add_betas(&mut betas, v);
+            }
             continue;
         }
-        out.append(name.clone(), value.clone());
+        if dropped(n) || connection_listed.iter().any(|c| c == n) {
+            continue;
+        }
+        has_version |= n == "anthropic-version";
+        out.append(
+            static_name(n).unwrap_or_else(|| name.clone()),
+            value.clone(),
+        );
     }
-    if !out.contains_key(&ANTHROPIC_VERSION) {
+    if !has_version {
         out.insert(
             ANTHROPIC_VERSION,
             HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION),
         );
     }
-    let mut betas = client_betas(client);
     match account.kind {
         AccountKind::ApiKey => {
             if let Ok(v) = HeaderValue::from_str(&account.credential.secret) {
@@ -89,8 +101,8 @@ pub fn upstream_request(client: &HeaderMap, account: &Account) -> HeaderMap {
             if let Ok(v) = HeaderValue::from_str(&format!("Bearer {}", account.credential.secret)) {
                 out.insert(header::AUTHORIZATION, v);
             }
-            if !betas.iter().any(|b| b == OAUTH_BETA) {
-                betas.push(OAUTH_BETA.to_string());
+            if !betas.contains(&OAUTH_BETA) {
+                betas.push(OAUTH_BETA);
             }
         }
     }
@@ -102,21 +114,37 @@ pub fn upstream_request(client: &HeaderMap, account: &Account) -> HeaderMap {
     out
 }
 
-/// The client's `anthropic-beta` values, from every such header, in order, without duplicates.
-fn client_betas(client: &HeaderMap) -> Vec<String> {
-    let mut betas: Vec<String> = Vec::new();
-    for v in client
-        .get_all(&ANTHROPIC_BETA)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-    {
-        for b in v.split(',').map(str::trim).filter(|b| !b.is_empty()) {
-            if !betas.iter().any(|x| x == b) {
-                betas.push(b.to_string());
-            }
+/// Adds the comma-separated values of one `anthropic-beta` header not already in `betas`.
+fn add_betas<'a>(betas: &mut Vec<&'a str>, value: &'a str) {
+    for b in value.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+        if !betas.contains(&b) {
+            betas.push(b);
         }
     }
-    betas
+}
+
+/// The same name as static text, for the non-standard names API clients send on every request: a copy of the
+/// client's (read from its request) would be shared, which allocates, and its count touched on every use.
+fn static_name(name: &str) -> Option<HeaderName> {
+    const NAMES: [&str; 12] = [
+        "anthropic-version",
+        "anthropic-dangerous-direct-browser-access",
+        "x-app",
+        "x-stainless-arch",
+        "x-stainless-lang",
+        "x-stainless-os",
+        "x-stainless-package-version",
+        "x-stainless-retry-count",
+        "x-stainless-runtime",
+        "x-stainless-runtime-version",
+        "x-stainless-timeout",
+        "x-stainless-helper-method",
+    ];
+    NAMES
+        .iter()
+        .copied()
+        .find(|n| *n == name)
+        .map(HeaderName::from_static)
 }
 
 /// Whether an upstream response header is passed back to the client.
@@ -201,6 +229,77 @@ impl Refused {
 mod tests {
     use super::*;
     use crate::account::Credential;
+
+    /// The request headers as they were built before they took one pass (kept to compare against).
+    mod before {
+        use super::super::*;
+
+        /// Builds the upstream request headers for `account` from the client's.
+        pub fn upstream_request(client: &HeaderMap, account: &Account) -> HeaderMap {
+            let mut out = HeaderMap::with_capacity(client.len() + 2);
+            // Names listed in `Connection` are hop-by-hop too.
+            let connection_listed: Vec<String> = client
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+                .collect();
+            for (name, value) in client {
+                let n = name.as_str();
+                if dropped(n) || connection_listed.iter().any(|c| c == n) || n == "anthropic-beta" {
+                    continue;
+                }
+                out.append(name.clone(), value.clone());
+            }
+            if !out.contains_key(&ANTHROPIC_VERSION) {
+                out.insert(
+                    ANTHROPIC_VERSION,
+                    HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION),
+                );
+            }
+            let mut betas = client_betas(client);
+            match account.kind {
+                AccountKind::ApiKey => {
+                    if let Ok(v) = HeaderValue::from_str(&account.credential.secret) {
+                        out.insert(X_API_KEY, v);
+                    }
+                }
+                AccountKind::Oauth => {
+                    if let Ok(v) =
+                        HeaderValue::from_str(&format!("Bearer {}", account.credential.secret))
+                    {
+                        out.insert(header::AUTHORIZATION, v);
+                    }
+                    if !betas.iter().any(|b| b == OAUTH_BETA) {
+                        betas.push(OAUTH_BETA.to_string());
+                    }
+                }
+            }
+            if !betas.is_empty() {
+                if let Ok(v) = HeaderValue::from_str(&betas.join(",")) {
+                    out.insert(ANTHROPIC_BETA, v);
+                }
+            }
+            out
+        }
+
+        /// The client's `anthropic-beta` values, from every such header, in order, without duplicates.
+        fn client_betas(client: &HeaderMap) -> Vec<String> {
+            let mut betas: Vec<String> = Vec::new();
+            for v in client
+                .get_all(&ANTHROPIC_BETA)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+            {
+                for b in v.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+                    if !betas.iter().any(|x| x == b) {
+                        betas.push(b.to_string());
+                    }
+                }
+            }
+            betas
+        }
+    }
 
     fn account(kind: AccountKind) -> Account {
         Account {
@@ -421,5 +520,42 @@ mod tests {
             }
             proptest::prop_assert_eq!(client_response(h.clone()), filtered(&h));
         }
+    }
+
+    proptest::proptest! {
+        /// Whatever the client sends (dropped and passed names, `Connection` lists, repeated `anthropic-beta` values,
+        /// its own `anthropic-version` or none), upstream gets what the two-pass building gave, for either kind of
+        /// account.
+        #[test]
+        fn upstream_gets_what_the_two_pass_building_gave(
+            entries in proptest::collection::vec((0usize..16, 0usize..8), 0..24),
+            oauth in proptest::bool::ANY,
+        ) {
+            const NAMES: [&str; 16] = [
+                "anthropic-beta", "anthropic-beta", "connection", "anthropic-version", "x-stainless-lang", "x-app",
+                "user-agent", "content-type", "host", "x-api-key", "authorization", "origin", "sec-fetch-mode",
+                "x-custom-hop", "x-forwarded-for", "x-claude-code-session-id",
+            ];
+            const VALUES: [&str; 8] = [
+                "a", "a, b", "b,oauth-2025-04-20", " , c ,", "keep-alive, X-Custom-Hop", "x-app",
+                "anthropic-beta, anthropic-version", "2023-06-01",
+            ];
+            let mut h = HeaderMap::new();
+            for (name, value) in entries {
+                h.append(HeaderName::from_static(NAMES[name]), HeaderValue::from_static(VALUES[value]));
+            }
+            let kind = if oauth { AccountKind::Oauth } else { AccountKind::ApiKey };
+            let a = account(kind);
+            proptest::prop_assert_eq!(upstream_request(&h, &a), before::upstream_request(&h, &a));
+        }
+    }
+
+    /// The names sent as static text are the client's names.
+    #[test]
+    fn static_names_are_the_clients() {
+        for n in ["anthropic-version", "x-stainless-lang", "x-app"] {
+            assert_eq!(static_name(n).unwrap().as_str(), n);
+        }
+        assert!(static_name("x-custom").is_none());
     }
 }
