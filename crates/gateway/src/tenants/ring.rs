@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 
 use crate::error::GatewayError;
 use crate::keys::limits::{self, MINUTE_MS};
@@ -115,12 +115,17 @@ impl Drop for Admission {
     }
 }
 
+const DAY_MS: i64 = 86_400_000;
+
+/// [`limits::day_start`] of `now` in Unix milliseconds, by arithmetic (every request counts against its day: the
+/// calendar conversion cost more than the rest of the count). Chrono's UTC days are all 86,400 s long.
 fn day_ms(now: DateTime<Utc>) -> i64 {
-    limits::day_start(now).timestamp_millis()
+    now.timestamp().div_euclid(86_400) * DAY_MS
 }
 
+/// [`limits::month_start`] of `now` in Unix milliseconds: the start of its day less the days before it in its month.
 fn month_ms(now: DateTime<Utc>) -> i64 {
-    limits::month_start(now).timestamp_millis()
+    day_ms(now) - i64::from(now.day0()) * DAY_MS
 }
 
 fn key_limit(limit: &'static str, message: String, retry_after_secs: u64) -> GatewayError {
@@ -467,6 +472,23 @@ impl KeyRing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The day and month a request counts against are the calendar's, at any moment chrono can name (leap seconds
+        /// included).
+        #[test]
+        fn the_day_and_month_are_the_calendars(
+            secs in -8_000_000_000_000i64..8_000_000_000_000,
+            nanos in 0u32..2_000_000_000,
+        ) {
+            let nanos = if secs.rem_euclid(60) == 59 { nanos } else { nanos % 1_000_000_000 };
+            let Some(now) = DateTime::from_timestamp(secs, nanos) else {
+                return Ok(());
+            };
+            proptest::prop_assert_eq!(day_ms(now), limits::day_start(now).timestamp_millis(), "{}", now);
+            proptest::prop_assert_eq!(month_ms(now), limits::month_start(now).timestamp_millis(), "{}", now);
+        }
+    }
     use crate::keys::{KeyLimits, NewKey};
 
     fn state(limits: KeyLimits) -> Arc<KeyState> {
