@@ -311,12 +311,17 @@ impl Proxy {
                     }
                 },
             };
-            if !tried.contains(&slot.entry.id) {
-                tried.push(slot.entry.id);
-            }
+            // Excluded from the next choice, if there is one (added then: most requests have no next choice, and
+            // then `tried` never allocates).
+            let id = slot.entry.id;
             let outcome = self
                 .serve_on(&req, &slot, &mut attempts, meter, grace)
                 .await;
+            if !matches!(outcome, Ok(Attempt::Done(_) | Attempt::Refused(_)))
+                && !tried.contains(&id)
+            {
+                tried.push(id);
+            }
             match outcome {
                 Err(RefreshError::Queued) => {
                     // Try accounts whose tokens are valid; this one's refresh runs on and is waited for if none is.
