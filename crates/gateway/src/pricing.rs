@@ -49,7 +49,33 @@ impl From<ModelPrice> for NanoPrice {
 #[derive(Debug, Clone)]
 pub struct PriceTable {
     /// Patterns, longest first (the most specific match wins).
-    entries: Vec<(String, NanoPrice)>,
+    entries: Vec<(Pattern, NanoPrice)>,
+}
+
+/// A model pattern (`*` matches any run of characters), with the form nearly every entry has told apart.
+#[derive(Debug, Clone)]
+enum Pattern {
+    /// `PREFIX*` (one star, at the end): a model matches when it starts with the prefix — one comparison, where the
+    /// glob walks byte by byte through the `claude-` every pattern and model share.
+    Prefix(String),
+    Glob(String),
+}
+
+impl Pattern {
+    fn new(pattern: String) -> Pattern {
+        match pattern.strip_suffix('*') {
+            Some(prefix) if !prefix.contains('*') => Pattern::Prefix(prefix.to_string()),
+            _ => Pattern::Glob(pattern),
+        }
+    }
+
+    /// Whether `model` matches: what [`glob`] says.
+    fn matches(&self, model: &str) -> bool {
+        match self {
+            Pattern::Prefix(prefix) => model.starts_with(prefix.as_str()),
+            Pattern::Glob(pattern) => glob(pattern, model),
+        }
+    }
 }
 
 impl PriceTable {
@@ -64,13 +90,17 @@ impl PriceTable {
             .map(|(k, v)| (k, NanoPrice::from(v)))
             .collect();
         entries.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+        let entries = entries
+            .into_iter()
+            .map(|(k, v)| (Pattern::new(k), v))
+            .collect();
         PriceTable { entries }
     }
 
     fn price(&self, model: &str) -> Option<&NanoPrice> {
         self.entries
             .iter()
-            .find(|(pattern, _)| glob(pattern, model))
+            .find(|(pattern, _)| pattern.matches(model))
             .map(|(_, p)| p)
     }
 
@@ -91,6 +121,30 @@ impl PriceTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// A pattern matches the models the glob matches, whatever its form (prefix, stars elsewhere, none).
+        #[test]
+        fn a_pattern_matches_what_the_glob_matches(
+            pattern in "(claude-|c|\\*)?[a-z0-9.*-]{0,8}\\*?",
+            model in "(claude-)?[a-z0-9.-]{0,10}",
+        ) {
+            let p = Pattern::new(pattern.clone());
+            proptest::prop_assert_eq!(p.matches(&model), glob(&pattern, &model), "{:?} {}", p, model);
+            let with_prefix = format!("{}{model}", pattern.trim_end_matches('*'));
+            proptest::prop_assert_eq!(p.matches(&with_prefix), glob(&pattern, &with_prefix));
+        }
+    }
+
+    #[test]
+    fn the_shipped_patterns_are_prefixes() {
+        let table = PriceTable::new(&BTreeMap::new());
+        assert!(!table.entries.is_empty());
+        assert!(table
+            .entries
+            .iter()
+            .all(|(p, _)| matches!(p, Pattern::Prefix(_))));
+    }
 
     #[test]
     fn the_shipped_table_parses_and_prices_both_cache_write_lifetimes() {
