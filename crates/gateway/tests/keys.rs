@@ -1094,7 +1094,9 @@ async fn every_row_as_recorded(t: &dyn claude_gateway::store::tenants::TenantSto
         Bucket, GroupBy, RequestQuery, Tokens, UsageBatch, UsageQuery,
     };
     let mut written = Vec::new();
-    for n in [1, 15, 16, 17, 31, 33, 100] {
+    // The chunk is 256 rows (`store::tenants_sql::INSERT_CHUNK`): one short of it, it, and one past it (835 rows in all,
+    // within the 1,000 read back).
+    for n in [1, 16, 17, 33, 255, 256, 257] {
         let rows = varied_records(written.len() as u64, n);
         t.record_usage(&UsageBatch {
             requests: rows.clone(),
@@ -1135,7 +1137,7 @@ async fn every_row_as_recorded(t: &dyn claude_gateway::store::tenants::TenantSto
         .usage(UsageQuery {
             group_by: GroupBy::Key,
             from: at("2026-03-01T00:00:00Z"),
-            to: at("2026-03-02T00:00:00Z"),
+            to: at("2026-03-03T00:00:00Z"),
             bucket: Some(Bucket::Hour),
         })
         .await
