@@ -639,12 +639,13 @@ async fn token_usage_of_both_kinds_of_answers_is_counted_in_batches() {
     let store = gw.store().await;
     let mut totals = Default::default();
     // Up to 20 s: the flush runs every 0.2 s, but a loaded CI machine (the whole suite on 2 cores) can delay it; the
-    // loop ends as soon as the batch is in.
+    // loop ends as soon as the batch is in, the stream's input tokens included (a stream's request and its tokens may
+    // land in different flushes).
     for _ in 0..200 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let all = store.usage_totals().await.unwrap();
         if let Some((_, u)) = all.into_iter().next() {
-            if u.requests == 3 && u.output_tokens > 0 {
+            if u.requests == 3 && u.output_tokens > 0 && u.input_tokens > expected_input {
                 totals = u;
                 break;
             }
