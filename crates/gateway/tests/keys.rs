@@ -1094,9 +1094,8 @@ async fn every_row_as_recorded(t: &dyn claude_gateway::store::tenants::TenantSto
         Bucket, GroupBy, RequestQuery, Tokens, UsageBatch, UsageQuery,
     };
     let mut written = Vec::new();
-    // The chunk is 256 rows (`store::tenants_sql::INSERT_CHUNK`): one short of it, it, and one past it (835 rows in all,
-    // within the 1,000 read back).
-    for n in [1, 16, 17, 33, 255, 256, 257] {
+    // The chunk is 64 rows (`store::tenants_sql::INSERT_CHUNK`): one short of it, it, one past it, and past two.
+    for n in [1, 16, 17, 63, 64, 65, 129, 100] {
         let rows = varied_records(written.len() as u64, n);
         t.record_usage(&UsageBatch {
             requests: rows.clone(),
