@@ -322,16 +322,14 @@ pub async fn run(setup: &Setup, dir: &Path) -> anyhow::Result<(Vec<Phase>, Sim)>
     Ok((phases, sim))
 }
 
-/// Small requests, streams and large requests through a gateway with one account.
-async fn one_account(
+/// A gateway under callgrind in `gdir` with one API-key account, and the target of its Messages route (`upstream_pid`:
+/// the process that answers it).
+fn one_key_gateway(
     setup: &Setup,
     dir: &Path,
-    sim: &Sim,
-    client: &Client,
-) -> anyhow::Result<Vec<Phase>> {
-    let plan = &setup.plan;
-    let text_events = plan.stream_events.saturating_sub(6).max(1);
-    let gdir = GatewayDir::new(None, "profile", sim)?;
+    gdir: &GatewayDir,
+    upstream_pid: u32,
+) -> anyhow::Result<(Gateway, Target)> {
     gdir.cli(
         &setup.gateway_bin,
         &[
@@ -342,13 +340,27 @@ async fn one_account(
             "sk-ant-api03-bench-profile",
         ],
     )?;
-    let gw = Gateway::start_wrapped(&callgrind(dir, "gateway"), &setup.gateway_bin, &gdir)?;
+    let gw = Gateway::start_wrapped(&callgrind(dir, "gateway"), &setup.gateway_bin, gdir)?;
     let target = Target::new(
         &gw.base_url,
         ("x-api-key", CLIENT_KEY),
         Some(gw.proc.pid()),
-        sim.proc.pid(),
+        upstream_pid,
     )?;
+    Ok((gw, target))
+}
+
+/// Small requests, streams and large requests through a gateway with one account.
+async fn one_account(
+    setup: &Setup,
+    dir: &Path,
+    sim: &Sim,
+    client: &Client,
+) -> anyhow::Result<Vec<Phase>> {
+    let plan = &setup.plan;
+    let text_events = plan.stream_events.saturating_sub(6).max(1);
+    let gdir = GatewayDir::new(None, "profile", sim)?;
+    let (gw, target) = one_key_gateway(setup, dir, &gdir, sim.proc.pid())?;
     let (n_small, n_large, n_streams) = if plan.smoke {
         (50, 4, 4)
     } else {
@@ -448,23 +460,7 @@ async fn fast_upstream(
         plan.stream_delay_ms,
     )?;
     let gdir = GatewayDir::with_upstream(None, "profile-fast", &up.base_url, &sim.token_url())?;
-    gdir.cli(
-        &setup.gateway_bin,
-        &[
-            "accounts",
-            "add-key",
-            "--name",
-            "bench",
-            "sk-ant-api03-bench-profile",
-        ],
-    )?;
-    let gw = Gateway::start_wrapped(&callgrind(dir, "gateway"), &setup.gateway_bin, &gdir)?;
-    let target = Target::new(
-        &gw.base_url,
-        ("x-api-key", CLIENT_KEY),
-        Some(gw.proc.pid()),
-        up.proc.pid(),
-    )?;
+    let (gw, target) = one_key_gateway(setup, dir, &gdir, up.proc.pid())?;
     let small = body(plan.body_bytes, false, None);
     let n = if plan.smoke { 50 } else { 2000 };
     run_closed(client, &target, &small, 50, 4).await?;
