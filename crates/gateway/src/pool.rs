@@ -10,7 +10,7 @@
 //! Invariant: every per-account map is bounded (model cooldowns are capped at [`MAX_MODEL_COOLDOWNS`]); the affinity map
 //! is bounded in size and age.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 #[cfg(test)]
 use std::sync::atomic::AtomicI64;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -193,7 +193,8 @@ impl Pool {
     }
 
     pub fn get(&self, id: AccountId) -> Option<Arc<AccountEntry>> {
-        self.entries().iter().find(|e| e.id == id).cloned()
+        let entries = self.entries();
+        position(&entries, id).map(|i| entries[i].clone())
     }
 
     /// Cools `entry` as a whole until `until`, here and (through the store) on every replica: for what Anthropic
@@ -272,27 +273,25 @@ impl Pool {
     pub async fn sync_cooldowns(&self) -> Result<(), StoreError> {
         let now = self.engine.now();
         let entries = self.entries();
-        // A clear that started (or is running) since this snapshot makes the list below stale for that account.
-        let gens: HashMap<AccountId, u64> = entries
-            .iter()
-            .map(|e| (e.id, e.shared_clear_gen()))
-            .collect();
+        // A clear that started (or is running) since this snapshot makes the list below stale for that account. By
+        // position, not in a map: this runs every second, over every account.
+        let gens: Vec<u64> = entries.iter().map(|e| e.shared_clear_gen()).collect();
         let shared = self.store.list_cooldowns(now).await?;
-        let by_id: HashMap<AccountId, &Arc<AccountEntry>> =
-            entries.iter().map(|e| (e.id, e)).collect();
         for c in shared {
-            if let Some(e) = by_id.get(&c.account_id) {
-                let gen = e.shared_clear_gen();
-                if gen % 2 == 1 || gens.get(&e.id) != Some(&gen) {
-                    continue;
-                }
-                let left = crate::clock::wait_until(now, c.until);
-                e.apply_shared(
-                    c.model.as_deref(),
-                    crate::clock::instant_in(left),
-                    &c.reason,
-                );
+            let Some(i) = position(&entries, c.account_id) else {
+                continue;
+            };
+            let e = &entries[i];
+            let gen = e.shared_clear_gen();
+            if gen % 2 == 1 || gens[i] != gen {
+                continue;
             }
+            let left = crate::clock::wait_until(now, c.until);
+            e.apply_shared(
+                c.model.as_deref(),
+                crate::clock::instant_in(left),
+                &c.reason,
+            );
         }
         Ok(())
     }
@@ -335,14 +334,12 @@ impl Pool {
         }
         let accounts = self.store.list_accounts().await?;
         let current = self.entries();
-        let by_id: HashMap<AccountId, &Arc<AccountEntry>> =
-            current.iter().map(|e| (e.id, e)).collect();
         let mut next = Vec::with_capacity(accounts.len());
         for account in accounts {
             let block = account
                 .refresh_blocked_until
                 .zip(account.refresh_block_reason.clone());
-            let entry = match by_id.get(&account.id) {
+            let entry = match position(&current, account.id).map(|i| &current[i]) {
                 Some(entry) => {
                     entry.cell.observe_stored(account);
                     Arc::clone(entry)
@@ -354,6 +351,8 @@ impl Pool {
             }
             next.push(entry);
         }
+        // Kept in id order (the store lists them so), which `position` relies on.
+        next.sort_unstable_by_key(|e| e.id);
         self.reindex(&current, &next);
         *self.entries.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
         self.seen_seq.store(seq, Ordering::Release);
@@ -506,6 +505,11 @@ fn saturated(secs: u64) -> GatewayError {
             .into(),
         retry_after_secs: secs,
     }
+}
+
+/// Where account `id` is in `entries` (kept in id order by [`Pool::sync`]).
+fn position(entries: &[Arc<AccountEntry>], id: AccountId) -> Option<usize> {
+    entries.binary_search_by_key(&id, |e| e.id).ok()
 }
 
 /// A short jittered cooldown after an overload or server failure: uniformly in [base, 1.5 × base].

@@ -78,6 +78,16 @@ pub fn state_name(
     }
 }
 
+/// A running gateway's state name for `entry`, as [`AccountView::live`] names it, without building the view (the alert
+/// check reads it for every account every few seconds).
+pub fn live_state(entry: &AccountEntry, account: &Account) -> &'static str {
+    state_name(
+        account,
+        Some(entry.cell.credential_state()),
+        entry.cooling_until(None).is_some(),
+    )
+}
+
 impl AccountView {
     /// What the stored row alone says (no live pool state): `accounts list --json`.
     pub fn stored(account: &Account) -> AccountView {

@@ -895,3 +895,80 @@ mod agreement {
         }
     }
 }
+
+/// The alert check reads every account's state without building its full view; what it finds must be what the views
+/// say: per-account alerts (needs a login, banned, refresh backing off) and tiers whose every enabled account cools.
+#[tokio::test(start_paused = true)]
+async fn the_alert_check_finds_what_the_full_views_say() {
+    // Tier 0: all cooling or unusable (one cooling, one banned, one disabled); tier 1: one ready among bad ones.
+    let pool = pool(&[
+        (0, 1, None),
+        (0, 1, None),
+        (0, 1, None),
+        (1, 1, None),
+        (1, 1, None),
+        (1, 1, None),
+    ])
+    .await;
+    let store = pool.store.clone();
+    let entries = pool.entries();
+    let update = |i: usize, update: AccountUpdate| {
+        let (store, e) = (store.clone(), entries[i].clone());
+        async move {
+            let version = e.cell.account().version;
+            store.update_account(e.id, version, update).await.unwrap();
+        }
+    };
+    entries[0].cool_account(Instant::now() + Duration::from_secs(30), "429".into());
+    update(
+        1,
+        AccountUpdate {
+            banned: Patch::to(Some("organization disabled".into())),
+            ..Default::default()
+        },
+    )
+    .await;
+    update(
+        2,
+        AccountUpdate {
+            disabled: Some(true),
+            ..Default::default()
+        },
+    )
+    .await;
+    update(
+        4,
+        AccountUpdate {
+            needs_reauth: Patch::to(Some("invalid_grant".into())),
+            ..Default::default()
+        },
+    )
+    .await;
+    entries[5].cool_account(Instant::now() + Duration::from_secs(30), "529".into());
+    pool.sync().await.unwrap();
+
+    let clock = crate::clock::TokioClock::starting_at(crate::clock::system_now());
+    let entries = pool.entries();
+    let found = crate::alerts::watch::conditions(&entries, &[], &clock);
+    let views: Vec<_> = entries
+        .iter()
+        .map(|e| crate::view::AccountView::live(e, &clock))
+        .collect();
+    let expected = crate::alerts::watch::from_views(&views);
+    assert_eq!(found, expected);
+    let keys: Vec<_> = found.iter().map(|c| c.key.as_str()).collect();
+    let (banned, reauth) = (entries[1].id, entries[4].id);
+    assert_eq!(
+        keys,
+        [
+            format!("account_banned:{banned}"),
+            format!("account_needs_login:{reauth}"),
+            "tier_cooling:0".into()
+        ],
+        "{found:?}"
+    );
+    // Once tier 0's cooldown ends, its tier alert goes (the banned one stays).
+    tokio::time::advance(Duration::from_secs(31)).await;
+    let found = crate::alerts::watch::conditions(&pool.entries(), &[], &clock);
+    assert_eq!(found.len(), 2, "{found:?}");
+}

@@ -172,25 +172,20 @@ impl CredentialCell {
 
     pub fn state(&self) -> (CredentialState, Option<Instant>, Option<String>) {
         let st = self.lock();
-        let now = Instant::now();
-        if let Some(r) = &st.needs_reauth {
-            return (CredentialState::NeedsReauth, None, Some(r.clone()));
+        match classify(&st, Instant::now()) {
+            CredentialState::NeedsReauth => {
+                (CredentialState::NeedsReauth, None, st.needs_reauth.clone())
+            }
+            CredentialState::Ready => (CredentialState::Ready, None, st.last_error.clone()),
+            s @ (CredentialState::Held | CredentialState::RefreshBackoff) => {
+                (s, st.blocked_until, st.last_error.clone())
+            }
         }
-        if st.pending.is_some() {
-            return (
-                CredentialState::Held,
-                st.blocked_until,
-                st.last_error.clone(),
-            );
-        }
-        match st.blocked_until {
-            Some(t) if t > now => (
-                CredentialState::RefreshBackoff,
-                Some(t),
-                st.last_error.clone(),
-            ),
-            _ => (CredentialState::Ready, None, st.last_error.clone()),
-        }
+    }
+
+    /// The state alone, [`Self::state`] without copying its texts (the alert check reads it for every account).
+    pub fn credential_state(&self) -> CredentialState {
+        classify(&self.lock(), Instant::now())
     }
 
     /// Whether `account`'s token (as returned by [`Self::gate`]) is good for a request at `now`: valid for more than the
@@ -208,6 +203,19 @@ impl CredentialCell {
     /// Whether a flight is running (tests and admin).
     pub fn refreshing(&self) -> bool {
         self.lock().flight.is_some()
+    }
+}
+
+/// What the admin API calls a cell's credential state at `now`.
+fn classify(st: &CellState, now: Instant) -> CredentialState {
+    if st.needs_reauth.is_some() {
+        CredentialState::NeedsReauth
+    } else if st.pending.is_some() {
+        CredentialState::Held
+    } else if st.blocked_until.is_some_and(|t| t > now) {
+        CredentialState::RefreshBackoff
+    } else {
+        CredentialState::Ready
     }
 }
 
