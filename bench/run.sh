@@ -12,7 +12,7 @@
 #   bench/run.sh --no-peer     skip LiteLLM
 #   bench/run.sh --no-profile  skip the callgrind profile
 #   bench/run.sh --only cpu,throughput   only these sections (latency, throughput, cpu, streaming, large, keys,
-#                              routes, memory, stampede); writes target/bench/BENCHMARKS.only.md, no peer, no profile
+#                              routes, pool, memory, stampede); writes target/bench/BENCHMARKS.only.md, no peer, no profile
 #
 # The gateway, the simulator and the peer are started by claude-gateway-bench itself (configs and SQLite stores in
 # temp dirs, accounts seeded with `claude-gateway accounts add-key` or straight into the store), so that every

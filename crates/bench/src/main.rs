@@ -77,7 +77,7 @@ struct Args {
     /// nginx's binary (default: /usr/sbin/nginx when it exists); without one the nginx rows are skipped.
     #[arg(long)]
     nginx: Option<PathBuf>,
-    /// Run only these sections (comma-separated: latency, throughput, cpu, streaming, large, keys, routes, memory,
+    /// Run only these sections (comma-separated: latency, throughput, cpu, streaming, large, keys, routes, pool, memory,
     /// stampede), e.g. `--only cpu,throughput` while working on the hot path.
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
