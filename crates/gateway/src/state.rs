@@ -37,6 +37,8 @@ pub struct Shared {
     /// The memory request bodies held at once may take together.
     pub bodies: BodyBudget,
     pub operator: Arc<crate::operator::Operator>,
+    /// Writes the Responses API's stored conversations (`previous_response_id`).
+    pub stored_responses: crate::openai::responses::stored::Keeper,
 }
 
 impl AppState {
@@ -130,6 +132,7 @@ pub fn build_state(
     Ok(AppState(Arc::new(Shared {
         bodies,
         config: Arc::new(config),
+        stored_responses: crate::openai::responses::stored::Keeper::new(store.clone()),
         store,
         proxy,
         clock,

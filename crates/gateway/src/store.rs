@@ -264,8 +264,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     // --- Responses API conversations ---
 
-    /// Keeps a response, deleting expired ones and all but the newest `keep` (so the table stays bounded).
-    fn put_response(&self, response: StoredResponse, keep: u64) -> StoreFuture<'_, ()>;
+    /// Keeps responses (in this order: a later one with the same id replaces an earlier one), deleting expired ones
+    /// and all but the newest `keep` (so the table stays bounded). One write for the whole batch.
+    fn put_responses(&self, responses: Vec<StoredResponse>, keep: u64) -> StoreFuture<'_, ()>;
     /// The body of response `id` if `owner` created it and it has not expired at `now`.
     fn get_response(
         &self,

@@ -512,9 +512,15 @@ async fn keeps_the_newest_and_drops_the_expired(
     const DAY: i64 = 86_400;
     let t0 = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
     let at = |s: i64| t0 + chrono::Duration::seconds(s);
-    a.put_response(stored_row(t0, 0, 0, 10), 10).await.unwrap();
-    b.put_response(stored_row(t0, 1, 1, DAY), 10).await.unwrap();
-    a.put_response(stored_row(t0, 2, 2, DAY), 10).await.unwrap();
+    a.put_responses(vec![stored_row(t0, 0, 0, 10)], 10)
+        .await
+        .unwrap();
+    b.put_responses(vec![stored_row(t0, 1, 1, DAY)], 10)
+        .await
+        .unwrap();
+    a.put_responses(vec![stored_row(t0, 2, 2, DAY)], 10)
+        .await
+        .unwrap();
     for i in 0..3 {
         assert_eq!(
             found(b, i, "owner-hash", at(5)).await,
@@ -528,16 +534,20 @@ async fn keeps_the_newest_and_drops_the_expired(
     assert_eq!(found(a, 1, "another-owner", at(5)).await, None);
     assert_eq!(found(a, 0, "owner-hash", at(11)).await, None, "expired");
     // Keeping one at t0 + 20 s deletes response 0 (expired at t0 + 10 s): not found even when asked as of t0 + 5 s.
-    b.put_response(stored_row(t0, 3, 20, DAY), 10)
+    b.put_responses(vec![stored_row(t0, 3, 20, DAY)], 10)
         .await
         .unwrap();
     assert_eq!(found(a, 0, "owner-hash", at(5)).await, None, "pruned");
     assert!(found(a, 1, "owner-hash", at(21)).await.is_some());
     // Keeping at most 3: each new one pushes out the oldest, whichever replica kept it.
-    a.put_response(stored_row(t0, 4, 21, DAY), 3).await.unwrap();
+    a.put_responses(vec![stored_row(t0, 4, 21, DAY)], 3)
+        .await
+        .unwrap();
     assert_eq!(found(b, 1, "owner-hash", at(22)).await, None);
     assert!(found(b, 2, "owner-hash", at(22)).await.is_some());
-    b.put_response(stored_row(t0, 5, 22, DAY), 3).await.unwrap();
+    b.put_responses(vec![stored_row(t0, 5, 22, DAY)], 3)
+        .await
+        .unwrap();
     for (i, kept) in [(2, false), (3, true), (4, true), (5, true)] {
         assert_eq!(
             found(a, i, "owner-hash", at(23)).await.is_some(),
@@ -545,6 +555,29 @@ async fn keeps_the_newest_and_drops_the_expired(
             "response {i}"
         );
     }
+    // One batch (a group commit of several savers): rows in order, a later one with an id replacing an earlier one,
+    // and the newest `keep` of all kept.
+    let mut rewritten = stored_row(t0, 6, 24, DAY);
+    rewritten.body = "[6, rewritten]".into();
+    let batch = vec![
+        stored_row(t0, 6, 24, DAY),
+        stored_row(t0, 7, 24, DAY),
+        rewritten,
+        stored_row(t0, 8, 24, DAY),
+    ];
+    b.put_responses(batch, 3).await.unwrap();
+    assert_eq!(
+        found(a, 6, "owner-hash", at(25)).await.as_deref(),
+        Some("[6, rewritten]")
+    );
+    for (i, kept) in [(5, false), (7, true), (8, true)] {
+        assert_eq!(
+            found(a, i, "owner-hash", at(25)).await.is_some(),
+            kept,
+            "response {i} after the batch"
+        );
+    }
+    a.put_responses(Vec::new(), 3).await.unwrap();
 }
 
 #[tokio::test]

@@ -59,7 +59,7 @@ pub async fn create(State(state): State<AppState>, req: Request) -> Response {
         Err(e) => return e.into_openai_response(),
     };
     let saver = translated.store.then(|| Saver {
-        store: state.store.clone(),
+        keeper: state.stored_responses.clone(),
         clock: state.clock.clone(),
         owner,
         messages: std::mem::take(&mut translated.messages),

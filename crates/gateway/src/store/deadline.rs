@@ -142,8 +142,8 @@ impl Store for DeadlineStore {
     fn usage_totals(&self) -> StoreFuture<'_, Vec<(AccountId, Usage)>> {
         self.bounded(self.inner.usage_totals())
     }
-    fn put_response(&self, response: StoredResponse, keep: u64) -> StoreFuture<'_, ()> {
-        self.bounded(self.inner.put_response(response, keep))
+    fn put_responses(&self, responses: Vec<StoredResponse>, keep: u64) -> StoreFuture<'_, ()> {
+        self.bounded(self.inner.put_responses(responses, keep))
     }
     fn get_response(
         &self,

@@ -23,6 +23,8 @@ pub struct MemoryStore {
     usage: Mutex<BTreeMap<AccountId, Usage>>,
     token_endpoint: Mutex<TokenEndpointState>,
     responses: Mutex<BTreeMap<String, super::StoredResponse>>,
+    /// How many responses each `put_responses` call carried (tests of their group commit).
+    pub response_batches: Mutex<Vec<usize>>,
     next_id: AtomicUsize,
     seq: AtomicUsize,
     /// When set, every write fails as if the store were unreachable.
@@ -353,12 +355,15 @@ impl super::Store for MemoryStore {
         })
     }
 
-    fn put_response(&self, r: super::StoredResponse, keep: u64) -> StoreFuture<'_, ()> {
+    fn put_responses(&self, rows: Vec<super::StoredResponse>, keep: u64) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             self.check(true)?;
+            lock(&self.response_batches).push(rows.len());
             let mut all = lock(&self.responses);
-            all.retain(|_, s| s.expires_at >= r.created_at);
-            all.insert(r.id.clone(), r);
+            for r in rows {
+                all.retain(|_, s| s.expires_at >= r.created_at);
+                all.insert(r.id.clone(), r);
+            }
             let keep = usize::try_from(keep).unwrap_or(usize::MAX);
             while all.len() > keep {
                 let oldest = all

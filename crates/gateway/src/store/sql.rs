@@ -121,11 +121,34 @@ pub fn ttl_ms(ttl: std::time::Duration) -> i64 {
 /// `keep` or more rows before the one just kept (a range of the insertion sequence `seq`) and every row expired (a
 /// range of the index on `expires_at_ms`). Two index ranges, never a scan or a sort of the table.
 pub const PRUNE_RESPONSES: &str = "DELETE FROM responses WHERE seq <= ? OR expires_at_ms < ?";
-/// Returns the row's insertion sequence (a rewritten id keeps its place).
-pub const PUT_RESPONSE: &str =
-    "INSERT INTO responses (id, owner, body, created_at_ms, expires_at_ms) VALUES (?, ?, ?, ?, ?) \
-     ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, body = excluded.body, \
-     created_at_ms = excluded.created_at_ms, expires_at_ms = excluded.expires_at_ms RETURNING seq";
+/// The insert of `rows` responses in one statement; returns each row's insertion sequence (a rewritten id keeps its
+/// place).
+pub fn put_responses_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO responses (id, owner, body, created_at_ms, expires_at_ms) VALUES ",
+    );
+    for i in 0..rows {
+        sql.push_str(if i == 0 {
+            "(?, ?, ?, ?, ?)"
+        } else {
+            ", (?, ?, ?, ?, ?)"
+        });
+    }
+    sql.push_str(
+        " ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, body = excluded.body, \
+         created_at_ms = excluded.created_at_ms, expires_at_ms = excluded.expires_at_ms RETURNING seq",
+    );
+    sql
+}
+
+/// `rows` without the earlier of two with the same id (one statement may not write a row twice), in their order.
+pub fn last_of_each_id(mut rows: Vec<super::StoredResponse>) -> Vec<super::StoredResponse> {
+    let mut seen = std::collections::HashSet::new();
+    rows.reverse();
+    rows.retain(|r| seen.insert(r.id.clone()));
+    rows.reverse();
+    rows
+}
 pub const GET_RESPONSE: &str =
     "SELECT body FROM responses WHERE id = ? AND owner = ? AND expires_at_ms > ?";
 
@@ -683,21 +706,35 @@ macro_rules! sql_store {
                 })
             }
 
-            fn put_response(&self, r: super::StoredResponse, keep: u64) -> StoreFuture<'_, ()> {
+            fn put_responses(&self, rows: Vec<super::StoredResponse>, keep: u64) -> StoreFuture<'_, ()> {
                 Box::pin(async move {
+                    let rows = sql::last_of_each_id(rows);
+                    let Some(newest) = rows.iter().map(|r| r.created_at).max() else {
+                        return Ok(());
+                    };
+                    // One statement text per chunk size (a power of two up to INSERT_CHUNK), built once.
+                    static SQL: [std::sync::OnceLock<String>; super::tenants_sql::CHUNK_SIZES] =
+                        [const { std::sync::OnceLock::new() }; super::tenants_sql::CHUNK_SIZES];
                     let mut tx = self.pool.begin_with(<$store>::BEGIN).await.map_err(unavailable)?;
-                    let (seq,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe($q(sql::PUT_RESPONSE)))
-                        .bind(&r.id)
-                        .bind(&r.owner)
-                        .bind(&r.body)
-                        .bind(to_millis(r.created_at))
-                        .bind(to_millis(r.expires_at))
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(unavailable)?;
+                    let mut last_seq = 0;
+                    for chunk in super::tenants_sql::insert_chunks(&rows) {
+                        let text = SQL[chunk.len().ilog2() as usize]
+                            .get_or_init(|| String::from($q(&sql::put_responses_sql(chunk.len()))));
+                        let mut query = sqlx::query_as::<_, (i64,)>(sqlx::AssertSqlSafe(text.as_str()));
+                        for r in chunk {
+                            query = query
+                                .bind(&r.id)
+                                .bind(&r.owner)
+                                .bind(&r.body)
+                                .bind(to_millis(r.created_at))
+                                .bind(to_millis(r.expires_at));
+                        }
+                        let seqs = query.fetch_all(&mut *tx).await.map_err(unavailable)?;
+                        last_seq = seqs.iter().map(|(s,)| *s).fold(last_seq, i64::max);
+                    }
                     sqlx::query(sqlx::AssertSqlSafe($q(sql::PRUNE_RESPONSES)))
-                        .bind(seq.saturating_sub(sql::to_i64(keep)))
-                        .bind(to_millis(r.created_at))
+                        .bind(last_seq.saturating_sub(sql::to_i64(keep)))
+                        .bind(to_millis(newest))
                         .execute(&mut *tx)
                         .await
                         .map_err(unavailable)?;
