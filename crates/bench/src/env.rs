@@ -80,13 +80,26 @@ impl Env<'_> {
         duration: Duration,
         with_peer: bool,
     ) -> Paths<LoadResult> {
+        self.json_in_rounds(shape, body, duration, self.plan.rounds, with_peer)
+            .await
+    }
+
+    /// [`Env::json`] with the side-by-side paths alternating in `rounds` rounds.
+    pub async fn json_in_rounds(
+        &self,
+        shape: Shape,
+        body: &Bytes,
+        duration: Duration,
+        rounds: usize,
+        with_peer: bool,
+    ) -> Paths<LoadResult> {
         let paths = self.side_by_side();
         let s = Scenario {
             paths: &paths,
             shape,
             body,
             duration,
-            rounds: self.plan.rounds,
+            rounds,
         };
         let v = runner::measure(&self.client, self.plan, &s).await;
         let peer = match self.peer().filter(|_| with_peer) {

@@ -276,7 +276,7 @@ fn cpu(o: &mut String, r: &Results, plan: &Plan) {
         "{} per path in {} alternating rounds. CPU (utime + stime from `/proc/<pid>/stat`) over the measured window \
          divided by the requests answered; the proxy's figure excludes the upstream's.\n",
         secs(plan.cpu_duration),
-        plan.rounds
+        plan.cpu_rounds
     );
     let _ = writeln!(o, "| rate | path | proxy CPU µs / req | kernel part | ÷ nginx | upstream CPU µs / req | p50 | p99 | errors | achieved |");
     let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|");
