@@ -41,7 +41,40 @@ pub struct UsageLog {
     prices: PriceTable,
     ring: Arc<KeyRing>,
     clock: SharedClock,
-    labels: Mutex<std::collections::HashSet<String>>,
+    /// Each managed key's metric handles, by the key's name (at most [`MAX_KEY_LABELS`] names, then `other`).
+    key_metrics:
+        Mutex<std::collections::HashMap<String, Arc<KeyMetrics>, foldhash::fast::RandomState>>,
+}
+
+/// A managed key's counters in the metrics registry, made once per key name: a `counter!` with labels looks its
+/// series up by hashing them, seven times a request.
+#[derive(Debug)]
+struct KeyMetrics {
+    requests: metrics::Counter,
+    /// By token kind, in [`TOKEN_KINDS`] order.
+    tokens: [metrics::Counter; 5],
+    cost_nanos: metrics::Counter,
+}
+
+const TOKEN_KINDS: [&str; 5] = [
+    "input",
+    "output",
+    "cache_creation_5m",
+    "cache_creation_1h",
+    "cache_read",
+];
+
+impl KeyMetrics {
+    fn new(label: &str) -> KeyMetrics {
+        let key = label.to_string();
+        KeyMetrics {
+            requests: metrics::counter!("gateway_key_requests_total", "key" => key.clone()),
+            tokens: TOKEN_KINDS.map(|kind| {
+                metrics::counter!("gateway_key_tokens_total", "key" => key.clone(), "kind" => kind)
+            }),
+            cost_nanos: metrics::counter!("gateway_key_cost_nanodollars_total", "key" => key),
+        }
+    }
 }
 
 impl UsageLog {
@@ -53,7 +86,7 @@ impl UsageLog {
             prices,
             ring,
             clock,
-            labels: Mutex::new(Default::default()),
+            key_metrics: Mutex::new(Default::default()),
         }
     }
 
@@ -80,14 +113,21 @@ impl UsageLog {
     }
 
     /// The metrics label for a key: its name while fewer than [`MAX_KEY_LABELS`] names are in use, else `other`.
-    fn label(&self, tenant: &Tenant) -> String {
-        let name = tenant.name();
-        let mut labels = self.labels.lock().unwrap_or_else(|e| e.into_inner());
-        if labels.contains(&name) || labels.len() < MAX_KEY_LABELS && labels.insert(name.clone()) {
+    /// The metric handles of managed key `name`: its own while fewer than [`MAX_KEY_LABELS`] names have some, else
+    /// those labelled `other`.
+    fn key_metrics(&self, name: &str) -> Arc<KeyMetrics> {
+        let mut all = self.key_metrics.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = all.get(name) {
+            return m.clone();
+        }
+        let label = if all.len() < MAX_KEY_LABELS {
             name
         } else {
-            "other".into()
-        }
+            "other"
+        };
+        all.entry(label.to_string())
+            .or_insert_with(|| Arc::new(KeyMetrics::new(label)))
+            .clone()
     }
 
     /// Writes the records and key counters gathered since the last flush and reads back every replica's counters.
@@ -282,25 +322,24 @@ impl Drop for MeterInner {
 
 impl MeterInner {
     fn metrics(&self, r: &RequestRecord) {
-        if !matches!(self.tenant, Tenant::Managed(_)) {
+        let Tenant::Managed(k) = &self.tenant else {
             return;
-        }
-        let key = self.log.label(&self.tenant);
-        metrics::counter!("gateway_key_requests_total", "key" => key.clone()).increment(1);
+        };
+        let m = self.log.key_metrics(&k.key().name);
+        m.requests.increment(1);
         let t = &r.tokens;
-        for (kind, n) in [
-            ("input", t.input),
-            ("output", t.output),
-            ("cache_creation_5m", t.cache_creation_5m),
-            ("cache_creation_1h", t.cache_creation_1h),
-            ("cache_read", t.cache_read),
-        ] {
-            metrics::counter!("gateway_key_tokens_total", "key" => key.clone(), "kind" => kind)
-                .increment(n);
+        let counts = [
+            t.input,
+            t.output,
+            t.cache_creation_5m,
+            t.cache_creation_1h,
+            t.cache_read,
+        ];
+        for (counter, n) in m.tokens.iter().zip(counts) {
+            counter.increment(n);
         }
         if let Some(c) = r.cost_nanos {
-            metrics::counter!("gateway_key_cost_nanodollars_total", "key" => key)
-                .increment(u64::try_from(c).unwrap_or(0));
+            m.cost_nanos.increment(u64::try_from(c).unwrap_or(0));
         }
     }
 }
@@ -353,6 +392,26 @@ fn fields_of(usage: &serde_json::Value) -> UsageFields {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each key name gets its handles once; past MAX_KEY_LABELS names, new ones share `other`'s (the label set stays
+    /// bounded whatever keys come and go).
+    #[test]
+    fn key_metric_handles_are_made_once_per_name_and_bounded() {
+        let log = UsageLog::new(
+            PriceTable::new(&Default::default()),
+            Arc::new(KeyRing::new(&[])),
+            Arc::new(crate::clock::SystemClock),
+        );
+        let first = log.key_metrics("k0");
+        assert!(Arc::ptr_eq(&first, &log.key_metrics("k0")));
+        for i in 1..MAX_KEY_LABELS {
+            log.key_metrics(&format!("k{i}"));
+        }
+        let over = log.key_metrics("one-too-many");
+        assert!(Arc::ptr_eq(&over, &log.key_metrics("another")));
+        assert!(Arc::ptr_eq(&first, &log.key_metrics("k0")));
+        assert_eq!(log.key_metrics.lock().unwrap().len(), MAX_KEY_LABELS + 1);
+    }
 
     /// From the second flush on, each interval's records go into a buffer that already has the room the interval
     /// before last needed: no record pushed at the end of a request grows the vector under the lock every worker

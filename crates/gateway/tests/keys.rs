@@ -654,10 +654,14 @@ async fn usage_per_key_account_and_model_equals_the_simulators_token_totals() {
         "{table}"
     );
     let metrics = gw.metrics().await;
-    assert!(
-        metrics.contains("gateway_key_requests_total{key=\"alpha\"}"),
-        "{metrics}"
-    );
+    for series in [
+        "gateway_key_requests_total{key=\"alpha\"}",
+        "gateway_key_tokens_total{key=\"alpha\",kind=\"input\"}",
+        "gateway_key_tokens_total{key=\"alpha\",kind=\"output\"}",
+        "gateway_key_cost_nanodollars_total{key=\"alpha\"}",
+    ] {
+        assert!(metrics.contains(series), "{series} in {metrics}");
+    }
 
     // The raw keys appear nowhere: not in the database file, the logs or the admin API.
     let listed = admin_get(&gw, "/admin/keys").await.to_string();

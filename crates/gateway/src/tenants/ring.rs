@@ -61,6 +61,10 @@ pub struct KeyState {
     last_used: AtomicI64,
 }
 
+/// The ring's maps: looked up on every request (a key's table entry, its counters' windows), where SipHash cost more
+/// than the rest of the lookup. Their keys are SHA-256 digests and windows, not values a client picks freely.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// A window's counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Counts {
@@ -80,11 +84,11 @@ impl Counts {
 #[derive(Debug, Default)]
 struct Counters {
     /// Every replica's totals as last read back (ours included up to the last flush).
-    shared: HashMap<Window, Counts>,
+    shared: FastMap<Window, Counts>,
     /// Ours, not yet written.
-    pending: HashMap<Window, Counts>,
+    pending: FastMap<Window, Counts>,
     /// Ours, written but not yet read back.
-    flushing: HashMap<Window, Counts>,
+    flushing: FastMap<Window, Counts>,
     /// Other replicas' in-flight requests, as last read.
     others_in_flight: u64,
 }
@@ -261,7 +265,7 @@ pub struct BudgetUse {
 pub struct KeyRing {
     /// SHA-256 of each static `client_keys` entry.
     statics: Vec<String>,
-    table: RwLock<Arc<HashMap<String, Arc<KeyState>>>>,
+    table: RwLock<Arc<FastMap<String, Arc<KeyState>>>>,
     seen_seq: AtomicI64,
     /// This process among the replicas (its in-flight figures are stored under it).
     replica: i64,
@@ -280,7 +284,7 @@ impl KeyRing {
     pub fn new(static_keys: &[String]) -> KeyRing {
         KeyRing {
             statics: static_keys.iter().map(|k| hash(k)).collect(),
-            table: RwLock::new(Arc::new(HashMap::new())),
+            table: RwLock::new(Arc::new(FastMap::default())),
             seen_seq: AtomicI64::new(-1),
             replica: rand::random::<i64>().abs(),
         }
@@ -310,7 +314,7 @@ impl KeyRing {
             .collect()
     }
 
-    fn table(&self) -> Arc<HashMap<String, Arc<KeyState>>> {
+    fn table(&self) -> Arc<FastMap<String, Arc<KeyState>>> {
         self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -374,7 +378,7 @@ impl KeyRing {
         let keys = store.list_keys().await?;
         let current = self.table();
         let by_id: HashMap<KeyId, &Arc<KeyState>> = current.values().map(|s| (s.id, s)).collect();
-        let mut next = HashMap::with_capacity(keys.len());
+        let mut next = FastMap::with_capacity_and_hasher(keys.len(), Default::default());
         for key in keys {
             let h = key.hash.clone();
             let state = match by_id.get(&key.id) {
@@ -447,7 +451,7 @@ impl KeyRing {
 
     /// Adopts every replica's totals (which include what this replica just wrote).
     pub fn settle(&self, totals: &[CounterTotal], in_flight: &[InFlight]) {
-        let mut by_key: HashMap<KeyId, HashMap<Window, Counts>> = HashMap::new();
+        let mut by_key: HashMap<KeyId, FastMap<Window, Counts>> = HashMap::new();
         for t in totals {
             by_key.entry(t.key_id).or_default().insert(
                 t.window,
@@ -580,7 +584,7 @@ mod tests {
             ..KeyLimits::default()
         });
         *ring.table.write().unwrap() =
-            Arc::new(HashMap::from([(s.key().hash.clone(), Arc::clone(&s))]));
+            Arc::new(FastMap::from_iter([(s.key().hash.clone(), Arc::clone(&s))]));
         let t = at("2026-01-01T00:00:10Z");
         for _ in 0..2 {
             drop(s.admit(None, t).unwrap());
