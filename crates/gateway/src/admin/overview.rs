@@ -8,7 +8,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 
 use crate::state::AppState;
-use crate::view::AccountView;
+use crate::view::live_state;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/admin/overview", get(overview))
@@ -20,7 +20,7 @@ async fn overview(State(state): State<AppState>) -> Response {
     let mut by_state = std::collections::BTreeMap::<&'static str, usize>::new();
     for e in state.pool().entries().iter() {
         *by_state
-            .entry(AccountView::live(e, state.clock.as_ref()).state)
+            .entry(live_state(e, &e.cell.account()))
             .or_default() += 1;
     }
     Json(serde_json::json!({
