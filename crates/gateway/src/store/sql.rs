@@ -124,21 +124,18 @@ pub const PRUNE_RESPONSES: &str = "DELETE FROM responses WHERE seq <= ? OR expir
 /// The insert of `rows` responses in one statement; returns each row's insertion sequence (a rewritten id keeps its
 /// place).
 pub fn put_responses_sql(rows: usize) -> String {
-    let mut sql = String::from(
-        "INSERT INTO responses (id, owner, body, created_at_ms, expires_at_ms) VALUES ",
-    );
-    for i in 0..rows {
-        sql.push_str(if i == 0 {
-            "(?, ?, ?, ?, ?)"
-        } else {
-            ", (?, ?, ?, ?, ?)"
-        });
-    }
-    sql.push_str(
-        " ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, body = excluded.body, \
+    format!(
+        "INSERT INTO responses (id, owner, body, created_at_ms, expires_at_ms) VALUES {} \
+         ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, body = excluded.body, \
          created_at_ms = excluded.created_at_ms, expires_at_ms = excluded.expires_at_ms RETURNING seq",
-    );
-    sql
+        placeholder_rows(rows, 5)
+    )
+}
+
+/// The placeholders of a multi-row `VALUES`: `rows` groups of `columns` (`(?, ?), (?, ?)`).
+pub fn placeholder_rows(rows: usize, columns: usize) -> String {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    vec![row; rows].join(", ")
 }
 
 /// `rows` without the earlier of two with the same id (one statement may not write a row twice), in their order.

@@ -87,8 +87,10 @@ pub struct RequestTexts {
 /// the text `QueryBuilder::push_values` wrote, written once per chunk size instead of placeholder by placeholder on
 /// every flush.
 pub fn insert_requests_sql(rows: usize) -> String {
-    let row = format!("({})", vec!["?"; REQUEST_FIELDS].join(", "));
-    format!("{INSERT_REQUESTS}VALUES {}", vec![row; rows].join(", "))
+    format!(
+        "{INSERT_REQUESTS}VALUES {}",
+        super::sql::placeholder_rows(rows, REQUEST_FIELDS)
+    )
 }
 
 pub const UPSERT_HOURLY: &str = "INSERT INTO usage_hourly (hour_ms, key_id, key_name, account_id, account_name, model, \
