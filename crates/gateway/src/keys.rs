@@ -8,6 +8,7 @@
 //! Runtime state (the lookup table, counters, admission) lives in `crate::tenants`; limit arithmetic in [`limits`].
 
 pub mod limits;
+pub mod memo;
 
 use chrono::{DateTime, Utc};
 use rand::distr::{Alphanumeric, SampleString};
@@ -102,6 +103,7 @@ pub fn hash(key: &str) -> String {
 
 /// The hex SHA-256 of a key, kept on the stack: every request's key is hashed to look it up. The digest is
 /// aws-lc's (hardware SHA where the CPU has it, vector code otherwise).
+#[derive(Clone, Copy)]
 pub struct KeyHash([u8; 64]);
 
 impl KeyHash {

@@ -16,7 +16,7 @@ use chrono::{DateTime, Datelike, Utc};
 
 use crate::error::GatewayError;
 use crate::keys::limits::{self, MINUTE_MS};
-use crate::keys::{hash, ClientKey, KeyHash, KeyId};
+use crate::keys::{hash, memo, ClientKey, KeyId};
 use crate::store::tenants::{
     CounterDelta, CounterQuery, CounterTotal, InFlight, TenantStore, Window,
 };
@@ -267,6 +267,8 @@ pub struct KeyRing {
     statics: Vec<String>,
     table: RwLock<Arc<FastMap<String, Arc<KeyState>>>>,
     seen_seq: AtomicI64,
+    /// The [`memo::Generation`] of the table's load: the key digests remembered under another are forgotten.
+    generation: AtomicU64,
     /// This process among the replicas (its in-flight figures are stored under it).
     replica: i64,
 }
@@ -286,6 +288,7 @@ impl KeyRing {
             statics: static_keys.iter().map(|k| hash(k)).collect(),
             table: RwLock::new(Arc::new(FastMap::default())),
             seen_seq: AtomicI64::new(-1),
+            generation: AtomicU64::new(memo::Generation::next().raw()),
             replica: rand::random::<i64>().abs(),
         }
     }
@@ -337,19 +340,27 @@ impl KeyRing {
                 "missing client key: send it as x-api-key or Authorization: Bearer".into(),
             ));
         };
-        let h = KeyHash::of(presented);
-        let h = h.as_str();
+        let generation = memo::Generation::from_raw(self.generation.load(Ordering::Acquire));
+        let (digest, remembered) = memo::digest(presented, generation);
+        let h = digest.as_str();
+        let known = || {
+            if !remembered {
+                memo::remember(presented, &digest, generation);
+            }
+        };
         if self
             .statics
             .iter()
             .fold(false, |found, s| found | secret_eq(s, h))
         {
+            known();
             return Ok(Tenant::Static);
         }
         let table = self.table();
         let Some(state) = table.get(h).filter(|s| secret_eq(&s.key().hash, h)) else {
             return Err(GatewayError::Unauthorized("invalid client key".into()));
         };
+        known();
         let key = state.key();
         if !key.enabled {
             return Err(GatewayError::Unauthorized(format!(
@@ -391,6 +402,8 @@ impl KeyRing {
             next.insert(h, state);
         }
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        self.generation
+            .store(memo::Generation::next().raw(), Ordering::Release);
         self.seen_seq.store(seq, Ordering::Release);
         Ok(true)
     }
@@ -607,6 +620,47 @@ mod tests {
             s.admit(None, t),
             Err(GatewayError::KeyLimit { limit: "rpm", .. })
         ));
+    }
+
+    /// The digest memo holds only keys that matched, and a reload that removes a key forgets it: the key is refused
+    /// and its text is no longer remembered.
+    #[tokio::test]
+    async fn only_matching_keys_are_remembered_and_a_removed_key_is_forgotten() {
+        let dir = std::env::temp_dir().join(format!("cgw-ring-memo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = crate::store::sqlite::SqliteStore::open(&dir).await.unwrap();
+        let (new, secret) = NewKey::generate("k".into(), None, KeyLimits::default(), None);
+        let stored = store.insert_key(new).await.unwrap();
+        let ring = KeyRing::new(&["sk-static-memo".into()]);
+        assert!(ring.sync(1, &store).await.unwrap());
+        let now = crate::clock::system_now();
+
+        assert!(matches!(
+            ring.authenticate(Some(&secret.0), now),
+            Ok(Tenant::Managed(_))
+        ));
+        assert!(memo::remembers(&secret.0));
+        assert!(matches!(
+            ring.authenticate(Some(&secret.0), now),
+            Ok(Tenant::Managed(_))
+        ));
+        assert!(matches!(
+            ring.authenticate(Some("sk-static-memo"), now),
+            Ok(Tenant::Static)
+        ));
+        assert!(memo::remembers("sk-static-memo"));
+        assert!(ring.authenticate(Some("sk-guess"), now).is_err());
+        assert!(!memo::remembers("sk-guess"));
+
+        store.remove_key(stored.id).await.unwrap();
+        assert!(ring.sync(2, &store).await.unwrap());
+        assert!(ring.authenticate(Some(&secret.0), now).is_err());
+        assert!(
+            !memo::remembers(&secret.0),
+            "a removed key's text stayed in the memo"
+        );
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
