@@ -5,8 +5,8 @@
 //! What it holds: the keys themselves, as the request buffers do, only longer. At most [`CAPACITY`] per thread
 //! (when full it starts over), only keys that matched a known key (an unknown key, a guesser's, costs a digest every
 //! time and never enters), and only while the key table stays the same: each load of the table takes a new
-//! [`Generation`], and a memo filled under another one is emptied on its next use, so a deleted key's text does not
-//! stay in memory.
+//! [`Generation`], and a memo filled under another one is emptied on its next use (each thread's next
+//! authentication after the reload), so a deleted key's text does not stay in memory past that.
 //!
 //! It memoizes a pure function (key → digest): whether the key is still valid, enabled or expired is decided from
 //! the key table on every request, so nothing here can let a revoked key in.
