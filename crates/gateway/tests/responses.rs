@@ -577,6 +577,16 @@ async fn keeps_the_newest_and_drops_the_expired(
             "response {i} after the batch"
         );
     }
+    // A batch out of time order is pruned by its newest row: response 9 (expired at t0 + 35 s) goes with response 10
+    // (kept at t0 + 40 s), though it comes after it.
+    let batch = vec![stored_row(t0, 10, 40, DAY), stored_row(t0, 9, 30, 5)];
+    a.put_responses(batch, 10).await.unwrap();
+    assert!(found(b, 10, "owner-hash", at(41)).await.is_some());
+    assert_eq!(
+        found(b, 9, "owner-hash", at(31)).await,
+        None,
+        "expired before the batch's newest row"
+    );
     a.put_responses(Vec::new(), 3).await.unwrap();
 }
 

@@ -360,10 +360,14 @@ impl super::Store for MemoryStore {
             self.check(true)?;
             lock(&self.response_batches).push(rows.len());
             let mut all = lock(&self.responses);
+            // As the SQL stores: every row written, then one prune by the newest row's time.
+            let Some(newest) = rows.iter().map(|r| r.created_at).max() else {
+                return Ok(());
+            };
             for r in rows {
-                all.retain(|_, s| s.expires_at >= r.created_at);
                 all.insert(r.id.clone(), r);
             }
+            all.retain(|_, s| s.expires_at >= newest);
             let keep = usize::try_from(keep).unwrap_or(usize::MAX);
             while all.len() > keep {
                 let oldest = all
