@@ -125,9 +125,13 @@ impl UsageLog {
         } else {
             "other"
         };
-        all.entry(label.to_string())
-            .or_insert_with(|| Arc::new(KeyMetrics::new(label)))
-            .clone()
+        // A key past the bound finds `other` without allocating its label again.
+        if let Some(m) = all.get(label) {
+            return m.clone();
+        }
+        let m = Arc::new(KeyMetrics::new(label));
+        all.insert(label.to_string(), m.clone());
+        m
     }
 
     /// Writes the records and key counters gathered since the last flush and reads back every replica's counters.
