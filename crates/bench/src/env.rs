@@ -84,6 +84,30 @@ impl Env<'_> {
             .await
     }
 
+    /// An open loop at `rate` on direct, nginx, the hyper proxy and the gateway at once, paired (request `i` to path
+    /// `i mod n`, [`runner::paired`]), then on the peer alone when `with_peer` (LiteLLM's queue would delay the
+    /// others').
+    pub async fn json_paired(
+        &self,
+        rate: f64,
+        body: &Bytes,
+        duration: Duration,
+        with_peer: bool,
+    ) -> Paths<LoadResult> {
+        let paths = self.side_by_side();
+        let v = runner::paired(&self.client, self.plan, &paths, rate, body, duration).await;
+        let peer = match self.peer().filter(|_| with_peer) {
+            Some(t) => {
+                let one = std::slice::from_ref(t);
+                runner::paired(&self.client, self.plan, one, rate, body, duration)
+                    .await
+                    .pop()
+            }
+            None => None,
+        };
+        self.split(v, peer)
+    }
+
     /// [`Env::json`] with the side-by-side paths alternating in `rounds` rounds.
     pub async fn json_in_rounds(
         &self,

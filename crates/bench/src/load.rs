@@ -121,51 +121,102 @@ pub async fn open_loop(
     timeout: Duration,
     max_in_flight: usize,
 ) -> LoadResult {
-    let n = (rate * duration.as_secs_f64()).round().max(1.0) as u64;
-    let interval = Duration::from_secs_f64(1.0 / rate);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
-    let start = Instant::now() + Duration::from_millis(2);
-    let ticker = std::thread::spawn(move || {
-        for i in 0..n {
-            let due = start + interval.mul_f64(i as f64);
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
+    let load = OpenLoop {
+        rate,
+        duration,
+        timeout,
+        max_in_flight,
+    };
+    let mut v = load
+        .paired(client, std::slice::from_ref(target), body)
+        .await;
+    v.pop().unwrap_or_default()
+}
+
+/// An open loop's shape: `rate` requests/s per path for `duration`.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenLoop {
+    pub rate: f64,
+    pub duration: Duration,
+    pub timeout: Duration,
+    /// Most requests outstanding on one path.
+    pub max_in_flight: usize,
+}
+
+impl OpenLoop {
+    /// The open loop on every target at once, paired: one sequence of due times at `rate × n`, request `i` going to
+    /// target `i mod n`, so each target gets `rate` requests/s and consecutive requests of the targets are due
+    /// `1 / (rate × n)` apart. A burst of noise from elsewhere on the machine then falls on every target in the same
+    /// moments, instead of on whichever target had its turn. One result per target, in order; the upstream's and the
+    /// client's CPU in each is the whole run's (shared by the targets).
+    pub async fn paired(
+        &self,
+        client: &Client,
+        targets: &[Target],
+        body: &Bytes,
+    ) -> Vec<LoadResult> {
+        let paths = targets.len().max(1);
+        let all = self.rate * paths as f64;
+        let n = (all * self.duration.as_secs_f64()).round().max(1.0) as u64;
+        let interval = Duration::from_secs_f64(1.0 / all);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+        let start = Instant::now() + Duration::from_millis(2);
+        let ticker = std::thread::spawn(move || {
+            for i in 0..n {
+                let due = start + interval.mul_f64(i as f64);
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                if tx.send(due).is_err() {
+                    break;
+                }
             }
-            if tx.send(due).is_err() {
-                break;
-            }
-        }
-    });
-    let before = cpu_mark(target);
-    let acc = Arc::new(Mutex::new(Acc::default()));
-    let in_flight = Arc::new(AtomicUsize::new(0));
-    let mut tasks = JoinSet::new();
-    while let Some(due) = rx.recv().await {
-        if in_flight.load(Ordering::Relaxed) >= max_in_flight {
-            lock(&acc).errors.add("client in-flight cap");
-            continue;
-        }
-        in_flight.fetch_add(1, Ordering::Relaxed);
-        let (client, target, body, acc, in_flight) = (
-            client.clone(),
-            target.clone(),
-            body.clone(),
-            acc.clone(),
-            in_flight.clone(),
-        );
-        tasks.spawn(async move {
-            let r = tokio::time::timeout(timeout, client.messages(&target, &body)).await;
-            lock(&acc).record(due, r);
-            in_flight.fetch_sub(1, Ordering::Relaxed);
         });
-        while tasks.try_join_next().is_some() {}
+        let before: Vec<CpuMark> = targets.iter().map(cpu_mark).collect();
+        let accs: Vec<Arc<Mutex<Acc>>> = targets.iter().map(|_| Arc::default()).collect();
+        let in_flight: Vec<Arc<AtomicUsize>> = targets.iter().map(|_| Arc::default()).collect();
+        let mut tasks = JoinSet::new();
+        let mut i = 0usize;
+        while let Some(due) = rx.recv().await {
+            let which = i % paths;
+            i += 1;
+            let Some(target) = targets.get(which) else {
+                continue;
+            };
+            if in_flight[which].load(Ordering::Relaxed) >= self.max_in_flight {
+                lock(&accs[which]).errors.add("client in-flight cap");
+                continue;
+            }
+            in_flight[which].fetch_add(1, Ordering::Relaxed);
+            let (client, target, body, acc, in_flight, timeout) = (
+                client.clone(),
+                target.clone(),
+                body.clone(),
+                accs[which].clone(),
+                in_flight[which].clone(),
+                self.timeout,
+            );
+            tasks.spawn(async move {
+                let r = tokio::time::timeout(timeout, client.messages(&target, &body)).await;
+                lock(&acc).record(due, r);
+                in_flight.fetch_sub(1, Ordering::Relaxed);
+            });
+            while tasks.try_join_next().is_some() {}
+        }
+        while tasks.join_next().await.is_some() {}
+        let _ = ticker.join();
+        let elapsed = start.elapsed();
+        targets
+            .iter()
+            .zip(before)
+            .zip(accs)
+            .map(|((target, before), acc)| {
+                let acc = std::mem::take(&mut *lock(&acc));
+                finish(target, before, acc, elapsed)
+            })
+            .collect()
     }
-    while tasks.join_next().await.is_some() {}
-    let _ = ticker.join();
-    let elapsed = start.elapsed();
-    let acc = std::mem::take(&mut *lock(&acc));
-    finish(target, before, acc, elapsed)
 }
 
 /// Closed loop: `concurrency` workers each send the next request as soon as the previous one is answered, for
@@ -269,4 +320,64 @@ pub async fn prewarm(client: &Client, url: &str, n: usize) -> usize {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::client::ClientKind;
+    use hyper::{Request, Response};
+
+    /// A server answering 200 to every request, counting them and noting when each arrived.
+    async fn counting_server() -> (Target, Arc<Mutex<Vec<Instant>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen: Arc<Mutex<Vec<Instant>>> = Arc::default();
+        let log = seen.clone();
+        let handle = move |_req: Request<hyper::body::Incoming>| {
+            lock(&log).push(Instant::now());
+            async {
+                Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
+                    Bytes::new(),
+                )))
+            }
+        };
+        tokio::spawn(crate::upstream::serve_http1(listener, handle));
+        let target = Target::new(&url, ("x-api-key", "k"), None, std::process::id()).unwrap();
+        (target, seen)
+    }
+
+    /// Each path gets the rate, and the paths' requests alternate in time: the k-th request of path A is due before
+    /// the k-th of path B, which is due before the (k+1)-th of A.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn paired_paths_each_get_the_rate_in_turn() {
+        let (a, seen_a) = counting_server().await;
+        let (b, seen_b) = counting_server().await;
+        let client = Client::new(ClientKind::Hyper).unwrap();
+        let load = OpenLoop {
+            rate: 100.0,
+            duration: Duration::from_millis(500),
+            timeout: Duration::from_secs(5),
+            max_in_flight: 1000,
+        };
+        let results = load
+            .paired(&client, &[a, b], &Bytes::from_static(b"{}"))
+            .await;
+        assert_eq!(results.len(), 2);
+        assert_eq!((results[0].ok, results[1].ok), (50, 50));
+        assert_eq!(results[0].samples.len(), 50);
+        let (seen_a, seen_b) = (lock(&seen_a).clone(), lock(&seen_b).clone());
+        assert_eq!((seen_a.len(), seen_b.len()), (50, 50));
+        // Due 5 ms apart (200 req/s in all): even with late wake-ups here and there, the arrivals interleave (one path
+        // after the other would make 1 turn, a random order about 50).
+        let mut all: Vec<(Instant, char)> = seen_a.iter().map(|t| (*t, 'a')).collect();
+        all.extend(seen_b.iter().map(|t| (*t, 'b')));
+        all.sort();
+        let turns = all.windows(2).filter(|w| w[0].1 != w[1].1).count();
+        assert!(
+            turns >= 75,
+            "{turns} turns between the paths in 100 requests"
+        );
+    }
 }

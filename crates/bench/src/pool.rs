@@ -10,7 +10,7 @@ use anyhow::bail;
 use crate::client::{Client, Target};
 use crate::load::LoadResult;
 use crate::procs::{FastUpstream, Gateway, GatewayDir, TempDir, CLIENT_KEY};
-use crate::runner::{self, Scenario, Shape};
+use crate::runner;
 use crate::scenarios::{body, say, Plan, Setup, UPSTREAM_KEY};
 
 #[derive(Debug, Clone, Default)]
@@ -113,14 +113,8 @@ pub async fn run(
         )?,
     ];
     let small = body(plan.body_bytes, false, None);
-    let s = Scenario {
-        paths: &paths,
-        shape: Shape::Open(plan.accounts_rate),
-        body: &small,
-        duration: plan.pool_duration,
-        rounds: plan.rounds,
-    };
-    let mut v = runner::measure(client, plan, &s).await;
+    let (rate, duration) = (plan.accounts_rate, plan.pool_duration);
+    let mut v = runner::paired(client, plan, &paths, rate, &small, duration).await;
     let (many_r, one_r, direct) = (
         v.pop().unwrap_or_default(),
         v.pop().unwrap_or_default(),

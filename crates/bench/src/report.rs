@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use crate::fmt::{delta_cells, dist_cells, dms, ms, pct, secs, verdict};
 use crate::load::LoadResult;
 use crate::scenarios::{per_k, Paths, Plan, Results};
-use crate::stats::Dist;
+use crate::stats::{alternate_halves, Dist};
 use crate::stream::StreamResult;
 use crate::targets::us_per_request;
 
@@ -202,10 +202,12 @@ fn latency(o: &mut String, r: &Results, plan: &Plan) {
     let _ = writeln!(
         o,
         "Requests are due at fixed intervals whatever happened to earlier ones; latency counts from the due time \
-         (no coordinated omission). {} per path in {} alternating rounds after {} of warm-up (LiteLLM after them, in \
-         one run).\n",
+         (no coordinated omission). The paths are measured at once, paired: one sequence of due times at the rate \
+         times the number of paths, request i going to path i mod n, so each path gets the rate and a burst of noise \
+         from elsewhere on the machine falls on every path in the same moments (the machine carries the paths' \
+         requests together). {} per path after {} of warm-up; LiteLLM after them, alone. The A/A row is the noise \
+         floor: direct's requests taken alternately into two halves, one half's percentiles minus the other's.\n",
         secs(plan.latency_duration),
-        plan.rounds,
         secs(plan.warmup)
     );
     for (rate, p) in &r.latency {
@@ -213,6 +215,12 @@ fn latency(o: &mut String, r: &Results, plan: &Plan) {
         let _ = writeln!(o, "{LATENCY_HEADER} achieved |");
         let _ = writeln!(o, "|---|---|---|---|---|---|---|");
         latency_rows(o, p, |x| format!(" {:.0} req/s |", x.rps()));
+        let (one, other) = alternate_halves(&p.direct.samples);
+        let _ = writeln!(
+            o,
+            "| A/A: direct's alternate halves | {} | | |",
+            delta_cells(&one, &other)
+        );
         let _ = writeln!(o);
     }
 }
@@ -572,11 +580,10 @@ fn pool(o: &mut String, r: &Results, plan: &Plan) {
         "Two gateways whose stores got their accounts from `claude-gateway accounts import` of CLIProxyAPI files \
          (OAuth, expiring in 2099): one with 1 account, one with {}. Start-up counts from `serve` to `/readyz` \
          answering 200. Then {:.0} requests/s, open loop, on direct, the 1-account gateway and the {}-account \
-         gateway in {} alternating rounds ({} each in all).\n",
+         gateway at once, paired as in section 1 ({} each).\n",
         p.accounts,
         p.rate,
         p.accounts,
-        plan.rounds,
         secs(plan.pool_duration)
     );
     let _ = writeln!(o, "| accounts | `accounts import` | start-up to ready |");

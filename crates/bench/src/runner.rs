@@ -117,6 +117,26 @@ pub async fn measure(client: &Client, plan: &Plan, s: &Scenario<'_>) -> Vec<Load
     .await
 }
 
+/// Every path at `rate` requests/s at once, paired ([`load::OpenLoop::paired`]), after a paired warm-up: one merged
+/// result per path, in the order of `paths`.
+pub async fn paired(
+    client: &Client,
+    plan: &Plan,
+    paths: &[Target],
+    rate: f64,
+    body: &Bytes,
+    duration: Duration,
+) -> Vec<LoadResult> {
+    let load = |duration| load::OpenLoop {
+        rate,
+        duration,
+        timeout: plan.timeout,
+        max_in_flight: plan.max_in_flight,
+    };
+    let _ = load(plan.warmup).paired(client, paths, body).await;
+    load(duration).paired(client, paths, body).await
+}
+
 /// Streams on every path at `rate` each, started in turn (stream `i` on path `i mod n`), so the paths are measured
 /// side by side in the same moments; `expected` events per stream when given.
 pub async fn streams(

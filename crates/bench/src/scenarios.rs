@@ -20,10 +20,11 @@ pub const UPSTREAM_KEY: &str = "sk-ant-api03-bench-upstream-key";
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub smoke: bool,
-    /// The paths of the latency, throughput, large-body, routes and pool scenarios alternate this many times (each for
-    /// duration ÷ rounds). One-second slices: this machine shares its host, and a burst of steal time lasting seconds
-    /// fell on one path's half of the time with two rounds (the added p99 at 500 req/s read −1.25, +0.63 and +3.0 ms
-    /// in three runs of one evening).
+    /// The paths of the throughput, large-body and routes scenarios alternate this many times (each for duration ÷
+    /// rounds). One-second slices: this machine shares its host, and a burst of steal time lasting seconds fell on one
+    /// path's half of the time with two rounds (the added p99 at 500 req/s read −1.25, +0.63 and +3.0 ms in three runs
+    /// of one evening). The latency and pool scenarios go further: their paths are measured at once, paired
+    /// ([`crate::load::OpenLoop::paired`]).
     pub rounds: usize,
     pub warmup: Duration,
     pub timeout: Duration,
@@ -333,7 +334,7 @@ async fn proxy_sections(env: &Env<'_>, results: &mut Results) {
     if plan.wants("latency") {
         for &rate in &plan.rates {
             let p = env
-                .json(Shape::Open(rate), &env.small, plan.latency_duration, true)
+                .json_paired(rate, &env.small, plan.latency_duration, true)
                 .await;
             log_paths(&format!("latency {rate} req/s"), &p, load_line);
             results.latency.push((rate, p));

@@ -32,6 +32,15 @@ impl Dist {
     }
 }
 
+/// The A/A split of one path's samples: its requests taken alternately into two halves (one, other, one, …, in the
+/// order they were recorded), each half's distribution. Both halves saw the same moments of the run, so how far their
+/// percentiles differ is the run's noise at each percentile (larger than a whole path's, having half the samples).
+pub fn alternate_halves(samples: &[u64]) -> (Dist, Dist) {
+    let one = samples.iter().step_by(2).copied().collect();
+    let other = samples.iter().skip(1).step_by(2).copied().collect();
+    (Dist::of(one), Dist::of(other))
+}
+
 /// Nearest-rank percentile of sorted samples (0 when empty).
 fn rank(sorted: &[u64], q: f64) -> u64 {
     if sorted.is_empty() {
@@ -86,6 +95,17 @@ mod tests {
         assert_eq!(d.max, 1000);
         assert_eq!(Dist::of(vec![]).p99, 0);
         assert_eq!(Dist::of(vec![7]).p999, 7);
+    }
+
+    #[test]
+    fn alternate_halves_take_every_other_sample() {
+        // 1, 3, 5, … into one half and 2, 4, 6, … into the other: the second is the first shifted by one.
+        let (one, other) = alternate_halves(&(1..=2000).collect::<Vec<_>>());
+        assert_eq!((one.n, other.n), (1000, 1000));
+        assert_eq!((one.p50, other.p50), (999, 1000));
+        assert_eq!((one.max, other.max), (1999, 2000));
+        let (one, other) = alternate_halves(&[5]);
+        assert_eq!((one.n, other.n), (1, 0));
     }
 
     #[test]

@@ -82,6 +82,8 @@ fn smoke_runs_every_scenario_and_reports() {
         "- **Upstreams:** sections 1–7 use the fast upstream",
         "## Targets",
         "## 1. Latency",
+        "The paths are measured at once, paired",
+        "| A/A: direct's alternate halves |",
         "## 2. Maximum throughput",
         "## 3. CPU per request at fixed rates",
         "## 4. Streaming",
