@@ -580,7 +580,7 @@ fn pool(o: &mut String, r: &Results, plan: &Plan) {
         "Two gateways whose stores got their accounts from `claude-gateway accounts import` of CLIProxyAPI files \
          (OAuth, expiring in 2099): one with 1 account, one with {}. Start-up counts from `serve` to `/readyz` \
          answering 200. Then {:.0} requests/s, open loop, on direct, the 1-account gateway and the {}-account \
-         gateway at once, paired as in section 1 ({} each).\n",
+         gateway at once, paired as in section 1 ({} each); the A/A row is the noise floor, as there.\n",
         p.accounts,
         p.rate,
         p.accounts,
@@ -621,9 +621,15 @@ fn pool(o: &mut String, r: &Results, plan: &Plan) {
     );
     let _ = writeln!(
         o,
-        "| **{} accounts − 1 account** | {} | | |\n",
+        "| **{} accounts − 1 account** | {} | | |",
         p.accounts,
         delta_cells(&p.many.latency, &p.one.latency)
+    );
+    let (one, other) = alternate_halves(&p.one.samples);
+    let _ = writeln!(
+        o,
+        "| A/A: the 1-account gateway's alternate halves | {} | | |\n",
+        delta_cells(&one, &other)
     );
 }
 

@@ -264,13 +264,19 @@ fn pool(r: &Results) -> Vec<Target> {
         return Vec::new();
     };
     let added = p.many.latency.p99 as i64 - p.one.latency.p99 as i64;
+    // Beside the figure: the run's A/A noise at p99, from the 1-account gateway's alternate halves.
+    let (one, other) = crate::stats::alternate_halves(&p.one.samples);
     vec![
         Target::new(
             format!(
-                "added p99 with {} accounts within +0.1 ms of one account's ({:.0} req/s)",
+                "added p99 with {} accounts within +0.1 ms of one account's ({:.0} req/s, paired)",
                 p.accounts, p.rate
             ),
-            dms(p.many.latency.p99, p.one.latency.p99),
+            format!(
+                "{} (A/A {})",
+                dms(p.many.latency.p99, p.one.latency.p99),
+                dms(one.p99, other.p99)
+            ),
             added <= 100 && p.many.errors.total() == 0,
             format!("{:.3} ms over", (added - 100) as f64 / 1000.0),
         ),

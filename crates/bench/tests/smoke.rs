@@ -95,6 +95,7 @@ fn smoke_runs_every_scenario_and_reports() {
         "| **Responses − Messages** |",
         "## 7. Pool scale",
         "accounts − 1 account** |",
+        "| A/A: the 1-account gateway's alternate halves |",
         "## 8. Memory",
         "## 9. Refresh stampede",
         "**gateway − direct**",
