@@ -180,6 +180,24 @@ mod tests {
         }
     }
 
+    /// The bundled SQLite is built as `.cargo/config.toml` says: without memory statistics (a process-wide mutex on
+    /// every allocation otherwise).
+    #[tokio::test]
+    async fn sqlite_is_built_without_memory_statistics() {
+        let dir = std::env::temp_dir().join(format!("cgw-store-options-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = SqliteStore::open(&dir).await.unwrap();
+        let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// A batch is one transaction: one change-counter bump for all of it, and a stale version anywhere writes nothing.
     #[tokio::test]
     async fn a_batch_of_account_writes_is_one_transaction() {
