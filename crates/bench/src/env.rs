@@ -85,8 +85,8 @@ impl Env<'_> {
     }
 
     /// An open loop at `rate` on direct, nginx, the hyper proxy and the gateway at once, paired (request `i` to path
-    /// `i mod n`, [`runner::paired`]), then on the peer alone when `with_peer` (LiteLLM's queue would delay the
-    /// others').
+    /// `i mod n`, [`runner::paired`]), then on the peer alone for [`Plan::peer_duration`] when `with_peer`
+    /// (LiteLLM's queue would delay the others').
     pub async fn json_paired(
         &self,
         rate: f64,
@@ -98,8 +98,8 @@ impl Env<'_> {
         let v = runner::paired(&self.client, self.plan, &paths, rate, body, duration).await;
         let peer = match self.peer().filter(|_| with_peer) {
             Some(t) => {
-                let one = std::slice::from_ref(t);
-                runner::paired(&self.client, self.plan, one, rate, body, duration)
+                let (one, peer_duration) = (std::slice::from_ref(t), self.plan.peer_duration);
+                runner::paired(&self.client, self.plan, one, rate, body, peer_duration)
                     .await
                     .pop()
             }

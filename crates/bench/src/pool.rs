@@ -1,6 +1,6 @@
 //! Pool scale (issue 16): `accounts import` of N credential files, start-up to ready with them, and what choosing
 //! among N accounts adds per request, against a gateway with one imported account, both in front of the fast upstream
-//! (direct, one account and N accounts alternate in rounds).
+//! (direct, one account and N accounts at once, paired: see `crate::load::OpenLoop::paired`).
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -205,10 +205,11 @@ fn latency(o: &mut String, r: &Results, plan: &Plan) {
          (no coordinated omission). The paths are measured at once, paired: one sequence of due times at the rate \
          times the number of paths, request i going to path i mod n, so each path gets the rate and a burst of noise \
          from elsewhere on the machine falls on every path in the same moments (the machine carries the paths' \
-         requests together). {} per path after {} of warm-up; LiteLLM after them, alone. The A/A row is the noise \
-         floor: direct's requests taken alternately into two halves, one half's percentiles minus the other's.\n",
+         requests together). {} per path after {} of warm-up; LiteLLM after them, alone, for {}. The A/A row is the \
+         noise floor: direct's requests taken alternately into two halves, one half's percentiles minus the other's.\n",
         secs(plan.latency_duration),
-        secs(plan.warmup)
+        secs(plan.warmup),
+        secs(plan.peer_duration)
     );
     for (rate, p) in &r.latency {
         let _ = writeln!(o, "**{rate:.0} requests/s**\n");

@@ -32,7 +32,11 @@ pub struct Plan {
     pub client_cmp: Duration,
     pub body_bytes: usize,
     pub rates: Vec<f64>,
+    /// The latency scenario's run at each rate, every path at once (paired): as long as the four paths took one after
+    /// another before, for about four times the samples per path (15,000 at 500 req/s: a p99 from the 150 slowest).
     pub latency_duration: Duration,
+    /// The peer's run at each latency rate, alone after the paired paths (LiteLLM saturates at these rates).
+    pub peer_duration: Duration,
     pub concurrency: usize,
     pub throughput_duration: Duration,
     pub stream_rate: f64,
@@ -64,7 +68,7 @@ pub struct Plan {
     /// The routes scenario: rate and time per route.
     pub routes_rate: f64,
     pub routes_duration: Duration,
-    /// The pool scenario: time per path at `accounts_rate`.
+    /// The pool scenario: time at `accounts_rate`, its three paths at once (paired).
     pub pool_duration: Duration,
     /// Only these sections (`--only`), when set.
     pub only: Option<Vec<String>>,
@@ -95,7 +99,8 @@ impl Plan {
             client_cmp: Duration::from_secs(3),
             body_bytes: 1024,
             rates: vec![100.0, 500.0, 2000.0],
-            latency_duration: Duration::from_secs(8),
+            latency_duration: Duration::from_secs(30),
+            peer_duration: Duration::from_secs(8),
             concurrency: 64,
             throughput_duration: Duration::from_secs(8),
             stream_rate: 40.0,
@@ -121,7 +126,7 @@ impl Plan {
             keys_rounds: 4,
             routes_rate: 1000.0,
             routes_duration: Duration::from_secs(8),
-            pool_duration: Duration::from_secs(10),
+            pool_duration: Duration::from_secs(30),
             only: None,
         }
     }
@@ -150,6 +155,7 @@ impl Plan {
             body_bytes: 1024,
             rates: vec![50.0, 100.0],
             latency_duration: Duration::from_millis(400),
+            peer_duration: Duration::from_millis(400),
             concurrency: 4,
             throughput_duration: Duration::from_millis(400),
             stream_rate: 10.0,
