@@ -133,6 +133,36 @@ pub async fn open_loop(
     v.pop().unwrap_or_default()
 }
 
+/// The due times of an open loop at `rate` requests/s for `duration`: a dedicated OS thread sleeps to each one (finer
+/// than the runtime's 1 ms timer) and sends it; the channel closes after the last.
+pub struct DueTimes {
+    pub start: Instant,
+    pub rx: tokio::sync::mpsc::UnboundedReceiver<Instant>,
+    pub ticker: std::thread::JoinHandle<()>,
+}
+
+impl DueTimes {
+    pub fn start(rate: f64, duration: Duration) -> DueTimes {
+        let n = (rate * duration.as_secs_f64()).round().max(1.0) as u64;
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+        let start = Instant::now() + Duration::from_millis(2);
+        let ticker = std::thread::spawn(move || {
+            for i in 0..n {
+                let due = start + interval.mul_f64(i as f64);
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                if tx.send(due).is_err() {
+                    break;
+                }
+            }
+        });
+        DueTimes { start, rx, ticker }
+    }
+}
+
 /// An open loop's shape: `rate` requests/s per path for `duration`.
 #[derive(Debug, Clone, Copy)]
 pub struct OpenLoop {
@@ -156,23 +186,11 @@ impl OpenLoop {
         body: &Bytes,
     ) -> Vec<LoadResult> {
         let paths = targets.len().max(1);
-        let all = self.rate * paths as f64;
-        let n = (all * self.duration.as_secs_f64()).round().max(1.0) as u64;
-        let interval = Duration::from_secs_f64(1.0 / all);
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
-        let start = Instant::now() + Duration::from_millis(2);
-        let ticker = std::thread::spawn(move || {
-            for i in 0..n {
-                let due = start + interval.mul_f64(i as f64);
-                let now = Instant::now();
-                if due > now {
-                    std::thread::sleep(due - now);
-                }
-                if tx.send(due).is_err() {
-                    break;
-                }
-            }
-        });
+        let DueTimes {
+            start,
+            mut rx,
+            ticker,
+        } = DueTimes::start(self.rate * paths as f64, self.duration);
         let before: Vec<CpuMark> = targets.iter().map(cpu_mark).collect();
         let accs: Vec<Arc<Mutex<Acc>>> = targets.iter().map(|_| Arc::default()).collect();
         let in_flight: Vec<Arc<AtomicUsize>> = targets.iter().map(|_| Arc::default()).collect();

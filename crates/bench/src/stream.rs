@@ -345,22 +345,7 @@ pub async fn stream_load(
     timeout: Duration,
 ) -> Vec<StreamResult> {
     let requests: Vec<Bytes> = targets.iter().map(|t| request_bytes(t, body)).collect();
-    let n = (rate * duration.as_secs_f64()).round().max(1.0) as u64;
-    let interval = Duration::from_secs_f64(1.0 / rate);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
-    let start = Instant::now() + Duration::from_millis(2);
-    let ticker = std::thread::spawn(move || {
-        for i in 0..n {
-            let due = start + interval.mul_f64(i as f64);
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
-            if tx.send(due).is_err() {
-                break;
-            }
-        }
-    });
+    let crate::load::DueTimes { mut rx, ticker, .. } = crate::load::DueTimes::start(rate, duration);
     let before: Vec<(f64, f64)> = targets.iter().map(Target::cpu).collect();
     type Seen = Vec<(usize, anyhow::Result<StreamObs>)>;
     let obs: Arc<Mutex<Seen>> = Arc::new(Mutex::new(Vec::new()));
