@@ -16,37 +16,12 @@ pub const UPDATE_KEY: &str =
 pub const DELETE_KEY: &str = "DELETE FROM client_keys WHERE id = ?";
 pub const TOUCH_KEY: &str = "UPDATE client_keys SET last_used_at_ms = ? WHERE id = ? \
      AND (last_used_at_ms IS NULL OR last_used_at_ms < ?)";
-/// The request-log insert, completed with `VALUES (…), (…), …` for up to [`INSERT_CHUNK`] records: one statement per
-/// chunk ([`insert_chunks`]), not one round trip to the database per record (a flush carries every request of the last
+/// The request-log insert, completed with `VALUES (…), (…), …` for up to [`super::sql::INSERT_CHUNK`] records: one
+/// statement per chunk ([`super::sql::insert_chunks`]), not one round trip to the database per record (a flush carries every request of the last
 /// second).
 pub const INSERT_REQUESTS: &str = "INSERT INTO request_log (at_ms, key_id, key_name, account_id, account_name, model, \
      route, stream, status, error_type, input_tokens, output_tokens, cache_creation_5m, cache_creation_1h, \
      cache_read_tokens, latency_ms, ttfb_ms, cost_nanos) ";
-/// Most records per insert statement (18 parameters each). A row costs its binds and its insert whatever the chunk, but
-/// every statement is a round trip to the database's thread (SQLite: a wake-up of its worker thread and one of the
-/// runtime's back): 16-row statements doubled the futex calls per request at 1,000 req/s. A larger statement holds that
-/// thread, and a core, longer at a time: with 256-row statements (about 1.5 ms each) the added p99 at 500 req/s was
-/// +4.6 and +2.2 ms in two runs. 64 rows: 16 statements a second at 1,000 req/s, each under half a millisecond; each
-/// size is prepared once per connection.
-pub const INSERT_CHUNK: usize = 64;
-/// Distinct chunk sizes (powers of two up to [`INSERT_CHUNK`]): one statement text each.
-pub const CHUNK_SIZES: usize = INSERT_CHUNK.ilog2() as usize + 1;
-
-/// The records of one flush in statement-sized chunks: as many full chunks as fit, then powers of two, so a flush uses
-/// at most [`CHUNK_SIZES`] distinct statements and each is prepared once per connection (sqlx caches them by their text).
-pub fn insert_chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
-    let mut rest = rows;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let n = rest.len().min(INSERT_CHUNK);
-        let n = 1 << n.ilog2();
-        let (chunk, tail) = rest.split_at(n);
-        rest = tail;
-        Some(chunk)
-    })
-}
 /// Columns of one request-log row.
 pub const REQUEST_FIELDS: usize = 18;
 
@@ -325,10 +300,10 @@ macro_rules! tenant_store {
             ) -> Result<(), StoreError> {
                 use super::tenants_sql::to_i64;
                 // One statement text per chunk size (a power of two up to INSERT_CHUNK), built once.
-                static SQL: [std::sync::OnceLock<String>; super::tenants_sql::CHUNK_SIZES] =
-                    [const { std::sync::OnceLock::new() }; super::tenants_sql::CHUNK_SIZES];
+                static SQL: [std::sync::OnceLock<String>; super::sql::CHUNK_SIZES] =
+                    [const { std::sync::OnceLock::new() }; super::sql::CHUNK_SIZES];
                 let mut texts = super::tenants_sql::RequestTexts::default();
-                for chunk in super::tenants_sql::insert_chunks(rows) {
+                for chunk in super::sql::insert_chunks(rows) {
                     let sql = SQL[chunk.len().ilog2() as usize].get_or_init(|| {
                         String::from($q(&super::tenants_sql::insert_requests_sql(chunk.len())))
                     });
@@ -710,27 +685,6 @@ pub(crate) use tenant_store;
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_flush_is_cut_into_full_chunks_then_powers_of_two_in_order() {
-        let sizes = |n: usize| {
-            let rows: Vec<usize> = (0..n).collect();
-            let chunks: Vec<&[usize]> = insert_chunks(&rows).collect();
-            assert_eq!(chunks.concat(), rows, "order and every row kept");
-            chunks.iter().map(|c| c.len()).collect::<Vec<_>>()
-        };
-        assert_eq!(sizes(0), Vec::<usize>::new());
-        assert_eq!(sizes(1), [1]);
-        assert_eq!(sizes(64), [64]);
-        assert_eq!(sizes(130), [64, 64, 2]);
-        assert_eq!(sizes(63), [32, 16, 8, 4, 2, 1]);
-        assert_eq!(
-            sizes(1000),
-            [64; 15].into_iter().chain([32, 8]).collect::<Vec<_>>()
-        );
-        let distinct: std::collections::BTreeSet<usize> = (0..1000).flat_map(sizes).collect();
-        assert_eq!(distinct, (0..CHUNK_SIZES).map(|i| 1 << i).collect());
-    }
-
     /// Repeated text is one allocation (a reference count per row to bind, not a copy); every value is still itself,
     /// whatever the order and however many distinct values a column has.
     #[test]
@@ -755,7 +709,7 @@ mod tests {
     /// The statement text is the one QueryBuilder wrote bind by bind (so the statements prepared before are the same).
     #[test]
     fn the_request_insert_is_the_text_the_query_builder_wrote() {
-        for n in [1, 2, INSERT_CHUNK] {
+        for n in [1, 2, crate::store::sql::INSERT_CHUNK] {
             let mut b = sqlx::QueryBuilder::<sqlx::Sqlite>::new(INSERT_REQUESTS);
             b.push_values(0..n, |mut row, _| {
                 for _ in 0..REQUEST_FIELDS {
