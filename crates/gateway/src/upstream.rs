@@ -1,4 +1,5 @@
-//! The request path's upstream HTTP client: hyper-util's pooled legacy client over our own connector, nothing more.
+//! The request path's upstream HTTP client: hyper's HTTP/1.1 and HTTP/2 connections, our own pool of them
+//! ([`pool`]) and our own connector ([`connect`]), nothing more.
 //!
 //! Why not reqwest here: its fixed cost per request (its tower redirect and retry layers, always installed; two URL
 //! parses; header-map clones; boxed futures) was about a seventh of the gateway's whole cost per request. OAuth, the
@@ -8,8 +9,9 @@
 //! - HTTPS with rustls (the process's crypto provider, aws-lc-rs) and the platform's trust (rustls-platform-verifier),
 //!   ALPN offering `h2` and `http/1.1` (HTTP/2 when the server picks it); plain `http` is HTTP/1.1
 //!   ([`connect`]).
-//! - One keep-alive pool per client (one client per connection worker, see `crate::proxy::Upstream`), idle
-//!   connections closed after 60 s, TCP_NODELAY, TCP keep-alive probes.
+//! - One keep-alive pool per client (one client per connection worker, see `crate::proxy::Upstream`): idle
+//!   connections closed after 60 s; a request a reused connection dropped unwritten sent on another ([`pool`]);
+//!   TCP_NODELAY, TCP keep-alive probes.
 //! - `connect_timeout` bounds a whole connect (TCP, proxy tunnel, TLS handshake); `read_timeout` bounds the wait for
 //!   the response head from the moment the request is sent, and then each wait for the next body chunk
 //!   ([`body::Body`]): never a total deadline, so a stream that keeps sending is never cut.
@@ -26,6 +28,7 @@
 
 pub mod body;
 pub mod connect;
+pub mod pool;
 pub mod uri;
 
 use std::time::Duration;
@@ -36,7 +39,7 @@ use http::header::{
 };
 use http::{Method, Request, Uri};
 use http_body_util::Full;
-use hyper_util::client::legacy;
+use std::sync::Arc;
 
 pub use body::Body;
 pub use uri::Base;
@@ -119,7 +122,7 @@ impl From<&crate::config::UpstreamConfig> for Timeouts {
 /// so that a pooled connection is driven by the thread that made it.
 #[derive(Clone)]
 pub struct Client {
-    hyper: legacy::Client<connect::Connector, Full<Bytes>>,
+    pool: Arc<pool::Pool>,
     defaults: [(HeaderName, HeaderValue); 2],
     proxies: connect::Proxies,
     read_timeout: Duration,
@@ -140,14 +143,8 @@ impl Client {
         let user_agent = HeaderValue::from_static(USER_AGENT_VALUE);
         let connector =
             connect::Connector::new(timeouts.connect, proxies.clone(), user_agent.clone())?;
-        let mut builder = legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
-        builder
-            .timer(hyper_util::rt::TokioTimer::new())
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(usize::MAX);
         Ok(Client {
-            hyper: builder.build(connector),
+            pool: Arc::new(pool::Pool::new(connector, pool::IDLE_TIMEOUT)),
             defaults: [
                 (ACCEPT, HeaderValue::from_static("*/*")),
                 (USER_AGENT, user_agent),
@@ -205,11 +202,11 @@ impl Client {
         *req.method_mut() = method;
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;
-        let head = tokio::time::timeout(self.read_timeout, self.hyper.request(req)).await;
+        let head = tokio::time::timeout(self.read_timeout, self.pool.send(req)).await;
         match head {
             Err(_) => Err(UpstreamError::Timeout),
-            Ok(Err(e)) => Err(UpstreamError::of(&e)),
-            Ok(Ok(res)) => Ok(res.map(|b| Body::new(b, self.read_timeout))),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok((res, lease))) => Ok(res.map(|b| Body::leased(b, self.read_timeout, lease))),
         }
     }
 }

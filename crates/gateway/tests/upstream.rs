@@ -54,6 +54,8 @@ struct Seen {
 struct TlsUpstream {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// TLS connections accepted.
+    connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 const ANSWER: &str = r#"{"id":"msg_tls","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"text","text":"over tls"}],"stop_reason":"end_turn","usage":{"input_tokens":3,"output_tokens":2}}"#;
@@ -86,8 +88,11 @@ async fn tls_upstream(alpn: &[&[u8]]) -> TlsUpstream {
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let seen2 = seen.clone();
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let accepted = connections.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
+            accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let acceptor = acceptor.clone();
             let seen = seen2.clone();
             tokio::spawn(async move {
@@ -127,7 +132,11 @@ async fn tls_upstream(alpn: &[&[u8]]) -> TlsUpstream {
             });
         }
     });
-    TlsUpstream { addr, seen }
+    TlsUpstream {
+        addr,
+        seen,
+        connections,
+    }
 }
 
 impl TlsUpstream {
@@ -152,6 +161,11 @@ async fn https_upstream_is_verified_by_the_platform_trust_and_speaks_h2_when_alp
     }
     let seen = up.seen();
     assert_eq!(seen.len(), 3);
+    assert_eq!(
+        up.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one HTTP/2 connection serves the requests that follow"
+    );
     for s in &seen {
         assert_eq!(s.alpn.as_deref(), Some(&b"h2"[..]));
         assert_eq!(s.version, http::Version::HTTP_2);

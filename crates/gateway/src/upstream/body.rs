@@ -15,6 +15,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::time::{Instant, Sleep};
 
+use super::pool::Lease;
 use super::UpstreamError;
 
 /// An upstream response body (`B` is hyper's `Incoming` outside tests).
@@ -25,6 +26,8 @@ pub struct Body<B = hyper::body::Incoming> {
     sleep: Option<Pin<Box<Sleep>>>,
     /// Whether `sleep` runs for the read in progress.
     armed: bool,
+    /// The HTTP/1.1 connection the body comes on, put back in its pool when the body ends.
+    lease: Option<Lease>,
 }
 
 impl<B> Body<B>
@@ -32,12 +35,30 @@ where
     B: HttpBody<Data = Bytes> + Unpin,
     B::Error: std::error::Error + 'static,
 {
+    #[cfg(test)]
     pub fn new(inner: B, timeout: Duration) -> Self {
-        Body {
+        Body::leased(inner, timeout, None)
+    }
+
+    /// A body that gives its connection back to the pool at its end (at once when it has none).
+    pub fn leased(inner: B, timeout: Duration, lease: Option<Lease>) -> Self {
+        let mut body = Body {
             inner,
             timeout,
             sleep: None,
             armed: false,
+            lease,
+        };
+        body.release_at_end();
+        body
+    }
+
+    /// Puts the connection back once the body has ended.
+    fn release_at_end(&mut self) {
+        if self.lease.is_some() && self.inner.is_end_stream() {
+            if let Some(lease) = self.lease.take() {
+                lease.release();
+            }
         }
     }
 
@@ -94,6 +115,16 @@ where
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.armed = false;
+                match &frame {
+                    None => {
+                        if let Some(lease) = this.lease.take() {
+                            lease.release();
+                        }
+                    }
+                    Some(Ok(_)) => this.release_at_end(),
+                    // A broken connection is not kept.
+                    Some(Err(_)) => this.lease = None,
+                }
                 Poll::Ready(frame.map(|f| f.map_err(|e| UpstreamError::of(&e))))
             }
             Poll::Pending => match this.poll_silence(cx) {

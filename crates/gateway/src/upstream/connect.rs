@@ -56,6 +56,15 @@ impl Proxies {
         }
     }
 
+    /// No proxy, whatever the environment says.
+    #[cfg(test)]
+    pub fn none() -> Proxies {
+        Proxies {
+            matcher: Arc::new(Matcher::builder().build()),
+            http_named: false,
+        }
+    }
+
     fn intercept(&self, dst: &Uri) -> Option<hyper_util::client::proxy::matcher::Intercept> {
         self.matcher.intercept(dst)
     }
