@@ -1,9 +1,9 @@
 //! The connections of one [`super::Client`]: idle HTTP/1.1 connections, and one shared HTTP/2 connection, per origin
 //! (scheme and authority), opened by [`Connector`].
 //!
-//! Why ours and not hyper-util's pooled client: with it, a request cost about 13 k instructions more (callgrind, 3,000
-//! small requests against the benchmark's fast upstream: 86 k against 73 k, the statement preparations of the short
-//! run left out): its pool key hashed with SipHash three times, a task spawned for every HTTP/1 answer to put its
+//! Why ours and not hyper-util's pooled client: with it, a request cost about 10 k instructions more on its thread
+//! (callgrind, 3,000 small requests against the benchmark's fast upstream, the store's thread left out: 75 k against
+//! 65 k): its pool key hashed with SipHash three times, a task spawned for every HTTP/1 answer to put its
 //! connection back, the port and `host` worked out again for every request, large futures moved. Here a request scans
 //! the few origins under one uncontended lock, the `host` value is made once per origin, and an HTTP/1 connection
 //! goes back when its answer's body ends ([`Lease`], held by [`super::Body`]), with no task.
