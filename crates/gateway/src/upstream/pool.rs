@@ -12,8 +12,8 @@
 //! - HTTP/1.1: one request at a time on a connection; a connection is taken again only once its previous answer was
 //!   read to the end (a body dropped before its end closes its connection: hyper's rule); the most recently used
 //!   first.
-//! - HTTP/2 when ALPN picks it: one connection per origin for all requests; a closed one, or one upstream sent GOAWAY
-//!   on, is replaced by the next request's.
+//! - HTTP/2 when ALPN picks it: one connection per origin for all requests; a closed one (hyper closes it once
+//!   upstream's GOAWAY arrives) is replaced by the next request's.
 //! - A request that a reused connection dropped before writing it (upstream closed an idle keep-alive connection just
 //!   as it was taken) is sent on another connection: it never reached upstream. A fresh connection's is not.
 //! - Idle connections are closed after the idle timeout (60 s): never taken after it, and dropped when it passes by
@@ -72,7 +72,6 @@ struct Origins {
     list: Vec<Origin>,
     /// Whether a reaper task runs (it ends when nothing is idle).
     reaping: bool,
-    next_h2: u64,
 }
 
 /// The connections kept to one origin.
@@ -94,8 +93,6 @@ struct Idle {
 }
 
 struct SharedH2 {
-    /// Tells this connection from its replacement.
-    id: u64,
     tx: H2,
     used: Instant,
 }
@@ -108,7 +105,6 @@ enum Taken {
         host: HeaderValue,
     },
     H2 {
-        id: u64,
         tx: H2,
     },
 }
@@ -178,15 +174,9 @@ impl Pool {
                         Err(mut e) => (e.take_message(), e.into_error()),
                     }
                 }
-                Taken::H2 { id, mut tx } => match tx.try_send_request(req).await {
+                Taken::H2 { mut tx } => match tx.try_send_request(req).await {
                     Ok(res) => return Ok((res, None)),
-                    Err(mut e) => {
-                        let back = (e.take_message(), e.into_error());
-                        if went_away(&back.1) {
-                            self.shared.lock().forget_h2(scheme, authority, id);
-                        }
-                        back
-                    }
+                    Err(mut e) => (e.take_message(), e.into_error()),
                 },
             };
             match back {
@@ -212,10 +202,7 @@ impl Pool {
         if let Some(h2) = &mut origin.h2 {
             if h2.usable(now, timeout) {
                 h2.used = now;
-                return Some(Taken::H2 {
-                    id: h2.id,
-                    tx: h2.tx.clone(),
-                });
+                return Some(Taken::H2 { tx: h2.tx.clone() });
             }
             origin.h2 = None;
         }
@@ -254,8 +241,8 @@ impl Pool {
             let (mut tx, conn) = self.h2.handshake(io).await.map_err(failed)?;
             TokioExecutor::new().execute(drive(conn));
             tx.ready().await.map_err(failed)?;
-            let id = self.shared.keep_h2(scheme, authority, tx.clone())?;
-            return Ok(Taken::H2 { id, tx });
+            self.shared.keep_h2(scheme, authority, tx.clone())?;
+            return Ok(Taken::H2 { tx });
         }
         let (mut tx, conn) = http1::handshake(io).await.map_err(failed)?;
         TokioExecutor::new().execute(drive(conn));
@@ -336,24 +323,22 @@ impl Shared {
         self.origins.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Keeps a new HTTP/2 connection as the origin's unless it has a usable one; returns the new one's id.
+    /// Keeps a new HTTP/2 connection as the origin's unless it has a usable one.
     fn keep_h2(
         self: &Arc<Self>,
         scheme: &Scheme,
         authority: &Authority,
         tx: H2,
-    ) -> Result<u64, UpstreamError> {
+    ) -> Result<(), UpstreamError> {
         let now = Instant::now();
         let mut origins = self.lock();
-        origins.next_h2 += 1;
-        let id = origins.next_h2;
         let timeout = self.idle_timeout;
         let origin = origins.find_or_add(scheme, authority)?;
         if !origin.h2.as_ref().is_some_and(|h| h.usable(now, timeout)) {
-            origin.h2 = Some(SharedH2 { id, tx, used: now });
+            origin.h2 = Some(SharedH2 { tx, used: now });
         }
         Shared::start_reaper(self, &mut origins);
-        Ok(id)
+        Ok(())
     }
 
     /// Starts the reaper unless one runs (or no runtime is there to run it: then expiry is checked only when a
@@ -424,14 +409,6 @@ impl Origins {
         Ok(&mut self.list[at])
     }
 
-    fn forget_h2(&mut self, scheme: &Scheme, authority: &Authority, id: u64) {
-        if let Some(origin) = self.find(scheme, authority) {
-            if origin.h2.as_ref().is_some_and(|h| h.id == id) {
-                origin.h2 = None;
-            }
-        }
-    }
-
     /// Drops what is closed or past its idle timeout, and origins left with nothing; returns when the next kept
     /// connection's timeout passes, `None` when none is kept.
     fn sweep(&mut self, now: Instant, timeout: Duration) -> Option<Instant> {
@@ -482,18 +459,4 @@ fn origin_form(uri: &mut Uri) {
     let mut parts = http::uri::Parts::default();
     parts.path_and_query = uri.path_and_query().cloned();
     *uri = Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"));
-}
-
-/// Whether upstream sent GOAWAY on the connection (it takes no new streams).
-fn went_away(e: &hyper::Error) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        if c.downcast_ref::<h2::Error>()
-            .is_some_and(h2::Error::is_go_away)
-        {
-            return true;
-        }
-        cause = c.source();
-    }
-    false
 }
