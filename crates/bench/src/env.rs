@@ -10,11 +10,10 @@ use bytes::Bytes;
 use crate::client::{Client, ClientKind, Target};
 use crate::load::LoadResult;
 use crate::nginx::Nginx;
+use crate::plan::{body, one_line, per_k, say, Plan, Setup, MODEL, UPSTREAM_KEY};
 use crate::procs::{self, FastUpstream, Gateway, GatewayDir, HyperProxy, LiteLlm, Sim, CLIENT_KEY};
+use crate::results::{ClientCmp, Large, Paths, Results};
 use crate::runner::{self, Scenario, Shape};
-use crate::scenarios::{
-    body, one_line, per_k, say, ClientCmp, Large, Paths, Plan, Results, Setup, MODEL, UPSTREAM_KEY,
-};
 use crate::stream::{self, StreamResult};
 use crate::upstream::FRAME_EVENTS;
 

@@ -10,9 +10,9 @@ use bytes::Bytes;
 
 use crate::client::{Client, Target};
 use crate::load::LoadResult;
+use crate::plan::{Plan, MODEL, UPSTREAM_KEY};
 use crate::procs::{Gateway, GatewayDir, ADMIN_KEY, CLIENT_KEY};
 use crate::runner::{self, Shape};
-use crate::scenarios::{Plan, MODEL, UPSTREAM_KEY};
 
 /// The managed key's name and limits (every limit set, none reached by the scenario's load).
 pub const KEY_NAME: &str = "bench-managed";
@@ -115,7 +115,7 @@ pub async fn keys(
     let a2 = v.pop().unwrap_or_default();
     let b = v.pop().unwrap_or_default();
     let a = v.pop().unwrap_or_default();
-    crate::scenarios::say(format!(
+    crate::plan::say(format!(
         "keys at {} req/s: p99 static {} µs, managed {} µs, static again {} µs; the store counts {recorded:?} requests \
          of the managed key",
         plan.keys_rate, a.latency.p99, b.latency.p99, a2.latency.p99
@@ -153,7 +153,7 @@ async fn recorded(gw: &Gateway) -> anyhow::Result<u64> {
 
 /// A Chat Completions body (`messages` with a string content, as OpenAI clients send it) of about `size` bytes.
 pub fn chat_body(size: usize) -> Bytes {
-    crate::scenarios::body(size, false, None)
+    crate::plan::body(size, false, None)
 }
 
 /// A Responses body (`input` as a string) of about `size` bytes.
@@ -197,7 +197,7 @@ pub async fn routes(
             upstream_pid,
         )?,
     ];
-    let messages = crate::scenarios::body(plan.body_bytes, false, None);
+    let messages = crate::plan::body(plan.body_bytes, false, None);
     let bodies = [
         messages.clone(),
         messages,
@@ -230,7 +230,7 @@ pub async fn routes(
     let chat = v.pop().unwrap_or_default();
     let messages = v.pop().unwrap_or_default();
     let direct = v.pop().unwrap_or_default();
-    crate::scenarios::say(format!(
+    crate::plan::say(format!(
         "routes at {} req/s: p99 direct {} messages {} chat {} responses {} µs",
         plan.routes_rate,
         direct.latency.p99,

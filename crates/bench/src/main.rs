@@ -14,10 +14,12 @@ mod hyperproxy;
 mod load;
 mod memory;
 mod nginx;
+mod plan;
 mod pool;
 mod procs;
 mod profile;
 mod report;
+mod results;
 mod runner;
 mod scenarios;
 mod stampede;
@@ -33,7 +35,7 @@ use anyhow::{anyhow, Context};
 use clap::Parser;
 
 use crate::client::ClientKind;
-use crate::scenarios::{Plan, Setup};
+use crate::plan::{Plan, Setup};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -177,13 +179,10 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
     };
     plan.upstream_threads = args.upstream_threads;
     if let Some(only) = &args.only {
-        if let Some(bad) = only
-            .iter()
-            .find(|s| !scenarios::SECTIONS.contains(&s.as_str()))
-        {
+        if let Some(bad) = only.iter().find(|s| !plan::SECTIONS.contains(&s.as_str())) {
             return Err(anyhow!(
                 "--only: unknown section {bad:?} (one of {})",
-                scenarios::SECTIONS.join(", ")
+                plan::SECTIONS.join(", ")
             ));
         }
         plan.only = Some(only.clone());
@@ -216,7 +215,7 @@ fn setup(args: &Args, plan: Plan) -> anyhow::Result<Setup> {
 }
 
 /// The callgrind and massif profiles, when asked for, into `results`.
-async fn profiles(args: &Args, setup: &Setup, results: &mut scenarios::Results) {
+async fn profiles(args: &Args, setup: &Setup, results: &mut results::Results) {
     let Some(dir) = &args.profile else {
         results.profile_note = Some(
             args.profile_note
@@ -249,7 +248,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let setup = setup(&args, plan.clone())?;
     let started = std::time::Instant::now();
     let mut results = if args.profile_only {
-        scenarios::Results::default()
+        results::Results::default()
     } else {
         scenarios::run(&setup).await?
     };

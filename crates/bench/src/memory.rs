@@ -12,8 +12,8 @@ use claude_gateway::store::sqlite::SqliteStore;
 use claude_gateway::store::Store;
 
 use crate::client::Target;
+use crate::plan::{body, say, Setup, UPSTREAM_KEY};
 use crate::procs::{self, Gateway, GatewayDir, Sim, CLIENT_KEY};
-use crate::scenarios::{body, say, Setup, UPSTREAM_KEY};
 use crate::stats::Errors;
 use crate::stream;
 

@@ -9,9 +9,9 @@ use anyhow::bail;
 
 use crate::client::{Client, Target};
 use crate::load::LoadResult;
+use crate::plan::{body, say, Plan, Setup, UPSTREAM_KEY};
 use crate::procs::{FastUpstream, Gateway, GatewayDir, TempDir, CLIENT_KEY};
 use crate::runner;
-use crate::scenarios::{body, say, Plan, Setup, UPSTREAM_KEY};
 
 #[derive(Debug, Clone, Default)]
 pub struct Pool {

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 
 use crate::client::{Client, ClientKind, Target};
+use crate::plan::{body, Setup};
 use crate::procs::{FastUpstream, Gateway, GatewayDir, Sim, CLIENT_KEY};
-use crate::scenarios::{body, Setup};
 use crate::stream;
 
 /// The heap of a gateway loading many accounts, from valgrind's massif.

@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 
 use crate::fmt::{delta_cells, dist_cells, dms, ms, pct, secs, verdict};
 use crate::load::LoadResult;
-use crate::scenarios::{per_k, Paths, Plan, Results};
+use crate::plan::{per_k, Plan};
+use crate::results::{Paths, Results};
 use crate::stats::{alternate_halves, Dist};
 use crate::stream::StreamResult;
 use crate::targets::us_per_request;

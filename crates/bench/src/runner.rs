@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use crate::client::{Client, Target};
 use crate::load::{self, LoadResult};
-use crate::scenarios::Plan;
+use crate::plan::Plan;
 use crate::stream::{self, StreamResult};
 
 /// Results of several runs of one load that merge into one.

@@ -10,8 +10,8 @@ use claude_gateway::store::Store;
 
 use crate::client::{Client, Target};
 use crate::load::{self, LoadResult};
+use crate::plan::{body, say, Setup, UPSTREAM_KEY};
 use crate::procs::{Gateway, GatewayDir, Sim, CLIENT_KEY};
-use crate::scenarios::{body, say, Setup, UPSTREAM_KEY};
 
 const REFRESH_TOKEN: &str = "sk-ant-ort01-bench-stampede-refresh-token";
 

@@ -3,7 +3,8 @@
 
 use crate::fmt::{dms, pct};
 use crate::load::LoadResult;
-use crate::scenarios::{Paths, Plan, Results};
+use crate::plan::Plan;
+use crate::results::{Paths, Results};
 use crate::stream::StreamResult;
 
 pub struct Target {
