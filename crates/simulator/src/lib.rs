@@ -34,8 +34,10 @@
 // Handlers return `Result<_, Response>` for early answers; the size of `Response` is irrelevant here.
 #![allow(clippy::result_large_err)]
 
+mod ids;
 mod messages;
 mod oauth;
+mod record;
 mod respond;
 mod server;
 mod sse;
@@ -51,7 +53,8 @@ use tokio::task::JoinHandle;
 
 pub use types::{Fault, FaultKind, RecordedRequest, SimConfig, TokenCall, TokenFault, TokenPair};
 
-use state::{random_alnum, Shared};
+use ids::random_alnum;
+use state::Shared;
 
 /// A running simulator. Dropping it shuts the server down (listener and every connection).
 pub struct Simulator {

@@ -12,9 +12,10 @@ use bytes::Bytes;
 use chrono::{SecondsFormat, Utc};
 use serde_json::{json, Value};
 
+use crate::ids::{random_alnum, request_id};
 use crate::respond::{api_error, drop_connection, json_response, set_header, set_headers};
 use crate::sse::{self, BodyFault};
-use crate::state::{random_alnum, request_id, AccessCheck, DisconnectGuard, InFlightGuard, Shared};
+use crate::state::{AccessCheck, DisconnectGuard, InFlightGuard, Shared};
 use crate::types::FaultKind;
 
 const OAUTH_BETA: &str = "oauth-2025-04-20";

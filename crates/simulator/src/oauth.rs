@@ -13,9 +13,10 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::ids::random_alnum;
 use crate::messages::credential_of;
 use crate::respond::{api_error, drop_connection, json_response, oauth_error, set_header};
-use crate::state::{random_alnum, AccessCheck, AuthCode, Family, Shared, TokenCallGuard};
+use crate::state::{AccessCheck, AuthCode, Family, Shared, TokenCallGuard};
 use crate::types::{TokenFault, TokenPair};
 
 const DEFAULT_SCOPE: &str = "user:inference user:profile";

@@ -1,17 +1,12 @@
 //! Response helpers: JSON, Anthropic errors, headers, the drop-connection marker.
 
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
-
 use axum::body::Body;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
-use bytes::Bytes;
-use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use serde_json::{json, Value};
 
-use crate::state::{lock_log, request_id, ResponseLog};
+use crate::ids::request_id;
 
 /// Response extension telling the connection layer to close the connection without answering.
 #[derive(Clone, Copy, Debug)]
@@ -76,46 +71,4 @@ pub(crate) fn oauth_error(status: u16, error: &str, description: &str) -> Respon
         status_code(status),
         &json!({"error": error, "error_description": description}),
     )
-}
-
-/// A response body that appends every data chunk to `log` as it hands it to the server.
-/// Size hint and end of stream are the inner body's, so `content-length` is kept.
-pub(crate) struct RecordingBody {
-    inner: Body,
-    log: ResponseLog,
-}
-
-impl RecordingBody {
-    pub(crate) fn new(inner: Body, log: ResponseLog) -> RecordingBody {
-        RecordingBody { inner, log }
-    }
-}
-
-impl HttpBody for RecordingBody {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        if let Some(data) = frame
-            .as_ref()
-            .and_then(|f| f.as_ref().ok())
-            .and_then(Frame::data_ref)
-            .filter(|d| !d.is_empty())
-        {
-            lock_log(&self.log).push(data.clone());
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }

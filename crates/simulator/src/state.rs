@@ -9,47 +9,15 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
-use rand::distr::Alphanumeric;
-use rand::Rng;
 use tokio::sync::Notify;
 
-use crate::respond::{is_dropped, RecordingBody};
+use crate::ids::{random_alnum, random_uuid};
+use crate::record::{lock_log, RecordingBody, ResponseLog};
+use crate::respond::is_dropped;
 use crate::types::{Fault, RecordedRequest, SimConfig, TokenCall, TokenFault, TokenPair};
 
 pub(crate) const ACCESS_PREFIX: &str = "sk-ant-oat01-sim-";
 pub(crate) const REFRESH_PREFIX: &str = "sk-ant-ort01-sim-";
-
-pub(crate) fn random_alnum(n: usize) -> String {
-    rand::rng()
-        .sample_iter(Alphanumeric)
-        .take(n)
-        .map(char::from)
-        .collect()
-}
-
-pub(crate) fn random_uuid() -> String {
-    let b: [u8; 16] = rand::rng().random();
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-4{}-a{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[13..16],
-        &h[17..20],
-        &h[20..32]
-    )
-}
-
-pub(crate) fn request_id() -> String {
-    format!("req_sim{}", random_alnum(24))
-}
-
-/// The body chunks sent for one recorded request, shared by its record and its body.
-pub(crate) type ResponseLog = Arc<Mutex<Vec<Bytes>>>;
-
-pub(crate) fn lock_log(log: &ResponseLog) -> MutexGuard<'_, Vec<Bytes>> {
-    log.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn concat(chunks: &[Bytes]) -> Bytes {
     match chunks {
