@@ -155,6 +155,28 @@ async fn an_answer_read_to_its_end_gives_its_connection_to_the_next_request() {
 }
 
 #[tokio::test]
+async fn chunked_and_empty_answers_give_their_connection_back_too() {
+    for raw in [
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        "HTTP/1.1 204 No Content\r\n\r\n",
+    ] {
+        let up = upstream(move |_, _, s| {
+            s.write_all(raw.as_bytes()).unwrap();
+            true
+        });
+        let pool = pool();
+        for _ in 0..3 {
+            send(&pool, &up.uri()).await.unwrap();
+        }
+        assert_eq!(
+            up.accepted(),
+            1,
+            "one connection for three answers like {raw:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_body_dropped_before_its_end_closes_its_connection() {
     let (closed_tx, closed_rx) = mpsc::channel();
     let up = upstream(move |conn, _, s| {
