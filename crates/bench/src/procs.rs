@@ -391,6 +391,13 @@ token_url = "{token_url}"
 
 [refresh]
 scan_interval_secs = 3600
+
+# The load client's own pool can hold more connections than a burst's size (it opens one when no idle one is back
+# yet): with the default cap (1024) a 1000-request burst could fill the gateway's slots with the client's idle
+# keep-alive connections, and the next connection (an admin or metrics read) then waits in the backlog past its
+# connect timeout. The cap is not what these scenarios measure.
+[listener]
+max_connections = 4096
 "#,
             data = dir.path().join("data").display(),
         );
