@@ -56,9 +56,14 @@ where
     /// Puts the connection back once the body has ended.
     fn release_at_end(&mut self) {
         if self.lease.is_some() && self.inner.is_end_stream() {
-            if let Some(lease) = self.lease.take() {
-                lease.release();
-            }
+            self.release();
+        }
+    }
+
+    /// Puts the connection back in its pool.
+    fn release(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.release();
         }
     }
 
@@ -116,11 +121,7 @@ where
             Poll::Ready(frame) => {
                 this.armed = false;
                 match &frame {
-                    None => {
-                        if let Some(lease) = this.lease.take() {
-                            lease.release();
-                        }
-                    }
+                    None => this.release(),
                     Some(Ok(_)) => this.release_at_end(),
                     // A broken connection is not kept.
                     Some(Err(_)) => this.lease = None,

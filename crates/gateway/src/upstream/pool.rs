@@ -377,10 +377,15 @@ async fn reap(shared: Weak<Shared>) {
 }
 
 impl Origins {
-    fn find(&mut self, scheme: &Scheme, authority: &Authority) -> Option<&mut Origin> {
+    fn position(&self, scheme: &Scheme, authority: &Authority) -> Option<usize> {
         self.list
-            .iter_mut()
-            .find(|o| o.authority == *authority && o.scheme == *scheme)
+            .iter()
+            .position(|o| o.authority == *authority && o.scheme == *scheme)
+    }
+
+    fn find(&mut self, scheme: &Scheme, authority: &Authority) -> Option<&mut Origin> {
+        let at = self.position(scheme, authority)?;
+        Some(&mut self.list[at])
     }
 
     /// The origin's entry, added when it has none (the only time its `host` value is made).
@@ -389,11 +394,7 @@ impl Origins {
         scheme: &Scheme,
         authority: &Authority,
     ) -> Result<&mut Origin, UpstreamError> {
-        let at = match self
-            .list
-            .iter()
-            .position(|o| o.authority == *authority && o.scheme == *scheme)
-        {
+        let at = match self.position(scheme, authority) {
             Some(at) => at,
             None => {
                 self.list.push(Origin {
@@ -432,14 +433,19 @@ impl Origins {
 
 impl Idle {
     fn usable(&self, now: Instant, timeout: Duration) -> bool {
-        !self.tx.is_closed() && now.saturating_duration_since(self.since) < timeout
+        !self.tx.is_closed() && fresh(self.since, now, timeout)
     }
 }
 
 impl SharedH2 {
     fn usable(&self, now: Instant, timeout: Duration) -> bool {
-        !self.tx.is_closed() && now.saturating_duration_since(self.used) < timeout
+        !self.tx.is_closed() && fresh(self.used, now, timeout)
     }
+}
+
+/// Whether a connection unused since `since` is still within the idle timeout at `now`.
+fn fresh(since: Instant, now: Instant, timeout: Duration) -> bool {
+    now.saturating_duration_since(since) < timeout
 }
 
 /// `host` for HTTP/1.1: the host, and the port when it is not the scheme's default.
